@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make run` (the whole pipeline on embedded defaults)
+# and `make test` (lint + the test suite). Both create .venv and install on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+TOOLLENS ?= ../shared/data/toollens
+
+.PHONY: help install run test lint fmt compile \
+        bench-features bench-embed bench-quality bench-serve
+
+help:
+	@echo "make run    run the whole pipeline locally on embedded defaults"
+	@echo "make test   lint and run the tests"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/caprank pipeline run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+compile: $(STAMP)
+	$(BIN)/caprank pipeline compile

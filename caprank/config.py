@@ -1,0 +1,525 @@
+"""One typed configuration for the whole system, resolved in layers.
+
+Layers, lowest first: built-in defaults < YAML file (``--config`` or ``CAPRANK_CONFIG``)
+< environment variables (``CAPRANK_SECTION__FIELD``) < ``--set section.field=value``.
+Every resolved value remembers the layer it came from, so ``caprank config show`` can
+say why a value is what it is. Unknown keys and bad values are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from caprank.errors import ConfigError
+
+ENV_PREFIX = "CAPRANK_"
+ENV_CONFIG_FILE = "CAPRANK_CONFIG"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class PathsConfig(Section):
+    """Where things live on disk for the embedded (no-cluster) defaults."""
+
+    home: Path = Field(Path(".caprank"), description="run directory for all local state")
+    data: Path | None = Field(
+        None, description="input dataset directory; empty: synthesize the embedded default"
+    )
+    feature_repo: Path = Field(Path("feature_repo"), description="Feast repository")
+
+
+class SynthConfig(Section):
+    """The embedded default dataset (`caprank data synth`)."""
+
+    n_tools: int = Field(240, ge=10, le=100_000)
+    n_categories: int = Field(12, ge=2, le=200)
+    n_capabilities: int = Field(300, ge=5, le=1_000_000)
+    max_tools_per_capability: int = Field(4, ge=1, le=16)
+    intents_per_capability: int = Field(12, ge=1, le=1000)
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    days: int = Field(30, ge=1, le=3650)
+    start_date: str = Field("2026-10-01", description="ISO date of the first day")
+
+
+class SimulateConfig(Section):
+    """Interaction-log simulator (`caprank data simulate`)."""
+
+    policy: Literal["bm25", "popularity", "random"] = "bm25"
+    epsilon: float = Field(0.2, ge=0.0, le=1.0, description="exploration rate")
+    slate_size: int = Field(10, ge=1, le=100)
+    events_per_day: int = Field(400, ge=1, le=10_000_000)
+    session_length_mean: float = Field(3.0, ge=1.0, le=100.0)
+    position_bias: float = Field(0.8, gt=0.0, le=1.0, description="examination decay per rank")
+    feedback_rate: float = Field(0.3, ge=0.0, le=1.0)
+    drift_tool_reliability_day: int | None = Field(
+        None, ge=0, description="day a tool's reliability drops; empty: no drift"
+    )
+    drift_new_capabilities_day: int | None = Field(None, ge=0)
+    drift_intent_mix_day: int | None = Field(None, ge=0)
+
+
+class DataConfig(Section):
+    seed: int = Field(42, ge=0)
+    synth: SynthConfig = SynthConfig()
+    simulate: SimulateConfig = SimulateConfig()
+    max_future_skew_s: int = Field(300, ge=0, description="tolerated clock skew for timestamps")
+    max_age_days: int = Field(
+        400, ge=1, description="freshness: newest event must be younger than this"
+    )
+
+
+class FeaturesConfig(Section):
+    windows_days: list[int] = Field([1, 7, 30], min_length=1)
+    feature_version: int = Field(1, ge=1)
+    pagerank_damping: float = Field(0.85, gt=0.0, lt=1.0)
+    ttl_days: int = Field(3650, ge=1, description="Feast feature view TTL")
+
+
+class Node2VecConfig(Section):
+    dim: int = Field(64, ge=2, le=1024)
+    walk_length: int = Field(15, ge=2, le=1000)
+    walks_per_node: int = Field(40, ge=1, le=10_000)
+    window: int = Field(5, ge=1, le=100)
+    p: float = Field(1.0, gt=0.0, description="return parameter")
+    q: float = Field(1.0, gt=0.0, description="in-out parameter")
+    negatives: int = Field(5, ge=1, le=100)
+    epochs: int = Field(5, ge=1, le=1000)
+    lr: float = Field(0.01, gt=0.0)
+    batch_size: int = Field(1024, ge=1)
+
+
+class HybridConfig(Section):
+    text_weight: float = Field(0.3, ge=0.0, le=1.0)
+    graph_weight: float = Field(0.7, ge=0.0, le=1.0)
+    method: Literal["concat", "projection"] = "concat"
+
+
+class EmbeddingConfig(Section):
+    text_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers name or path; production: BAAI/bge-m3",
+    )
+    batch_size: int = Field(64, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: Path | None = Field(None, description="empty: <home>/embedding-cache")
+    node2vec: Node2VecConfig = Node2VecConfig()
+    hybrid: HybridConfig = HybridConfig()
+    norm_tolerance: float = Field(0.01, gt=0.0)
+    min_variance: float = Field(0.01, ge=0.0)
+    max_staleness_hours: float = Field(24.0, gt=0.0)
+
+
+class PERConfig(Section):
+    capacity: int = Field(100_000, ge=1)
+    alpha: float = Field(0.6, ge=0.0, le=1.0)
+    beta: float = Field(0.4, ge=0.0, le=1.0)
+    beta_increment: float = Field(0.001, ge=0.0, le=1.0)
+    eps: float = Field(0.01, gt=0.0)
+
+
+class TDConfig(Section):
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="TD(lambda) trace decay")
+
+
+class RewardConfig(Section):
+    success: float = 1.0
+    partial: float = 0.5
+    failure: float = 0.0
+    latency_penalty_per_s: float = Field(0.0, ge=0.0)
+    feedback_weight: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class TrainingConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(7, ge=0)
+    hidden_dim: int = Field(256, ge=8, le=8192)
+    heads: int = Field(4, ge=1, le=64)
+    layers: int = Field(2, ge=0, le=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0.0)
+    t_max: int = Field(1000, ge=1, description="cosine annealing period (steps)")
+    eta_min: float = Field(1e-6, ge=0.0)
+    batch_size: int = Field(256, ge=1)
+    max_steps: int = Field(3000, ge=1)
+    eval_every: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1, description="evaluations without improvement")
+    checkpoint_every: int = Field(200, ge=1)
+    temperature: float = Field(0.1, gt=0.0)
+    value_loss_weight: float = Field(0.5, ge=0.0)
+    per: PERConfig = PERConfig()
+    td: TDConfig = TDConfig()
+    reward: RewardConfig = RewardConfig()
+
+
+class EvaluationConfig(Section):
+    ks: list[int] = Field([1, 3, 5, 10], min_length=1)
+    primary_metric: Literal["mrr", "ndcg@10", "hit@1", "hit@10", "map"] = "mrr"
+    min_primary: float = Field(0.2, ge=0.0, le=1.0, description="absolute quality floor")
+    min_improvement: float = Field(0.0, ge=0.0, description="required gain over production")
+    bootstrap_samples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    cv_folds: int = Field(5, ge=2, le=50)
+    temporal_train_days: int = Field(21, ge=1)
+    temporal_test_days: int = Field(7, ge=1)
+    max_scoring_p99_ms: float = Field(200.0, gt=0.0)
+    max_ece: float = Field(0.25, gt=0.0, le=1.0)
+    calibration_bins: int = Field(10, ge=2, le=100)
+
+
+class MonitoringConfig(Section):
+    ks_pvalue: float = Field(0.01, gt=0.0, lt=1.0)
+    psi_threshold: float = Field(0.2, gt=0.0)
+    max_staleness_hours: float = Field(48.0, gt=0.0)
+    max_missing_rate: float = Field(0.05, ge=0.0, le=1.0)
+    min_embedding_variance: float = Field(0.01, ge=0.0)
+    retrain_on_drift: bool = True
+
+
+class PrivacyConfig(Section):
+    retention_days: int = Field(365, ge=1)
+    scrub_pii: bool = True
+    opt_out_enabled: bool = True
+    opt_out_users: list[str] = Field([], description="users whose events are never stored")
+
+
+class ServingConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    model_name: str = "caprank"
+    model_ref: str = Field(
+        "production", description="MLflow alias, version number, or a model directory"
+    )
+    cache_size: int = Field(10_000, ge=0)
+    cache_ttl_s: float = Field(3600.0, gt=0.0)
+    feature_refresh_s: float = Field(300.0, gt=0.0)
+    max_feature_staleness_hours: float = Field(48.0, gt=0.0)
+    default_top_k: int = Field(10, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    max_candidates: int = Field(10_000, ge=1)
+    max_intent_chars: int = Field(2000, ge=1)
+    max_payload_bytes: int = Field(1_000_000, ge=1024)
+    max_batch_size: int = Field(16, ge=1)
+    max_batch_wait_ms: float = Field(2.0, ge=0.0)
+    boost: dict[str, float] = Field({}, description="capability id -> score added")
+    penalty: dict[str, float] = Field({}, description="capability id -> score subtracted")
+    feedback_dir: Path | None = Field(None, description="empty: <home>/feedback")
+
+
+class CanaryConfig(Section):
+    traffic_percent: int = Field(10, ge=0, le=100)
+    mode: Literal["split", "shadow"] = "split"
+    window_s: float = Field(600.0, gt=0.0, description="how long guardrails are watched")
+    poll_s: float = Field(10.0, gt=0.0)
+    ready_timeout_s: float = Field(900.0, gt=0.0)
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
+    max_p99_latency_ms: float = Field(200.0, gt=0.0)
+    min_success_rate: float = Field(0.0, ge=0.0, le=1.0, description="quality from feedback")
+    min_requests: int = Field(100, ge=0)
+
+
+class ServicesConfig(Section):
+    """Endpoints of real services. Empty values mean the embedded local default."""
+
+    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    feast_registry: str = Field("", description="SQLAlchemy URL; empty: <home>/feast/registry.db")
+    mlflow_tracking_uri: str = Field("", description="empty: sqlite:///<home>/mlflow.db")
+    mlflow_artifact_root: str = Field("", description="empty: <home>/mlartifacts")
+    model_name: str = Field("caprank-ranker", description="MLflow registered model name")
+    kfp_host: str = ""
+    kube_namespace: str = "caprank"
+    inference_service: str = "caprank-ranker"
+    prometheus_url: str = ""
+
+
+class PipelineConfig(Section):
+    name: str = "caprank-training"
+    image_registry: str = "ghcr.io/caprank"
+    image_tag: str = "0.1.0"
+    gpu_node_selector: dict[str, str] = {"caprank.io/pool": "gpu"}
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_accelerator: str = "nvidia.com/gpu"
+    cron: str = Field("0 0 2 * * *", description="KFP 6-field cron (seconds first)")
+
+
+class CaprankConfig(Section):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    serving: ServingConfig = ServingConfig()
+    canary: CanaryConfig = CanaryConfig()
+    services: ServicesConfig = ServicesConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    # Derived locations: the single place that says where embedded state lives.
+    def home(self) -> Path:
+        return self.paths.home
+
+    def mlflow_tracking_uri(self) -> str:
+        uri = self.services.mlflow_tracking_uri
+        return uri or f"sqlite:///{(self.paths.home / 'mlflow.db').resolve()}"
+
+    def mlflow_artifact_root(self) -> str:
+        root = self.services.mlflow_artifact_root
+        return root or str((self.paths.home / "mlartifacts").resolve())
+
+    def embedding_cache_dir(self) -> Path:
+        return self.embedding.cache_dir or self.paths.home / "embedding-cache"
+
+    def feedback_dir(self) -> Path:
+        return self.serving.feedback_dir or self.paths.home / "feedback"
+
+
+# --------------------------------------------------------------------------- resolution
+
+DEFAULT = "default"
+
+
+@dataclass
+class ResolvedConfig:
+    """A validated config plus the layer each leaf value came from."""
+
+    config: CaprankConfig
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, key: str) -> str:
+        return self.sources.get(key, DEFAULT)
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """(dotted key, value, source) for every leaf, in declaration order."""
+        dumped = self.config.model_dump(mode="json")
+        return [(k, _get_dotted(dumped, k), self.source_of(k)) for k in leaf_keys(CaprankConfig)]
+
+
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        sub = _section_type(info.annotation)
+        if sub is not None:
+            keys.extend(leaf_keys(sub, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _field_info(key: str):
+    model: type[BaseModel] = CaprankConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        if i == len(parts) - 1:
+            return info
+        sub = _section_type(info.annotation)
+        if sub is None:
+            return None
+        model = sub
+    return None
+
+
+def describe_allowed(key: str) -> str:
+    """Human description of what a key accepts: its type, choices and bounds."""
+    info = _field_info(key)
+    if info is None:
+        return ""
+    parts = [_type_name(info.annotation)]
+    for meta in info.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            val = getattr(meta, attr, None)
+            if isinstance(meta, annotated_types.BaseMetadata) and val is not None:
+                parts.append(f"{sym} {val}")
+    return ", ".join(parts)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(
+            "empty" if a is type(None) else _type_name(a) for a in typing.get_args(annotation)
+        )
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _flatten(model: type[BaseModel], data: Mapping[str, Any], source: str, prefix: str = ""):
+    """Yield (dotted key, value) for a nested mapping, rejecting keys the model lacks."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "<root>", "expected a mapping", source=source)
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in model.model_fields:
+            allowed = ", ".join(model.model_fields)
+            raise ConfigError(key, "unknown key", allowed=allowed, source=source)
+        sub = _section_type(model.model_fields[name].annotation)
+        if sub is not None and isinstance(value, Mapping):
+            yield from _flatten(sub, value, source, f"{key}.")
+        elif sub is not None:
+            raise ConfigError(key, "is a section; give its fields", source=source)
+        else:
+            yield key, value
+
+
+def _check_key(key: str, source: str) -> None:
+    model: type[BaseModel] = CaprankConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            where = ".".join(parts[: i + 1])
+            allowed = ", ".join(model.model_fields)
+            raise ConfigError(where, "unknown key", allowed=allowed, source=source)
+        sub = _section_type(model.model_fields[part].annotation)
+        if i < len(parts) - 1 and sub is None:
+            raise ConfigError(key, "unknown key", source=source)
+        if i == len(parts) - 1 and sub is not None:
+            raise ConfigError(key, "is a section; set one of its fields", source=source)
+        if sub is not None:
+            model = sub
+
+
+def _parse_scalar(text: str) -> Any:
+    """Values from env and --set are YAML scalars: '0.5' -> 0.5, '[1, 7]' -> [1, 7]."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _get_dotted(tree: Mapping, key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _load_yaml_file(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("--config", f"file not found: {path}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "the config file must hold a mapping", source=str(path))
+    return data
+
+
+def env_layer(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """CAPRANK_SECTION__FIELD=value -> (section.field, value, 'env CAPRANK_...')."""
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        out.append((key, _parse_scalar(environ[name]), f"env {name}"))
+    return out
+
+
+def resolve(
+    config_file: str | Path | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+    extra_yaml: str | None = None,
+) -> ResolvedConfig:
+    """Resolve the layered configuration.
+
+    ``extra_yaml`` is a YAML mapping applied just above the file layer; pipeline
+    components receive their run's overrides this way.
+    """
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, Any, str]] = []
+    file_path = config_file or environ.get(ENV_CONFIG_FILE) or None
+    if file_path:
+        src = f"file {file_path}"
+        layers += [(k, v, src) for k, v in _flatten(CaprankConfig, _load_yaml_file(file_path), src)]
+    if extra_yaml:
+        try:
+            data = yaml.safe_load(extra_yaml) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("<overrides>", f"not valid YAML: {exc}") from exc
+        layers += [(k, v, "pipeline overrides") for k, v in _flatten(CaprankConfig, data, "run")]
+    layers += env_layer(environ)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "a --set flag must look like key=value")
+        key, _, raw = item.partition("=")
+        layers.append((key.strip(), _parse_scalar(raw), f"--set {key.strip()}"))
+
+    tree: dict = {}
+    sources: dict[str, str] = {}
+    for key, value, src in layers:
+        _check_key(key, src)
+        _set_dotted(tree, key, value)
+        sources[key] = src
+    try:
+        config = CaprankConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        top = ".".join(str(p) for p in err["loc"][:1])
+        src = sources.get(key) or next(
+            (s for k, s in sources.items() if k.startswith(top)), DEFAULT
+        )
+        raise ConfigError(key, err["msg"], allowed=describe_allowed(key), source=src) from exc
+    return ResolvedConfig(config, sources)
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    extra_yaml: str | None = None,
+) -> CaprankConfig:
+    """The resolved config alone (most callers want only this)."""
+    return resolve(config_file, overrides=overrides, extra_yaml=extra_yaml).config
+
+
+def dump_yaml(config: CaprankConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,108 @@
+"""The data contract: one pyarrow schema per table, and the files that hold them.
+
+Every reader and writer in caprank goes through these definitions. A dataset is a
+directory holding one Parquet file per table (interactions may instead be a folder of
+Parquet parts, which is how the serving feedback path appends to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+OUTCOMES = ("success", "partial", "failure")
+SPLITS = ("train", "valid", "test")
+
+
+def _f(name: str, typ: pa.DataType, nullable: bool, doc: str) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable, metadata={"doc": doc})
+
+
+TOOLS = pa.schema(
+    [
+        _f("tool_id", pa.string(), False, "unique tool id"),
+        _f("name", pa.string(), False, "short tool name"),
+        _f("description", pa.string(), False, "what the tool does (free text)"),
+        _f("category", pa.string(), False, "tool category"),
+    ]
+)
+
+CAPABILITIES = pa.schema(
+    [
+        _f("capability_id", pa.string(), False, "unique capability id"),
+        _f("description", pa.string(), False, "what the capability does (free text)"),
+        _f("tool_ids", pa.list_(pa.string()), False, "ordered tool ids it composes (>= 1)"),
+        _f("created_at", TIMESTAMP, True, "when it entered the catalog (empty: always there)"),
+    ]
+)
+
+INTENTS = pa.schema(
+    [
+        _f("intent_id", pa.string(), False, "unique intent id"),
+        _f("text", pa.string(), False, "the user's natural-language request"),
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        _f("intent_id", pa.string(), False, "intent id"),
+        _f("capability_id", pa.string(), False, "a relevant capability"),
+        _f("grade", pa.int8(), False, "relevance grade (>= 1; absent pairs are irrelevant)"),
+        _f("split", pa.string(), False, "train | valid | test"),
+    ]
+)
+
+INTERACTIONS = pa.schema(
+    [
+        _f("event_id", pa.string(), False, "unique event id"),
+        _f("timestamp", TIMESTAMP, False, "when the capability was selected (UTC)"),
+        _f("session_id", pa.string(), False, "session the event belongs to"),
+        _f("user_id", pa.string(), True, "pseudonymous user (for opt-out and retention)"),
+        _f("intent_id", pa.string(), True, "intent id when known"),
+        _f("intent_text", pa.string(), False, "the request text (PII scrubbed when enabled)"),
+        _f("context_tools", pa.list_(pa.string()), False, "tools available in the context"),
+        _f("candidate_ids", pa.list_(pa.string()), False, "capabilities shown, in rank order"),
+        _f("selected_capability", pa.string(), False, "the capability that was executed"),
+        _f("rank", pa.int32(), False, "1-based position of the selected one when shown"),
+        _f("outcome", pa.string(), False, "success | partial | failure"),
+        _f("execution_time_ms", pa.float64(), False, "execution time (>= 0)"),
+        _f("feedback", pa.int8(), True, "optional user rating 1-5"),
+        _f("propensity", pa.float64(), False, "logging policy's probability of the action, (0, 1]"),
+        _f("model_version", pa.string(), True, "ranker (or logging policy) that served it"),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table of the contract: its name, file and schema."""
+
+    name: str
+    file: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+TABLES: dict[str, TableSpec] = {
+    "tools": TableSpec("tools", "tools.parquet", TOOLS, ("tool_id",)),
+    "capabilities": TableSpec(
+        "capabilities", "capabilities.parquet", CAPABILITIES, ("capability_id",)
+    ),
+    "intents": TableSpec("intents", "intents.parquet", INTENTS, ("intent_id",)),
+    "labels": TableSpec("labels", "labels.parquet", LABELS, ("intent_id", "capability_id")),
+    "interactions": TableSpec("interactions", "interactions.parquet", INTERACTIONS, ("event_id",)),
+}
+
+# Where interaction parts appended after the fact live (serving feedback, new days).
+INTERACTION_PARTS_DIR = "interactions"
+MANIFEST_FILE = "manifest.json"
+
+
+def empty_table(name: str) -> pa.Table:
+    return TABLES[name].schema.empty_table()
