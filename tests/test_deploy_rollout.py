@@ -313,3 +313,29 @@ def test_corrupt_state_annotation_names_the_object():
     where = "caprank/caprank-ranker annotation caprank.io/rollout"
     with FakeCluster(isvc, Scenario()) as c, pytest.raises(RolloutStateError, match=where):
         rollout(c, cfg)
+
+
+def test_prometheus_outage_at_window_end_rolls_back():
+    from caprank.deploy.guardrails import PrometheusClient
+
+    cfg = canary_cfg()
+    clock = FakeClock()
+    with FakeCluster(inference_service(NAME, NS, OLD, "Serverless"), Scenario()) as c:
+        dead = PrometheusClient("http://127.0.0.1:9", timeout_s=0.5)  # nothing listens there
+        be = KServeBackend(c.api(), NS, NAME, cfg, dead)
+        result = run_rollout(be, NEW, "v2", cfg, now=clock.now, sleep=clock.sleep)
+        assert result.outcome == "rolled_back"
+        assert "guardrail metrics unavailable" in result.reason
+
+
+def test_guardrail_rules():
+    from caprank.deploy import CanaryMetrics, breach
+
+    cfg = canary_cfg(min_success_rate=0.5, min_feedback=10)
+    quiet_but_bad = CanaryMetrics(requests=5, error_rate=0.9, p99_latency_ms=999.0)
+    assert breach(quiet_but_bad, cfg, final=False) is None  # too little traffic to judge yet
+    assert "only 5 requests" in breach(quiet_but_bad, cfg, final=True)
+    few_outcomes = CanaryMetrics(feedback=3, success_rate=0.0)
+    assert breach(few_outcomes, cfg, final=True) is None
+    assert "success rate" in breach(CanaryMetrics(feedback=10, success_rate=0.4), cfg, final=True)
+    assert breach(CanaryMetrics(**GOOD), cfg, final=True) is None
