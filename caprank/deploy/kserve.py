@@ -218,7 +218,9 @@ class KServeBackend:
         spec = obj.get("spec", {})
         if state.mode == "standard" and not state.initial:
             name = canary_predictor_name(self.cfg, state.new_uri)
-            entries = [c for c in spec.get("canary") or [] if c["predictor"].get("name") == name]
+            entries = [
+                c for c in spec.get("canary") or [] if c.get("predictor", {}).get("name") == name
+            ]
             if not entries:
                 return "the canary entry was removed by someone else"
             statuses = [
@@ -243,7 +245,9 @@ class KServeBackend:
             patch = None
         elif state.mode == "standard":
             name = canary_predictor_name(self.cfg, state.new_uri)
-            entries = [c for c in spec.get("canary") or [] if c["predictor"].get("name") == name]
+            entries = [
+                c for c in spec.get("canary") or [] if c.get("predictor", {}).get("name") == name
+            ]
             if entries:
                 patch = {"predictor": entries[0]["predictor"], "canary": None}
             elif spec.get("predictor", {}).get("name") == name:
