@@ -11,7 +11,8 @@ export PYTHONUNBUFFERED := 1
 TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
-        bench-features bench-embed bench-quality bench-serve
+        bench-features bench-embed bench-quality bench-serve \
+        pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -42,3 +43,27 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+# --- cluster delivery (docs/cluster.md). REGISTRY/TAG default to pipeline.image_registry
+# and pipeline.image_tag of the resolved config; Docker and kind are needed for these.
+REGISTRY ?=
+TAG ?=
+CLUSTER_ENV = REGISTRY=$(REGISTRY) TAG=$(TAG) PY=$(abspath $(BIN)/python)
+
+pins: $(STAMP)
+	$(BIN)/python scripts/pin_requirements.py
+
+images: $(STAMP)
+	$(CLUSTER_ENV) scripts/images.sh build
+
+push: $(STAMP)
+	$(CLUSTER_ENV) scripts/images.sh push
+
+kind-up: $(STAMP)
+	$(CLUSTER_ENV) scripts/kind.sh up
+
+kind-down:
+	scripts/kind.sh down
+
+kind-smoke: $(STAMP)
+	$(CLUSTER_ENV) scripts/kind.sh smoke

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from caprank.cron import CronError, validate_kfp_cron
 from caprank.errors import ConfigError
 
 ENV_PREFIX = "CAPRANK_"
@@ -235,6 +236,31 @@ class CanaryConfig(Section):
     max_p99_latency_ms: float = Field(200.0, gt=0.0)
     min_success_rate: float = Field(0.0, ge=0.0, le=1.0, description="quality from feedback")
     min_requests: int = Field(100, ge=0)
+    min_feedback: int = Field(
+        20, ge=0, description="feedback events needed before the quality guardrail is judged"
+    )
+    deployment_mode: Literal["auto", "serverless", "standard"] = Field(
+        "auto", description="KServe canary form; auto: read it from the InferenceService"
+    )
+    canary_name: str = Field(
+        "canary", min_length=1, max_length=40, description="Standard-mode canary predictor name"
+    )
+    promql_requests: str = Field(
+        'sum(increase(request_predict_seconds_count{namespace="$namespace", pod=~"$pod"}[$range]))',
+        description="PromQL: canary requests over the window ($namespace, $pod, $range)",
+    )
+    promql_error_rate: str = Field(
+        'sum(rate(caprank_rank_requests_total{namespace="$namespace", pod=~"$pod", '
+        'status="error"}[$range])) / sum(rate(caprank_rank_requests_total{'
+        'namespace="$namespace", pod=~"$pod"}[$range]))',
+        description="PromQL: canary error rate in [0, 1]",
+    )
+    promql_p99_ms: str = Field(
+        "1000 * histogram_quantile(0.99, sum by (le) (rate(request_predict_seconds_bucket{"
+        'namespace="$namespace", pod=~"$pod"}[$range])))',
+        description="PromQL: canary p99 latency in milliseconds",
+    )
+    prometheus_timeout_s: float = Field(10.0, gt=0.0)
 
 
 class ServicesConfig(Section):
@@ -256,10 +282,34 @@ class PipelineConfig(Section):
     name: str = "caprank-training"
     image_registry: str = "ghcr.io/caprank"
     image_tag: str = "0.1.0"
+    component_image: str = Field("caprank-component", description="image name (no registry)")
+    training_image: str = Field("caprank-train-gpu", description="CUDA training image name")
+    serving_image: str = Field("caprank-serving", description="KServe predictor image name")
     gpu_node_selector: dict[str, str] = {"caprank.io/pool": "gpu"}
     gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_toleration_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
     gpu_accelerator: str = "nvidia.com/gpu"
+    gpu_count: int = Field(
+        1, ge=0, le=16, description="accelerators per GPU task; 0: pool placement only (kind)"
+    )
     cron: str = Field("0 0 2 * * *", description="KFP 6-field cron (seconds first)")
+    experiment: str = Field("caprank", min_length=1, description="KFP experiment for runs")
+    schedule_name: str = Field("caprank-nightly", min_length=1, description="recurring run")
+    enable_caching: bool = Field(
+        False, description="KFP step caching for submitted and scheduled runs"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _kfp_cron(cls, value: str) -> str:
+        try:
+            return validate_kfp_cron(value)
+        except CronError as exc:
+            raise ValueError(str(exc)) from exc
+
+    def image(self, name: str) -> str:
+        """Full reference of one of our images: <registry>/<name>:<tag>."""
+        return f"{self.image_registry.rstrip('/')}/{name}:{self.image_tag}"
 
 
 class CaprankConfig(Section):

@@ -1,0 +1,103 @@
+"""`caprank pipeline`: submit runs to a KFP endpoint and keep the nightly schedule.
+
+A thin adapter over ``pipelines.submit``; the integrator adds ``compile`` and ``run``
+to this group.
+"""
+
+from __future__ import annotations
+
+import click
+import yaml
+
+from caprank.cli.context import CliState, pass_state
+from caprank.errors import ConfigError
+
+
+@click.group("pipeline")
+def pipeline_group() -> None:
+    """Compile, run, submit and schedule the training pipeline."""
+
+
+def _params(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(item, "a --param flag must look like name=value")
+        out[key] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def _client(state: CliState, host: str | None):
+    import kfp
+
+    url = host or state.config().services.kfp_host
+    if not url:
+        raise ConfigError("services.kfp_host", "no KFP endpoint: pass --host or set this key")
+    return kfp.Client(host=url)
+
+
+_host = click.option("--host", default=None, help="KFP API URL (default: services.kfp_host).")
+_package = click.option(
+    "--package",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Compiled pipeline (default: pipelines/compiled/caprank-training.yaml).",
+)
+_param = click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE", help="Pipeline parameter."
+)
+
+
+@pipeline_group.command("submit")
+@_host
+@_package
+@_param
+@click.option("--run-name", default=None)
+@click.option("--wait/--no-wait", default=False, help="Wait for the run to finish.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds.")
+@pass_state
+def submit(state, host, package, params, run_name, wait, timeout) -> None:
+    """Upload the compiled pipeline (or a new version of it) and start a run."""
+    from pipelines.submit import COMPILED, SubmitError, submit_run
+
+    client = _client(state, host)
+    done = submit_run(
+        client,
+        state.config(),
+        package=package or COMPILED,
+        params=_params(params),
+        run_name=run_name,
+    )
+    verb = "uploaded" if done.version.created else "reused"
+    click.echo(f"{verb} version {done.version.version_name}; run {done.run_id}")
+    if wait:
+        run = client.wait_for_run_completion(done.run_id, timeout=timeout)
+        click.echo(f"run {done.run_id} finished: {run.state}")
+        if str(run.state) != "SUCCEEDED":
+            raise SubmitError(f"run {done.run_id} ended in state {run.state}")
+
+
+@pipeline_group.command("schedule")
+@_host
+@_package
+@_param
+@click.option(
+    "--cron", default=None, help="KFP 6-field cron, seconds first (default: pipeline.cron)."
+)
+@pass_state
+def schedule(state, host, package, params, cron) -> None:
+    """Create or update the nightly recurring run (no catch-up, one at a time, no cache)."""
+    from pipelines.submit import COMPILED, schedule_nightly
+
+    cfg = state.config()
+    if cron is not None:
+        from caprank.cron import validate_kfp_cron
+
+        cron = validate_kfp_cron(cron)  # before any network call
+    done = schedule_nightly(
+        _client(state, host), cfg, cron=cron, package=package or COMPILED, params=_params(params)
+    )
+    click.echo(f"recurring run {cfg.pipeline.schedule_name} {done.action}: {done.recurring_run_id}")
+    for old in done.removed:
+        click.echo(f"removed outdated recurring run {old}")

@@ -1,0 +1,1 @@
+"""KFP adapters: the training pipeline, its submission and schedule, GPU placement."""

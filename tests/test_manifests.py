@@ -1,0 +1,231 @@
+"""Kustomize overlays render, validate against Kubernetes 1.32 schemas (kind's version)
+and KServe's typed models, and place the predictor as each environment needs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_typed import to_model
+
+from caprank.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S_VERSION = "1.32.0"  # kindest/node:v1.32.2 in kind-cluster.yaml
+OVERLAYS = ("kind", "gpu", "kind-canary", "gpu-canary")
+KSERVE_MODELS = {
+    "InferenceService": "V1beta1InferenceService",
+    "ServingRuntime": "V1alpha1ServingRuntime",
+}
+CFG = load_config()
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize) not installed")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    """Render each overlay from a copy whose secret env files come from the examples,
+    exactly as docs/cluster.md tells a user to do."""
+    work = tmp_path_factory.mktemp("manifests") / "manifests"
+    shutil.copytree(ROOT / "manifests", work)
+    for example in work.rglob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    out = {}
+    for name in OVERLAYS:
+        res = subprocess.run(
+            [KUBECTL, "kustomize", str(work / "overlays" / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, f"{name}: {res.stderr}"
+        out[name] = [d for d in yaml.safe_load_all(res.stdout) if d]
+    return out
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates(rendered, overlay):
+    docs = rendered[overlay]
+    kinds = {d["kind"] for d in docs}
+    assert {"InferenceService", "ServingRuntime", "Deployment", "Role", "Secret"} <= kinds
+    for doc in docs:
+        where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in KSERVE_MODELS:
+            model = to_model(doc, KSERVE_MODELS[doc["kind"]], where)
+            assert model.metadata.name and model.spec is not None
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == CFG.services.kube_namespace, where
+
+
+def _isvc(docs):
+    return one(docs, "InferenceService", CFG.services.inference_service)
+
+
+def test_gpu_overlay_puts_the_predictor_on_the_gpu_pool(rendered):
+    pred = _isvc(rendered["gpu"])["spec"]["predictor"]
+    assert pred["nodeSelector"] == CFG.pipeline.gpu_node_selector
+    assert {
+        "key": CFG.pipeline.gpu_toleration_key,
+        "operator": "Exists",
+        "effect": CFG.pipeline.gpu_toleration_effect,
+    } in pred["tolerations"]
+    limits = pred["model"]["resources"]["limits"]
+    assert limits[CFG.pipeline.gpu_accelerator] == "1"
+    assert (
+        _isvc(rendered["gpu"])["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        == "Serverless"
+    )
+    runtime = one(rendered["gpu"], "ServingRuntime", "caprank-ranker")
+    assert runtime["spec"]["containers"][0]["image"].endswith("-gpu")
+
+
+@pytest.mark.parametrize("overlay", ["kind", "kind-canary"])
+def test_kind_overlay_is_cpu_only(rendered, overlay):
+    isvc = _isvc(rendered[overlay])
+    text = yaml.safe_dump(rendered[overlay])
+    assert "nvidia.com/gpu" not in text
+    assert "nodeSelector" not in isvc["spec"]["predictor"]
+    assert "tolerations" not in isvc["spec"]["predictor"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    names = {d["metadata"]["name"] for d in rendered[overlay]}
+    assert {"minio", "redis", "postgres", "minio-buckets"} <= names
+
+
+def test_probes_and_autoscaling_bounds(rendered):
+    for overlay in OVERLAYS:
+        docs = rendered[overlay]
+        container = one(docs, "ServingRuntime", "caprank-ranker")["spec"]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert container["securityContext"]["runAsNonRoot"] is True
+        pred = _isvc(docs)["spec"]["predictor"]
+        assert 1 <= pred["minReplicas"] <= pred["maxReplicas"]
+        assert pred["scaleMetric"] and pred["scaleTarget"] > 0
+        for dep in (d for d in docs if d["kind"] == "Deployment"):
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
+
+
+def test_canary_forms_match_what_the_controller_patches(rendered):
+    percent = CFG.canary.traffic_percent
+    serverless = _isvc(rendered["gpu-canary"])["spec"]
+    assert serverless["predictor"]["canaryTrafficPercent"] == percent
+    assert "canary" not in serverless
+    standard = _isvc(rendered["kind-canary"])["spec"]
+    entry = standard["canary"][0]
+    assert entry["trafficPercent"] == percent
+    stable, candidate = standard["predictor"], entry["predictor"]
+    assert candidate["name"] and candidate["name"] != stable.get("name")
+    assert candidate["model"]["storageUri"] != stable["model"]["storageUri"]
+    assert candidate["model"]["runtime"] == stable["model"]["runtime"]
+    assert candidate["serviceAccountName"] == stable["serviceAccountName"]
+
+
+def test_s3_secret_wiring_and_rbac(rendered):
+    docs = rendered["kind"]
+    sa = one(docs, "ServiceAccount", "caprank-serving")
+    assert _isvc(docs)["spec"]["predictor"]["serviceAccountName"] == "caprank-serving"
+    secret_name = sa["secrets"][0]["name"]
+    secret = one(docs, "Secret", secret_name)
+    notes = secret["metadata"]["annotations"]
+    assert notes["serving.kserve.io/s3-endpoint"].endswith(":9000")
+    assert {"serving.kserve.io/s3-usehttps", "serving.kserve.io/s3-region"} <= set(notes)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
+    role = one(docs, "Role", "caprank-rollout")
+    rule = next(r for r in role["rules"] if "inferenceservices" in r["resources"])
+    assert {"get", "patch"} <= set(rule["verbs"]) and rule["apiGroups"] == ["serving.kserve.io"]
+    binding = one(docs, "RoleBinding", "caprank-rollout")
+    subjects = {(s["namespace"], s["name"]) for s in binding["subjects"]}
+    assert ("kubeflow", "pipeline-runner") in subjects
+
+
+def test_no_credentials_are_committed():
+    tracked = subprocess.run(
+        ["git", "ls-files", "manifests"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    assert not [f for f in tracked if f.endswith(".env")]
+    assert any(f.endswith("s3.env.example") for f in tracked)
+    for path in tracked:
+        for doc in yaml.safe_load_all((ROOT / path).read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                pytest.fail(f"{path} holds a Secret object")
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "manifests/base/secrets/s3.env"], cwd=ROOT
+    )
+    assert ignored.returncode == 0
+
+
+def test_kind_cluster_has_the_labelled_and_tainted_gpu_worker():
+    cluster = yaml.safe_load((ROOT / "kind-cluster.yaml").read_text())
+    assert cluster["kind"] == "Cluster" and cluster["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    roles = [n["role"] for n in cluster["nodes"]]
+    assert roles.count("control-plane") == 1 and roles.count("worker") >= 2
+    gpu = [
+        n
+        for n in cluster["nodes"]
+        if all(n.get("labels", {}).get(k) == v for k, v in CFG.pipeline.gpu_node_selector.items())
+    ]
+    assert len(gpu) == 1 and gpu[0]["role"] == "worker"
+    join = [yaml.safe_load(p) for p in gpu[0]["kubeadmConfigPatches"]]
+    taints = [
+        t for p in join if p["kind"] == "JoinConfiguration" for t in p["nodeRegistration"]["taints"]
+    ]
+    assert {
+        "key": CFG.pipeline.gpu_toleration_key,
+        "value": "present",
+        "effect": CFG.pipeline.gpu_toleration_effect,
+    } in taints
+    others = [n for n in cluster["nodes"] if n is not gpu[0]]
+    assert all("kubeadmConfigPatches" not in n for n in others)
+    images = {n["image"] for n in cluster["nodes"]}
+    assert images == {f"kindest/node:v{K8S_VERSION[:-2]}.2"}
+
+
+def test_controller_patches_are_valid_kserve_objects():
+    """The Standard-mode canary object the controller produces reads as a typed ISVC."""
+    from fake_kserve import inference_service
+
+    from caprank.deploy.kserve import canary_predictor_name
+
+    isvc = inference_service("caprank-ranker", "caprank", "s3://m/v1", "Standard")
+    canary = dict(isvc["spec"]["predictor"])
+    canary["name"] = canary_predictor_name(CFG.canary, "s3://m/v2")
+    isvc["spec"]["canary"] = [{"trafficPercent": 10, "predictor": canary}]
+    isvc.pop("status")
+    assert to_model(isvc, "V1beta1InferenceService").spec.canary[0].traffic_percent == 10
+
+
+def test_typed_reader_catches_misspelled_fields():
+    bad = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x"},
+        "spec": {"predictor": {"canaryTraficPercent": 10}},
+    }
+    with pytest.raises(AssertionError, match="canaryTraficPercent"):
+        to_model(bad, "V1beta1InferenceService")
+    wrong_type = {
+        "apiVersion": "v",
+        "kind": "InferenceService",
+        "metadata": {"name": "x"},
+        "spec": {"predictor": {"minReplicas": "1"}},
+    }
+    with pytest.raises(AssertionError, match="expected int"):
+        to_model(wrong_type, "V1beta1InferenceService")
