@@ -82,7 +82,7 @@ class SimulateConfig(Section):
         0.7, ge=0.0, le=1.0, description="chance a session's next request stays in its category"
     )
     n_users: int = Field(500, ge=1, le=10_000_000)
-    position_bias: float = Field(0.8, gt=0.0, le=1.0, description="examination decay per rank")
+    position_bias: float = Field(0.6, gt=0.0, le=1.0, description="examination decay per rank")
     feedback_rate: float = Field(0.3, ge=0.0, le=1.0)
     partial_relevance: float = Field(
         0.5, ge=0.0, le=1.0, description="relevance of a capability sharing all tools with a label"
