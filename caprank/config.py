@@ -13,12 +13,13 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from caprank.errors import ConfigError
 
@@ -68,6 +69,16 @@ class SynthConfig(Section):
     noise_rate: float = Field(
         0.1, ge=0.0, le=1.0, description="share of intents with typos or casing noise"
     )
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        """YAML reads 2026-10-01 as a date; keep it as its ISO text, and reject non-dates."""
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, str):
+            date.fromisoformat(value)  # ValueError -> a ConfigError naming the key
+        return value
 
 
 class SimulateConfig(Section):
@@ -458,7 +469,7 @@ def _parse_scalar(text: str) -> Any:
     """Values from env and --set are YAML scalars: '0.5' -> 0.5, '[1, 7]' -> [1, 7]."""
     try:
         return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: date-like text that is no date
         return text
 
 

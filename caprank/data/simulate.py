@@ -271,17 +271,20 @@ def _to_table(world: World, policy: SlatePolicy, sim: SimulateConfig, cols: dict
         "model_version": pa.array(np.full(m, policy.name, dtype=object), pa.string()),
     }
     schema = INTERACTIONS.with_metadata(
-        {METADATA_KEY: json.dumps(_metadata(world, policy, sim, m), default=str).encode()}
+        {METADATA_KEY: json.dumps(_metadata(world, policy, sim, m, tag), default=str).encode()}
     )
     return pa.Table.from_arrays([arrays[f.name] for f in INTERACTIONS], schema=schema)
 
 
-def _metadata(world: World, policy: SlatePolicy, sim: SimulateConfig, events: int) -> dict:
+def _metadata(
+    world: World, policy: SlatePolicy, sim: SimulateConfig, events: int, tag: str
+) -> dict:
     drift = {
         name: {k: v for k, v in d.items() if not k.endswith(("_index", "_indices"))}
         for name, d in world.drift.items()
     }
     return {
+        "tag": tag,
         "policy": policy.name,
         "epsilon": policy.epsilon,
         "seed": world.seed,
