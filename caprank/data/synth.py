@@ -39,6 +39,7 @@ QUALIFIED_TOOL_RATE = 0.6  # share of tools that have a specialty
 MENTION_QUALIFIER_RATE = 0.6  # chance an intent mentions its capability's specialty
 DROP_STEP_RATE = 0.3  # chance a request for 3+ steps leaves one middle step unsaid
 TOOL_POPULARITY_EXPONENT = 0.8  # Zipf exponent of how often a tool is reused
+MAX_REPEATED_DRAWS = 2000  # give up: the catalog is too small for that many capabilities
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -173,10 +174,9 @@ def _make_capabilities(
 
     caps: list[list[int]] = []
     seen: set[tuple[int, ...]] = set()
-    attempts = 0
+    misses = 0  # draws in a row that repeated an existing composition
     while len(caps) < synth.n_capabilities:
-        attempts += 1
-        if attempts > 200 * synth.n_capabilities + 1000:
+        if misses > MAX_REPEATED_DRAWS:
             raise ConfigError(
                 "data.synth.n_capabilities",
                 f"cannot form {synth.n_capabilities} distinct capabilities from "
@@ -195,7 +195,9 @@ def _make_capabilities(
             chosen.append(draw(other, _pick(rng, arch_order[other])))
         key = tuple(chosen)
         if key in seen or len(set(chosen)) != len(chosen):
+            misses += 1
             continue
+        misses = 0
         seen.add(key)
         caps.append(chosen)
     return caps
