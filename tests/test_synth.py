@@ -49,7 +49,9 @@ def test_default_catalog_shape():
     assert len(set(ds.tools["name"].to_pylist())) == s.n_tools
     assert len(set(ds.tools["description"].to_pylist())) > s.n_tools // 2
 
-    tool_cat = dict(zip(ds.tools["tool_id"].to_pylist(), ds.tools["category"].to_pylist()))
+    tool_cat = dict(
+        zip(ds.tools["tool_id"].to_pylist(), ds.tools["category"].to_pylist(), strict=True)
+    )
     lists = ds.capabilities["tool_ids"].to_pylist()
     sizes = Counter(len(t) for t in lists)
     assert set(sizes) == {1, 2, 3, 4}
@@ -76,7 +78,9 @@ def test_every_referenced_id_exists_and_splits(tiny_dataset):
     # every capability keeps intents to train on
     train_caps = {
         c
-        for c, sp in zip(ds.labels["capability_id"].to_pylist(), ds.labels["split"].to_pylist())
+        for c, sp in zip(
+            ds.labels["capability_id"].to_pylist(), ds.labels["split"].to_pylist(), strict=True
+        )
         if sp == "train"
     }
     assert train_caps == caps
@@ -91,7 +95,9 @@ def test_created_at_mostly_at_start_some_later(tiny_cfg):
     assert all(c < start + timedelta(days=tiny_cfg.data.synth.days) for c in late)
     assert all(c == start for c in created if c <= start)
     assert sorted(ds.manifest["new_capabilities"]) == sorted(
-        cid for cid, c in zip(ds.capabilities["capability_id"].to_pylist(), created) if c > start
+        cid
+        for cid, c in zip(ds.capabilities["capability_id"].to_pylist(), created, strict=True)
+        if c > start
     )
     launch = tiny_cfg.model_copy(deep=True)
     launch.data.simulate.drift_new_capabilities_day = 4
@@ -108,12 +114,18 @@ def test_intents_vary_and_are_not_just_catalog_words():
     assert len(openers) > 15
     # the words users use overlap only partly with the capability's own description
     desc = dict(
-        zip(ds.capabilities["capability_id"].to_pylist(), ds.capabilities["description"].to_pylist())
+        zip(
+            ds.capabilities["capability_id"].to_pylist(),
+            ds.capabilities["description"].to_pylist(),
+            strict=True,
+        )
     )
-    cap_of = dict(zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist()))
+    cap_of = dict(
+        zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist(), strict=True)
+    )
     words = re.compile(r"[a-z]{4,}")
     overlap = []
-    for iid, text in zip(ds.intents["intent_id"].to_pylist(), texts):
+    for iid, text in zip(ds.intents["intent_id"].to_pylist(), texts, strict=True):
         w = set(words.findall(text.lower()))
         if w:
             overlap.append(len(w & set(words.findall(desc[cap_of[iid]].lower()))) / len(w))
@@ -127,7 +139,9 @@ def test_bm25_is_a_weak_but_real_ranker():
     ds = synthesize(CaprankConfig())
     scores = bm25_scores(capability_texts(ds), ds.intents["text"].to_pylist())
     cap_ids = ds.capabilities["capability_id"].to_pylist()
-    label = dict(zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist()))
+    label = dict(
+        zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist(), strict=True)
+    )
     target = np.array([cap_ids.index(label[i]) for i in ds.intents["intent_id"].to_pylist()])
     rank = (scores > scores[np.arange(len(target)), target][:, None]).sum(axis=1) + 1
     mrr = float(np.mean(1.0 / rank))
@@ -135,7 +149,9 @@ def test_bm25_is_a_weak_but_real_ranker():
 
 
 def test_third_person_conjugates_marked_verbs():
-    assert third_person("^search flights and ^compare fares") == "searches flights and compares fares"
+    assert (
+        third_person("^search flights and ^compare fares") == "searches flights and compares fares"
+    )
     assert third_person("^copy files and ^watch") == "copies files and watches"
 
 
