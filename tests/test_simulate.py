@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections import Counter, defaultdict
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from rank_bm25 import BM25Okapi
 
@@ -14,7 +16,7 @@ from caprank.config import CaprankConfig
 from caprank.data.schemas import INTERACTIONS
 from caprank.data.simulate import build_world, simulate, simulate_logs, simulation_metadata
 from caprank.data.synth import start_datetime, synthesize
-from caprank.errors import ConfigError
+from caprank.errors import ConfigError, DataError
 
 
 def _cfg(base: CaprankConfig, **sim) -> CaprankConfig:
@@ -358,3 +360,14 @@ def test_intent_mix_drift(tiny_cfg, catalog):
 def test_drift_day_after_the_end_is_a_config_error(tiny_cfg, catalog):
     with pytest.raises(ConfigError, match="drift_tool_reliability_day"):
         simulate(catalog, _cfg(tiny_cfg, drift_tool_reliability_day=99))
+
+
+def test_capability_without_tools_is_a_data_error_naming_row(tiny_cfg, catalog):
+    lists = catalog.capabilities["tool_ids"].to_pylist()
+    lists[3] = []
+    caps = catalog.capabilities.set_column(
+        2, "tool_ids", pa.array(lists, catalog.capabilities.schema.field("tool_ids").type)
+    )
+    with pytest.raises(DataError) as err:
+        build_world(dataclasses.replace(catalog, capabilities=caps), tiny_cfg)
+    assert err.value.row == 3 and err.value.field == "tool_ids"

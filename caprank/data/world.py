@@ -379,9 +379,13 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
         raise DataError("<dataset>", "the catalog needs tools and capabilities")
 
     tool_lists = ds.capabilities["tool_ids"].to_pylist()
-    width = max(len(t) for t in tool_lists)
+    width = max(1, *(len(t) for t in tool_lists))
     cap_tools = np.full((len(cap_ids), width), -1, dtype=np.int64)
     for k, tools in enumerate(tool_lists):
+        if not tools:
+            raise DataError(
+                "capabilities", "a capability needs at least one tool", row=k, field="tool_ids"
+            )
         for j, t in enumerate(tools):
             if t not in tpos:
                 raise DataError("capabilities", f"unknown tool id {t!r}", row=k, field="tool_ids")
