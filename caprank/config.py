@@ -93,6 +93,9 @@ class SimulateConfig(Section):
         0.7, ge=0.0, le=1.0, description="chance a session's next request stays in its category"
     )
     n_users: int = Field(500, ge=1, le=10_000_000)
+    popularity_sigma: float = Field(
+        1.0, ge=0.0, le=5.0, description="skew of capability traffic (lognormal sigma)"
+    )
     position_bias: float = Field(0.6, gt=0.0, le=1.0, description="examination decay per rank")
     feedback_rate: float = Field(0.3, ge=0.0, le=1.0)
     partial_relevance: float = Field(

@@ -371,3 +371,20 @@ def test_capability_without_tools_is_a_data_error_naming_row(tiny_cfg, catalog):
     with pytest.raises(DataError) as err:
         build_world(dataclasses.replace(catalog, capabilities=caps), tiny_cfg)
     assert err.value.row == 3 and err.value.field == "tool_ids"
+
+
+def test_policy_from_rankings_mapping_or_function(tiny_cfg, catalog):
+    world = build_world(catalog, tiny_cfg)
+    scores = world.policy("bm25", 0.0)
+    ranked = world.ranked(scores)
+    as_map = {
+        i: [world.capability_ids[c] for c in ranked[k]] for k, i in enumerate(world.intent_ids)
+    }
+    from_map = world.policy_from_rankings(as_map, "map")
+    from_fn = world.policy_from_rankings(as_map.__getitem__, "fn")
+    truth = world.expected_reward(scores)
+    assert world.expected_reward(from_map) == pytest.approx(truth, abs=1e-12)
+    assert world.expected_reward(from_fn) == pytest.approx(truth, abs=1e-12)
+    # an ordering that puts each intent's labeled capability first beats bm25
+    best = {i: [world.capability_ids[world.intent_home[k]]] for k, i in enumerate(world.intent_ids)}
+    assert world.expected_reward(world.policy_from_rankings(best)) > truth + 0.05

@@ -20,7 +20,7 @@ capability at the position it was executed from.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,7 +34,6 @@ from caprank.data.dataset import Dataset
 from caprank.data.synth import start_datetime
 from caprank.errors import ConfigError, DataError
 
-POPULARITY_SIGMA = 1.0  # capability popularity is lognormal(0, sigma)
 LATENCY_SPREAD = 0.5  # per-tool log-median latency varies by N(0, spread) around the median
 LATENCY_SIGMA_RANGE = (0.25, 0.75)  # per-tool lognormal sigma, uniform in this range
 BM25_DECIMALS = 9  # bm25 scores are rounded so rankings reproduce across implementations
@@ -229,16 +228,21 @@ class World:
         return SlatePolicy(name, scores, float(epsilon))
 
     def policy_from_rankings(
-        self, rankings: Mapping[str, Sequence[str]], name: str = "rankings", epsilon: float = 0.0
+        self,
+        rankings: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]],
+        name: str = "rankings",
+        epsilon: float = 0.0,
     ) -> SlatePolicy:
-        """A policy from explicit orderings (intent id -> capability ids, best first).
+        """A policy from explicit orderings: intent id -> capability ids, best first.
 
-        Capabilities an ordering leaves out follow it in the world's tie order.
+        ``rankings`` is a mapping or a function of the intent id. Capabilities an ordering
+        leaves out follow it in the world's tie order.
         """
+        lookup = rankings if callable(rankings) else (lambda i: rankings.get(i, ()))
         pos = {c: j for j, c in enumerate(self.capability_ids)}
         scores = np.zeros((self.n_intents, self.n_capabilities))
         for i, intent in enumerate(self.intent_ids):
-            order = [pos[c] for c in rankings.get(intent, ()) if c in pos]
+            order = list(dict.fromkeys(pos[c] for c in lookup(intent) if c in pos))
             scores[i, order] = np.arange(len(order), 0, -1, dtype=np.float64)
         return SlatePolicy(name, scores, float(epsilon))
 
@@ -432,7 +436,7 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
     np.maximum.at(relevance, lab_i, sim.partial_relevance * jaccard)
     relevance[lab_i, lab_c_idx] = 1.0
 
-    popularity = rng.lognormal(0.0, POPULARITY_SIGMA, len(cap_ids))
+    popularity = rng.lognormal(0.0, sim.popularity_sigma, len(cap_ids))
     popularity /= popularity.sum()
     reliability = rng.uniform(sim.min_tool_reliability, 1.0, len(tool_ids))
     mu = np.log(sim.latency_median_ms) + rng.normal(0.0, LATENCY_SPREAD, len(tool_ids))
