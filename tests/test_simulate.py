@@ -60,6 +60,11 @@ def test_schema_and_determinism(tiny_cfg, catalog, tiny_dataset):
     b = simulate(catalog, other)
     assert not a["selected_capability"].equals(b["selected_capability"])
     assert len(set(a["event_id"].to_pylist())) == a.num_rows
+    later = tiny_cfg.model_copy(deep=True)
+    later.data.synth.start_date = "2026-11-01"  # a later period draws fresh events
+    c = simulate(catalog, later)
+    assert not a["intent_id"].equals(c["intent_id"])
+    assert not set(a["event_id"].to_pylist()) & set(c["event_id"].to_pylist())
     assert set(a["model_version"].to_pylist()) == {"bm25"}
 
 

@@ -143,7 +143,8 @@ def _lists(values: pa.Array, index: np.ndarray, lengths: np.ndarray) -> pa.ListA
 
 def simulate_logs(world: World, policy: SlatePolicy, sim: SimulateConfig) -> pa.Table:
     """Sample ``sim.events_per_day`` events per day of ``world`` under ``policy``."""
-    rng = np.random.default_rng([world.seed, 0x10C5])
+    # the first day is part of the seed: appending a later period draws fresh events
+    rng = np.random.default_rng([world.seed, 0x10C5, world.start.toordinal()])
     eps = policy.epsilon
     cat = world.intent_category()
     user_w = (1.0 + rng.permutation(sim.n_users)) ** -USER_ACTIVITY_EXPONENT
@@ -212,7 +213,7 @@ def simulate_logs(world: World, policy: SlatePolicy, sim: SimulateConfig) -> pa.
         exec_ms = np.where(tools >= 0, lat, 0.0).sum(axis=1)
 
         has_fb = rng.random(m) < sim.feedback_rate
-        rating = 1 + (rng.random(m)[:, None] > fb_cdf[outcome]).sum(axis=1)
+        rating = np.minimum(1 + (rng.random(m)[:, None] > fb_cdf[outcome]).sum(axis=1), 5)
 
         prev = np.where(step > 0, np.roll(chosen, 1), -1)
         day_start_s = day * 86_400
