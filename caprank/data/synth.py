@@ -104,20 +104,24 @@ def _brand_names(rng: np.random.Generator, n: int) -> list[str]:
     return [combos[order[i % len(combos)]] for i in range(n)]
 
 
-def _tool_description(rng: np.random.Generator, brand: str, noun: str, tool: _Tool) -> str:
-    does = base_form(tool.archetype.does)
-    qual = f" {tool.qualifier.desc}" if tool.qualifier else ""
+def _tool_description(
+    rng: np.random.Generator, brand: str, noun: str, arch: Archetype, qual: Qualifier | None
+) -> str:
+    does, does3 = base_form(arch.does), third_person(arch.does)
+    spec = f" {qual.desc}" if qual else ""
     forms = (
-        f"{_cap(third_person(tool.archetype.does))}{qual}.",
-        f"{brand} API: {third_person(tool.archetype.does)}{qual}.",
-        f"A {noun.lower()} service that {third_person(tool.archetype.does)}{qual}.",
-        f"Lets applications {does}{qual}.",
-        f"{noun} endpoint to {does}{qual}; returns JSON.",
+        f"{_cap(does3)}{spec}.",
+        f"{brand} API: {does3}{spec}.",
+        f"A {noun.lower()} service that {does3}{spec}.",
+        f"Lets applications {does}{spec}.",
+        f"{noun} endpoint to {does}{spec}; returns JSON.",
     )
     return _pick(rng, forms)
 
 
-def _make_tools(rng: np.random.Generator, synth: SynthConfig, cats: tuple[Category, ...]):
+def _make_tools(
+    rng: np.random.Generator, synth: SynthConfig, cats: tuple[Category, ...]
+) -> list[_Tool]:
     per_cat = np.full(len(cats), synth.n_tools // len(cats))
     per_cat[: synth.n_tools % len(cats)] += 1
     brands = _brand_names(rng, synth.n_tools)
@@ -137,9 +141,8 @@ def _make_tools(rng: np.random.Generator, synth: SynthConfig, cats: tuple[Catego
                 name = f"{brand} {noun} {k}"
                 k += 1
             seen.add(name)
-            tool = _Tool(ids[len(tools)], name, "", c, arch, qual)
-            desc = _tool_description(rng, brand, noun, tool)
-            tools.append(_Tool(tool.tool_id, name, desc, c, arch, qual))
+            desc = _tool_description(rng, brand, noun, arch, qual)
+            tools.append(_Tool(ids[len(tools)], name, desc, c, arch, qual))
     return tools
 
 
