@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        pins images push kind-up kind-down kind-smoke
+        bench-simulate pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -67,3 +67,6 @@ kind-down:
 
 kind-smoke: $(STAMP)
 	$(CLUSTER_ENV) scripts/kind.sh smoke
+
+bench-simulate: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_simulate

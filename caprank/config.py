@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,30 +51,85 @@ class SynthConfig(Section):
     """The embedded default dataset (`caprank data synth`)."""
 
     n_tools: int = Field(240, ge=10, le=100_000)
-    n_categories: int = Field(12, ge=2, le=200)
+    n_categories: int = Field(12, ge=2, le=16, description="at most the 16 built-in categories")
     n_capabilities: int = Field(300, ge=5, le=1_000_000)
     max_tools_per_capability: int = Field(4, ge=1, le=16)
     intents_per_capability: int = Field(12, ge=1, le=1000)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     days: int = Field(30, ge=1, le=3650)
     start_date: str = Field("2026-10-01", description="ISO date of the first day")
+    cross_category_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="share of capabilities that add a tool of another category",
+    )
+    new_capability_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="share of capabilities created after the first day"
+    )
+    noise_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of intents with typos or casing noise"
+    )
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        """YAML reads 2026-10-01 as a date; keep it as its ISO text, and reject non-dates."""
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, str):
+            date.fromisoformat(value)  # ValueError -> a ConfigError naming the key
+        return value
 
 
 class SimulateConfig(Section):
-    """Interaction-log simulator (`caprank data simulate`)."""
+    """Interaction-log simulator (`caprank data simulate`) and its user model."""
 
     policy: Literal["bm25", "popularity", "random"] = "bm25"
     epsilon: float = Field(0.2, ge=0.0, le=1.0, description="exploration rate")
     slate_size: int = Field(10, ge=1, le=100)
     events_per_day: int = Field(400, ge=1, le=10_000_000)
     session_length_mean: float = Field(3.0, ge=1.0, le=100.0)
-    position_bias: float = Field(0.8, gt=0.0, le=1.0, description="examination decay per rank")
+    session_topic_stickiness: float = Field(
+        0.7, ge=0.0, le=1.0, description="chance a session's next request stays in its category"
+    )
+    n_users: int = Field(500, ge=1, le=10_000_000)
+    popularity_sigma: float = Field(
+        1.0, ge=0.0, le=5.0, description="skew of capability traffic (lognormal sigma)"
+    )
+    position_bias: float = Field(0.6, gt=0.0, le=1.0, description="examination decay per rank")
     feedback_rate: float = Field(0.3, ge=0.0, le=1.0)
+    partial_relevance: float = Field(
+        0.5, ge=0.0, le=1.0, description="relevance of a capability sharing all tools with a label"
+    )
+    partial_if_tool_fails: float = Field(
+        0.5, ge=0.0, le=1.0, description="P(partial) when a fitting capability's tool fails"
+    )
+    partial_if_unfit: float = Field(
+        0.05, ge=0.0, le=1.0, description="P(partial) when the capability does not fit"
+    )
+    min_tool_reliability: float = Field(
+        0.9, gt=0.0, le=1.0, description="tool reliabilities are uniform in [this, 1)"
+    )
+    latency_median_ms: float = Field(250.0, gt=0.0, description="typical per-tool median latency")
     drift_tool_reliability_day: int | None = Field(
         None, ge=0, description="day a tool's reliability drops; empty: no drift"
     )
-    drift_new_capabilities_day: int | None = Field(None, ge=0)
-    drift_intent_mix_day: int | None = Field(None, ge=0)
+    drift_reliability_factor: float = Field(
+        0.3, ge=0.0, le=1.0, description="the drifted tool's reliability is multiplied by this"
+    )
+    drift_new_capabilities_day: int | None = Field(
+        None, ge=0, description="day new capabilities launch with boosted traffic; empty: none"
+    )
+    new_capability_boost: float = Field(
+        4.0, ge=1.0, le=1000.0, description="traffic multiplier of launched capabilities"
+    )
+    drift_intent_mix_day: int | None = Field(
+        None, ge=0, description="day the category mix of requests shifts; empty: no shift"
+    )
+    intent_mix_boost: float = Field(
+        4.0, ge=1.0, le=1000.0, description="traffic multiplier of the favoured categories"
+    )
 
 
 class DataConfig(Section):
@@ -466,7 +522,7 @@ def _parse_scalar(text: str) -> Any:
     """Values from env and --set are YAML scalars: '0.5' -> 0.5, '[1, 7]' -> [1, 7]."""
     try:
         return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: date-like text that is no date
         return text
 
 

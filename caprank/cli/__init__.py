@@ -9,6 +9,7 @@ import click
 from caprank import __version__
 from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
+from caprank.cli.data_cmd import data_group
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.errors import CaprankError
 
@@ -37,6 +38,7 @@ def cli(ctx: click.Context, config_file: str | None, overrides: tuple[str, ...])
 
 cli.add_command(config_group)
 cli.add_command(pipeline_group)
+cli.add_command(data_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,122 @@
+"""`caprank data`: make, import and simulate datasets (thin adapter over caprank.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from caprank.cli.context import CliState, pass_state
+from caprank.data.dataset import dataset_hash, load_dataset, write_dataset
+from caprank.data.schemas import INTERACTION_PARTS_DIR, MANIFEST_FILE
+from caprank.data.simulate import simulate, simulation_metadata
+from caprank.data.synth import synthesize
+from caprank.data.toollens import import_toollens
+from caprank.errors import DataError
+from caprank.files import atomic_write_json, atomic_write_parquet
+
+
+def _summary(path: Path, ds) -> str:
+    rows = {name: table.num_rows for name, table in ds.tables().items()}
+    return f"wrote {path}: " + ", ".join(f"{n} {name}" for name, n in rows.items())
+
+
+@click.group("data")
+def data_group() -> None:
+    """Make, import and simulate datasets that follow the data contract."""
+
+
+@data_group.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--no-logs", is_flag=True, help="Skip the simulated interaction logs.")
+@pass_state
+def synth_cmd(state: CliState, out: str, no_logs: bool) -> None:
+    """Write the embedded default dataset and its simulated logs."""
+    cfg = state.config()
+    ds = synthesize(cfg)
+    extra = {}
+    if not no_logs:
+        ds.interactions = simulate(ds, cfg)
+        extra["simulation"] = simulation_metadata(ds.interactions)
+    path = write_dataset(ds, out, **extra)
+    click.echo(_summary(path, ds))
+
+
+@data_group.group("import")
+def import_group() -> None:
+    """Import a public benchmark into the data contract."""
+
+
+@import_group.command("toollens")
+@click.option("--source", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--split", type=click.Choice(["official", "cold"]), default="official")
+@click.option("--cold-fraction", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True)
+@click.option("--seed", type=int, default=None, help="Cold-split seed (default: data.seed).")
+@pass_state
+def toollens_cmd(
+    state: CliState, source: str, out: str, split: str, cold_fraction: float, seed: int | None
+) -> None:
+    """Import the ToolLens benchmark (scenes become capabilities)."""
+    seed = state.config().data.seed if seed is None else seed
+    ds = import_toollens(source, split=split, cold_fraction=cold_fraction, seed=seed)
+    click.echo(_summary(write_dataset(ds, out), ds))
+
+
+@data_group.command("simulate")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", type=click.Path(file_okay=False), help="Write a copy here (default: DATA).")
+@click.option("--policy", type=click.Choice(["bm25", "popularity", "random"]), default=None)
+@click.option("--days", type=click.IntRange(1, 3650), default=None, help="Days to simulate.")
+@click.option("--append", is_flag=True, help="Add the logs as a new part instead of replacing.")
+@pass_state
+def simulate_cmd(
+    state: CliState,
+    data_dir: str,
+    out: str | None,
+    policy: str | None,
+    days: int | None,
+    append: bool,
+) -> None:
+    """Simulate interaction logs for a dataset (replace or --append)."""
+    cfg = state.config().model_copy(deep=True)
+    if policy is not None:
+        cfg.data.simulate.policy = policy
+    if days is not None:
+        cfg.data.synth.days = days
+    ds = load_dataset(data_dir)
+    logs = simulate(ds, cfg)
+    meta = simulation_metadata(logs)
+    if append:
+        if out is not None:
+            raise click.UsageError("--append writes into --data; do not give --out")
+        _append(Path(data_dir), ds, logs, meta)
+        return
+    ds.interactions = logs
+    ds.manifest = {k: v for k, v in ds.manifest.items() if k not in _STALE_KEYS}
+    path = write_dataset(ds, out or data_dir, simulation=meta)
+    click.echo(_summary(path, ds) + f" (policy {meta['policy']})")
+
+
+_STALE_KEYS = ("simulation", "simulations", "written_at")
+
+
+def _append(root: Path, ds, logs, meta: dict) -> None:
+    """Add ``logs`` as a new part of ``root``'s interactions and refresh its manifest."""
+    prefix = f"ev-{meta['tag']}-"
+    existing = ds.interactions["event_id"].to_pylist()
+    if any(e.startswith(prefix) for e in existing):
+        raise DataError(
+            str(root / INTERACTION_PARTS_DIR),
+            f"these logs (run {meta['tag']}) are already in the dataset; change the seed, "
+            "the start date or the days",
+            field="event_id",
+        )
+    part = root / INTERACTION_PARTS_DIR / f"sim-{meta['tag']}.parquet"
+    atomic_write_parquet(logs.replace_schema_metadata(None), part)
+    manifest = dict(ds.manifest)
+    manifest.setdefault("simulations", []).append(meta)
+    manifest["rows"] = {**manifest.get("rows", {}), "interactions": len(existing) + logs.num_rows}
+    manifest["content_hash"] = dataset_hash(root)
+    atomic_write_json(root / MANIFEST_FILE, manifest)
+    click.echo(f"appended {logs.num_rows} interactions to {part}")
