@@ -57,7 +57,11 @@ class SynthConfig(Section):
     intents_per_capability: int = Field(12, ge=1, le=1000)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     days: int = Field(30, ge=1, le=3650)
-    start_date: str = Field("2026-10-01", description="ISO date of the first day")
+    start_date: str | None = Field(
+        None,
+        description="ISO date of the first day; empty: `days` days before today (UTC), "
+        "so the embedded default always looks like recent logs",
+    )
     cross_category_fraction: float = Field(
         0.15,
         ge=0.0,

@@ -18,7 +18,9 @@ TOOLLENS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "too
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    fixed = {**TINY, "data": {**TINY["data"], "synth": {**TINY["data"]["synth"]}}}
+    fixed["data"]["synth"]["start_date"] = "2026-10-01"  # the appends below use fixed dates
+    path.write_text(yaml.safe_dump(fixed), encoding="utf-8")
     return path
 
 

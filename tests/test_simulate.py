@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import re
 from collections import Counter, defaultdict
+from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +62,10 @@ def test_schema_and_determinism(tiny_cfg, catalog, tiny_dataset):
     assert not a["selected_capability"].equals(b["selected_capability"])
     assert len(set(a["event_id"].to_pylist())) == a.num_rows
     later = tiny_cfg.model_copy(deep=True)
-    later.data.synth.start_date = "2026-11-01"  # a later period draws fresh events
+    # a later period draws fresh events
+    later.data.synth.start_date = (
+        (start_datetime(tiny_cfg.data.synth) + timedelta(days=30)).date().isoformat()
+    )
     c = simulate(catalog, later)
     assert not a["intent_id"].equals(c["intent_id"])
     assert not set(a["event_id"].to_pylist()) & set(c["event_id"].to_pylist())

@@ -55,6 +55,10 @@ class _Tool:
 
 def start_datetime(synth: SynthConfig) -> datetime:
     """Midnight UTC of ``start_date``; a bad date is a config error naming the key."""
+    if synth.start_date is None:
+        today = datetime.now(UTC).date()
+        day = today - timedelta(days=synth.days)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
         day = date.fromisoformat(synth.start_date)
     except ValueError as exc:
