@@ -34,7 +34,7 @@ def test_default_snapshots_are_day_boundaries_plus_end():
     times = default_snapshot_times(tiny_dataset())
     # first event on day 0 (01:00), last on day 2 at 07:00
     assert times[:3] == [at(0), at(1), at(2)]
-    assert times[3] == datetime(2026, 10, 3, 7, 0, 0, 1, tzinfo=UTC)  # 1 us after the last event
+    assert times[3] == datetime(2026, 10, 3, 7, 0, 1, tzinfo=UTC)  # next second after the last
     assert default_snapshot_times(tiny_dataset(), end=at(1, 6)) == [at(0), at(1), at(1, 6)]
 
 

@@ -41,7 +41,8 @@ from caprank.data.schemas import OUTCOMES, TABLES, capability_features_schema, u
 from caprank.errors import DataError
 from caprank.features.graph import capability_graph_features, incidence_matrix
 
-DAY_US = 86_400 * 1_000_000
+SECOND_US = 1_000_000
+DAY_US = 86_400 * SECOND_US
 
 
 def to_epoch_us(when: datetime) -> int:
@@ -68,15 +69,17 @@ def _table_file(ds: Dataset, name: str) -> str:
 def default_snapshot_times(ds: Dataset, end: datetime | None = None) -> list[datetime]:
     """UTC day boundaries from the first event's day up to ``end``, plus ``end`` itself.
 
-    ``end`` defaults to one microsecond after the newest event, so the last snapshot
-    sees the whole log. With no events: just ``end`` (or now when ``end`` is not given).
+    ``end`` defaults to the first whole second after the newest event, so the last
+    snapshot sees the whole log (and prints, and round-trips through Feast's
+    second-resolution online timestamps, exactly). With no events: just ``end`` (or now
+    when ``end`` is not given).
     """
     ts = ds.interactions.column("timestamp")
     if len(ts) == 0 or ts.null_count == len(ts):
         return [end or datetime.now(UTC).replace(microsecond=0)]
     us = epoch_us(ts.drop_null())
     first, last = int(us.min()), int(us.max())
-    end_us = to_epoch_us(end) if end is not None else last + 1
+    end_us = to_epoch_us(end) if end is not None else (last // SECOND_US + 1) * SECOND_US
     start = first - first % DAY_US
     grid = [*range(start, end_us, DAY_US), end_us]
     return [_from_us(us) for us in sorted(set(grid))]
