@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from caprank.config import CaprankConfig, resolve
@@ -185,3 +186,21 @@ def test_feature_settings_are_checked(override, fragment):
     with pytest.raises(ConfigError) as err:
         resolve(environ={}, overrides=[override])
     assert err.value.key.startswith("features.") and fragment in str(err.value)
+
+
+def test_build_takes_naive_as_of_as_utc(tmp_path, monkeypatch):
+    import time
+
+    from caprank.features.stage import build_features
+
+    monkeypatch.setenv("TZ", "America/New_York")  # a local zone must not leak in
+    time.tzset()
+    try:
+        as_of = at(1).replace(tzinfo=None)
+        naive = build_features(tiny_dataset(), CaprankConfig(), tmp_path / "a", as_of=as_of)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert naive.summary["last_snapshot"] == at(1).isoformat()
+    meta = pq.read_schema(naive.offline_path).metadata
+    assert meta[b"caprank.as_of"].decode() == at(1).isoformat()

@@ -88,6 +88,8 @@ def test_publish_apply_materialize_and_online_read(cfg, tmp_path):
     some = online_features(store, ["c2", "nope"])
     assert some["capability_id"].to_pylist() == ["c2", "nope"]
     assert some["usage_count_total"].to_pylist() == [want["c2"]["usage_count_total"], None]
+    nothing = online_features(store, [])
+    assert nothing.num_rows == 0 and nothing.schema.names == online.schema.names
 
     # incremental: a rebuild with a later snapshot reaches the online store
     rebuilt = build_features(tiny_dataset(), cfg, tmp_path / "out")
@@ -165,3 +167,40 @@ def test_cli_as_of(tmp_path, capsys):
     last = datetime.fromisoformat(report["build"]["summary"]["last_snapshot"])
     assert last == datetime(2026, 10, 2, tzinfo=UTC)
     assert "publish" not in report
+
+
+def test_extra_views_join_the_ranker_service(cfg, tmp_path):
+    """Another stage's view (here: an embedding keyed by capability) rides along."""
+    import pyarrow as pa
+
+    from caprank.data.schemas import TIMESTAMP
+    from caprank.features.definitions import parquet_feature_view
+    from caprank.files import atomic_write_parquet
+
+    schema = pa.schema(
+        [
+            pa.field("capability_id", pa.string()),
+            pa.field("event_timestamp", TIMESTAMP),
+            pa.field("computed_at", TIMESTAMP),
+            pa.field("hybrid_embedding", pa.list_(pa.float32())),
+        ]
+    )
+    vectors = {"c1": [1.0, 0.0], "c2": [0.0, 1.0], "c3": [0.5, 0.5], "c4": [0.25, 0.75]}
+    table = pa.table(
+        {
+            "capability_id": list(vectors),
+            "event_timestamp": [at(0)] * 4,
+            "computed_at": [at(3)] * 4,
+            "hybrid_embedding": list(vectors.values()),
+        },
+        schema=schema,
+    )
+    emb_path = atomic_write_parquet(table, tmp_path / "emb" / "capability_embeddings.parquet")
+    emb = parquet_feature_view("capability_embeddings", emb_path, schema, cfg.features.ttl_days)
+    built = build_features(tiny_dataset(), cfg, tmp_path / "out")
+    result = publish_features(cfg, built.offline_path, last_snapshot(built.offline_path), [emb])
+    assert result.feature_views == ["capability_features", "capability_embeddings"]
+    online = online_features(open_store(cfg), ["c2", "c1"])
+    assert online.schema.field("hybrid_embedding").type == pa.list_(pa.float32())
+    assert online["hybrid_embedding"].to_pylist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert online["usage_count_total"].to_pylist() == [2, 4]

@@ -112,6 +112,8 @@ def build_features(
     Events at or after ``as_of`` are ignored, so a training run can cut its features at
     the training period's end. Writes ``<out_dir>/capability_features.parquet``.
     """
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)  # naive times are UTC throughout caprank
     snapshots = default_snapshot_times(ds, end=as_of)
     features = compute_capability_features(ds, cfg, snapshots)
     input_hash = table_content_hash(ds.capabilities, ds.interactions)

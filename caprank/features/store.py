@@ -206,10 +206,14 @@ def online_features(
     for projection in feature_service.feature_view_projections:
         for feature in projection.features:
             types[feature.name] = from_feast_to_pyarrow_type(feature.dtype)
-    response = store.get_online_features(
-        features=feature_service, entity_rows={CAPABILITY_KEY: ids}
-    )
-    data = response.to_dict(include_event_timestamps=True)
+    if ids:
+        response = store.get_online_features(
+            features=feature_service, entity_rows={CAPABILITY_KEY: ids}
+        )
+        data = response.to_dict(include_event_timestamps=True)
+    else:
+        data = {name: [] for name in types}
+    # every capability view row has feature_version; its time is the snapshot's
     seconds = data.get(f"feature_version{TIMESTAMP_POSTFIX}", [0] * len(ids))
     columns = {
         name: pa.array(values, type=types.get(name))
