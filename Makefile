@@ -42,3 +42,6 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+bench-features: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_features
