@@ -50,7 +50,7 @@ def to_epoch_us(when: datetime) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (delta.days * 86_400 + delta.seconds) * SECOND_US + delta.microseconds
 
 
 def _from_us(us: int) -> datetime:
@@ -58,6 +58,7 @@ def _from_us(us: int) -> datetime:
 
 
 def epoch_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A timestamp column as int64 microseconds since the epoch (UTC)."""
     col = pc.cast(column, pa.timestamp("us", tz="UTC"))
     return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
 
@@ -86,7 +87,7 @@ def default_snapshot_times(ds: Dataset, end: datetime | None = None) -> list[dat
 
 
 def _event_codes(ds: Dataset, cap_ids: pa.Array) -> tuple[np.ndarray, ...]:
-    """(timestamp us, capability index, success score, execution ms) per event, checked."""
+    """(timestamp us, capability index, outcome index, execution ms) per event, checked."""
     inter = ds.interactions
     file = _table_file(ds, "interactions")
     for name in ("timestamp", "selected_capability", "outcome", "execution_time_ms"):
