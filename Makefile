@@ -70,3 +70,6 @@ kind-smoke: $(STAMP)
 
 bench-simulate: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_simulate
+
+bench-features: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_features

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
@@ -45,6 +45,9 @@ class PathsConfig(Section):
         None, description="input dataset directory; empty: synthesize the embedded default"
     )
     feature_repo: Path = Field(Path("feature_repo"), description="Feast repository")
+    features: Path | None = Field(
+        None, description="offline feature tables (Feast sources); empty: <home>/features"
+    )
 
 
 class SynthConfig(Section):
@@ -147,10 +150,41 @@ class DataConfig(Section):
 
 
 class FeaturesConfig(Section):
-    windows_days: list[int] = Field([1, 7, 30], min_length=1)
+    """Capability features (daily snapshots) and the Feast project that serves them."""
+
+    windows_days: list[Annotated[int, Field(ge=1, le=3650)]] = Field(
+        [1, 7, 30], min_length=1, description="usage_count_<d>d windows, in days"
+    )
     feature_version: int = Field(1, ge=1)
+    success_prior_strength: float = Field(
+        5.0, ge=0.0, description="pseudo-events pulling success_rate toward the global rate"
+    )
+    success_prior_mean: float = Field(
+        0.5, ge=0.0, le=1.0, description="success_rate prior when no event precedes a snapshot"
+    )
+    partial_success_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="a 'partial' outcome counts as this much success"
+    )
     pagerank_damping: float = Field(0.85, gt=0.0, lt=1.0)
+    pagerank_tol: float = Field(1e-10, gt=0.0, lt=1.0, description="L1 change per node to stop")
+    pagerank_max_iter: int = Field(1000, ge=1, le=100_000)
+    graph_co_usage: bool = Field(
+        False, description="add capability-context tool edges from past events to PageRank"
+    )
+    co_usage_weight: float = Field(
+        0.5, ge=0.0, le=100.0, description="total co-usage edge weight per used capability"
+    )
     ttl_days: int = Field(3650, ge=1, description="Feast feature view TTL")
+    feast_project: str = Field(
+        "caprank", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project name"
+    )
+
+    @field_validator("windows_days")
+    @classmethod
+    def _distinct_windows(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("windows must be distinct")
+        return value
 
 
 class Node2VecConfig(Section):
@@ -404,6 +438,13 @@ class CaprankConfig(Section):
     def feedback_dir(self) -> Path:
         return self.serving.feedback_dir or self.paths.home / "feedback"
 
+    def features_dir(self) -> Path:
+        return self.paths.features or self.paths.home / "features"
+
+    def feast_dir(self) -> Path:
+        """Embedded Feast state: file registry and SQLite online store."""
+        return self.paths.home / "feast"
+
 
 # --------------------------------------------------------------------------- resolution
 
@@ -475,6 +516,16 @@ def describe_allowed(key: str) -> str:
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = typing.get_args(annotation)
+        metas = [m for e in extra for m in getattr(e, "metadata", [e])]
+        bounds = [
+            f"{sym} {getattr(m, attr)}"
+            for m in metas
+            for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if isinstance(m, annotated_types.BaseMetadata) and getattr(m, attr, None) is not None
+        ]
+        return _type_name(base) + (f" ({', '.join(bounds)})" if bounds else "")
     if origin is Literal:
         return "one of " + " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):

@@ -7,6 +7,7 @@ Parquet parts, which is how the serving feedback path appends to it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -106,3 +107,40 @@ MANIFEST_FILE = "manifest.json"
 
 def empty_table(name: str) -> pa.Table:
     return TABLES[name].schema.empty_table()
+
+
+# --------------------------------------------------------------------------- features
+
+CAPABILITY_FEATURES_FILE = "capability_features.parquet"
+DEFAULT_WINDOWS_DAYS = (1, 7, 30)
+
+
+def usage_count_column(days: int) -> str:
+    """Name of the rolling usage count over the last ``days`` days."""
+    return f"usage_count_{days}d"
+
+
+def capability_features_schema(windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS) -> pa.Schema:
+    """Per-capability daily snapshots (seed 002 §1.2); one usage column per window."""
+    usage = [
+        _f(usage_count_column(d), pa.int64(), False, f"events in [t - {d}d, t)")
+        for d in windows_days
+    ]
+    return pa.schema(
+        [
+            _f("capability_id", pa.string(), False, "the capability (Feast entity key)"),
+            _f("event_timestamp", TIMESTAMP, False, "snapshot time t: uses events before t"),
+            _f("tool_count", pa.int64(), False, "number of steps (tool ids) it composes"),
+            _f("avg_execution_time_ms", pa.float64(), False, "mean execution time before t"),
+            _f("success_rate", pa.float64(), False, "smoothed success rate before t"),
+            _f("usage_count_total", pa.int64(), False, "events before t (all time)"),
+            *usage,
+            _f("pagerank_score", pa.float64(), False, "PageRank x node count (1 = average)"),
+            _f("clustering_coefficient", pa.float64(), False, "clustering in the projection"),
+            _f("feature_version", pa.int64(), False, "features.feature_version"),
+            _f("computed_at", TIMESTAMP, False, "when the row was computed (wall clock)"),
+        ]
+    )
+
+
+CAPABILITY_FEATURES = capability_features_schema()

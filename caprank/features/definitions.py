@@ -1,0 +1,158 @@
+"""The Feast objects of caprank, built from a given offline path.
+
+Feature views are derived from the pyarrow schemas in ``caprank.data.schemas`` (the one
+source of truth for column names and types), so a view can never disagree with the
+Parquet table it reads. Other stages add their own views with ``parquet_feature_view``
+(e.g. capability embeddings keyed by ``capability_id``) and pass them to
+``feast_objects(..., extra_views=[...])``; they join the ``ranker_features`` service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import (
+    Array,
+    Bool,
+    Bytes,
+    FeastType,
+    Float32,
+    Float64,
+    Int32,
+    Int64,
+    String,
+    UnixTimestamp,
+)
+
+from caprank.config import FeaturesConfig
+from caprank.data.schemas import capability_features_schema
+
+CAPABILITY_ENTITY = "capability"
+CAPABILITY_KEY = "capability_id"
+CAPABILITY_FEATURES_VIEW = "capability_features"
+RANKER_SERVICE = "ranker_features"
+TIMESTAMP_FIELD = "event_timestamp"
+CREATED_FIELD = "computed_at"
+
+_SCALARS: dict[pa.DataType, FeastType] = {
+    pa.string(): String,
+    pa.large_string(): String,
+    pa.bool_(): Bool,
+    pa.int8(): Int32,
+    pa.int16(): Int32,
+    pa.int32(): Int32,
+    pa.int64(): Int64,
+    pa.float32(): Float32,
+    pa.float64(): Float64,
+    pa.binary(): Bytes,
+}
+
+
+def feast_dtype(typ: pa.DataType) -> FeastType:
+    """The Feast type of a pyarrow column type (scalars, timestamps, lists of scalars)."""
+    if pa.types.is_timestamp(typ):
+        return UnixTimestamp
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        return Array(feast_dtype(typ.value_type))
+    if typ in _SCALARS:
+        return _SCALARS[typ]
+    raise TypeError(f"no Feast type for pyarrow type {typ}")
+
+
+def feast_fields(schema: pa.Schema, exclude: Iterable[str] = ()) -> list[Field]:
+    """Feast fields for the columns of ``schema`` (descriptions from the field docs)."""
+    skip = set(exclude)
+    return [
+        Field(
+            name=f.name,
+            dtype=feast_dtype(f.type),
+            description=(f.metadata or {}).get(b"doc", b"").decode(),
+        )
+        for f in schema
+        if f.name not in skip
+    ]
+
+
+def capability_entity() -> Entity:
+    return Entity(
+        name=CAPABILITY_ENTITY,
+        join_keys=[CAPABILITY_KEY],
+        value_type=ValueType.STRING,
+        description="a capability: an ordered composition of tools",
+    )
+
+
+def parquet_source(name: str, path: str | Path) -> FileSource:
+    """A Parquet offline source with caprank's timestamp conventions."""
+    return FileSource(
+        name=name,
+        path=str(path),
+        timestamp_field=TIMESTAMP_FIELD,
+        created_timestamp_column=CREATED_FIELD,
+    )
+
+
+def parquet_feature_view(
+    name: str,
+    path: str | Path,
+    schema: pa.Schema,
+    ttl_days: int,
+    entity: Entity | None = None,
+    description: str = "",
+) -> FeatureView:
+    """A feature view over a Parquet table with the given schema, keyed by capability.
+
+    Every column except the key and the timestamps becomes a feature.
+    """
+    entity = entity or capability_entity()
+    keys = {entity.join_key}
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=timedelta(days=ttl_days),
+        schema=feast_fields(schema, exclude=keys | {TIMESTAMP_FIELD, CREATED_FIELD}),
+        source=parquet_source(f"{name}_source", path),
+        online=True,
+        description=description,
+        tags={"owner": "caprank"},
+    )
+
+
+def capability_feature_view(offline_path: str | Path, cfg: FeaturesConfig) -> FeatureView:
+    return parquet_feature_view(
+        CAPABILITY_FEATURES_VIEW,
+        offline_path,
+        capability_features_schema(cfg.windows_days),
+        cfg.ttl_days,
+        description="daily per-capability snapshots (usage, success, latency, graph)",
+    )
+
+
+def ranker_feature_service(views: Sequence[FeatureView]) -> FeatureService:
+    return FeatureService(
+        name=RANKER_SERVICE,
+        features=list(views),
+        description="everything the ranker reads per capability",
+    )
+
+
+def feast_objects(
+    offline_path: str | Path,
+    cfg: FeaturesConfig,
+    extra_views: Sequence[FeatureView] = (),
+) -> list:
+    """Everything to ``apply``: entity, sources, views and the ranker feature service."""
+    views = [capability_feature_view(offline_path, cfg), *extra_views]
+    names = [v.name for v in views]
+    if len(set(names)) != len(names):
+        raise ValueError(f"feature view names must be unique: {names}")
+    return [
+        capability_entity(),
+        *(v.batch_source for v in views),
+        *views,
+        ranker_feature_service(views),
+    ]
