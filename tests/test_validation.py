@@ -187,6 +187,8 @@ CONTENT_CASES = [
     ("bad_split", _set("labels", 2, "split", "holdout"),
      "labels", "split", "allowed_values", [2]),
     ("null_required", _set("intents", 1, "text", None), "intents", "text", "not_null", [1]),
+    ("null_list", _set("capabilities", 0, "tool_ids", None),
+     "capabilities", "tool_ids", "not_null", [0]),
 ]  # fmt: skip
 
 
@@ -476,3 +478,15 @@ def test_cli_now_anchors_the_time_checks(valid_dir: Path, tmp_path: Path, capsys
     )
     assert res.exit_code == 0, res.output
     assert "PASSED" in res.output and "PASSED" in md.read_text(encoding="utf-8")
+
+
+def test_reference_examples_show_the_unknown_ids(tmp_path: Path):
+    data = valid_rows()
+    data["interactions"][1]["candidate_ids"] = ["c9", "c1", "c8"]
+    data["interactions"][3]["candidate_ids"] = ["c1", None]
+    root = write_rows(tmp_path / "ds", data)
+    found = failure(
+        validate_dataset(root, CFG, now=NOW), "interactions", "candidate_ids", "references"
+    )
+    assert [(e.row, e.value) for e in found.examples] == [(1, ["c9", "c8"]), (3, [None])]
+    assert found.unexpected_count == 2

@@ -148,6 +148,7 @@ def run_expectations(
     tables: dict[str, LoadedTable], cfg: DataConfig, now: datetime
 ) -> list[CheckResult]:
     """Run each table's suite through a GX checkpoint and record every result."""
+    # Imported here: GX takes seconds to import, and the CLI should start fast.
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -173,9 +174,8 @@ def run_expectations(
     checks: list[CheckResult] = []
     for name, loaded in tables.items():
         rules = table_rules(name)
-        empty = loaded.table.num_rows == 0
-        skip = {FRESHNESS[1]} if name == FRESHNESS[0] and empty else set()
-        active = [r for r in rules if not (r.check == "freshness" and r.column in skip)]
+        no_events = name == FRESHNESS[0] and loaded.table.num_rows == 0
+        active = [r for r in rules if not (no_events and r.check == "freshness")]
         expectations = [
             _expectation_class(gx, rule.expectation)(**rule.kwargs, meta={"caprank_rule": i})
             for i, rule in enumerate(active)
@@ -192,8 +192,9 @@ def run_expectations(
                 name=name, validation_definitions=[definition], result_format=result_format
             )
         )
-        scalar = [f.name for f in loaded.table.schema if not pa.types.is_list(f.type)]
-        frame = loaded.table.select(scalar).to_pandas()
+        # Only the columns a rule reads go to pandas (list columns never do).
+        used = {c for r in rules for c in r.kwargs.get("column_list", [r.kwargs.get("column")])}
+        frame = loaded.table.select([c for c in loaded.table.column_names if c in used]).to_pandas()
         outcome = checkpoint.run(
             batch_parameters={"dataframe": frame}, expectation_parameters=params
         )
@@ -202,7 +203,7 @@ def run_expectations(
             for res in run.results:
                 by_rule[res.expectation_config.meta["caprank_rule"]] = res
         for i, rule in enumerate(active):
-            checks.append(_record(name, loaded, rule, by_rule[i], params))
+            checks.append(_record(name, loaded, rule, by_rule.get(i), params))
         for rule in rules:
             if rule not in active:
                 checks.append(
@@ -232,18 +233,22 @@ def _record(
     name: str, loaded: LoadedTable, rule: Rule, res: Any, params: dict[str, datetime]
 ) -> CheckResult:
     """Turn one GX expectation result into the report's record, rows located in files."""
-    result = dict(res.result or {})
-    error = _exception_message(res.exception_info)
+    result = dict(res.result or {}) if res is not None else {}
+    error = "no result returned" if res is None else _exception_message(res.exception_info)
+    success = res is not None and bool(res.success) and not error
     indices = result.get("partial_unexpected_index_list") or []
     values = result.get("partial_unexpected_list") or []
     examples = [loaded.example(int(i), v) for i, v in zip(indices, values, strict=False)]
     unexpected = result.get("unexpected_count")
     note = ""
-    if rule.check == "freshness" and not res.success:
-        examples = _newest_rows(loaded, rule.column)
+    if rule.check == "freshness":
+        newest = result.get("observed_value")
+        shown = newest.isoformat() if hasattr(newest, "isoformat") else newest
+        note = f"newest event {shown}, limit {params[OLDEST].isoformat()}"
         unexpected = None
-        note = f"newest is {result.get('observed_value')}, limit {params[OLDEST].isoformat()}"
-    if rule.check == "not_in_future" and not res.success:
+        if not success:
+            examples = _newest_rows(loaded, rule.column)
+    if rule.check == "not_in_future" and not success:
         note = f"limit {params[LATEST].isoformat()}"
     if error:
         note = f"expectation raised: {error}"
@@ -255,7 +260,7 @@ def _record(
         check=rule.check,
         description=rule.description,
         engine=ENGINE,
-        passed=bool(res.success) and not error,
+        passed=success,
         unexpected_count=unexpected,
         element_count=result.get("element_count", loaded.table.num_rows),
         examples=examples,

@@ -112,12 +112,18 @@ def reference_checks(tables: dict[str, LoadedTable], max_examples: int) -> list[
             items = col.flatten()
             parents = pc.list_parent_indices(col)
             unknown = pc.invert(pc.fill_null(pc.is_in(items, value_set=known), False))
-            bad_parents = pc.filter(parents, unknown).to_pylist()
-            bad_items = pc.filter(items, unknown).to_pylist()
-            per_row: dict[int, list] = {}
-            for row, item in zip(bad_parents, bad_items, strict=True):
-                per_row.setdefault(row, []).append(item)
-            bad, values = list(per_row), list(per_row.values())
+            bad_parents = pc.filter(parents, unknown)
+            bad = pc.unique(bad_parents).to_pylist()  # parents ascend, so rows stay in order
+            # Only the example rows are gathered in Python: their unknown ids.
+            shown = pc.is_in(bad_parents, value_set=pa.array(bad[:max_examples], pa.int64()))
+            per_row: dict[int, list] = {row: [] for row in bad[:max_examples]}
+            for row, item in zip(
+                pc.filter(bad_parents, shown).to_pylist(),
+                pc.filter(pc.filter(items, unknown), shown).to_pylist(),
+                strict=True,
+            ):
+                per_row[row].append(item)
+            values = list(per_row.values())
         else:
             present = pc.is_valid(col)
             unknown = pc.and_(present, pc.invert(pc.is_in(col, value_set=known)))

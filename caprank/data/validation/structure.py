@@ -9,7 +9,7 @@ valid UTF-8 (Parquet lets a writer store any bytes in a string column).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,7 +32,7 @@ class LoadedTable:
 
     name: str
     table: pa.Table
-    sources: list[tuple[str, int]] = field(default_factory=list)  # (file, rows), in order
+    sources: list[tuple[str, int]]  # (file, rows) in read order; an absent table: (file, 0)
 
     def __post_init__(self) -> None:
         self._starts: list[int] = []
@@ -46,7 +46,7 @@ class LoadedTable:
     @property
     def file(self) -> str:
         """The file a check on the whole table names (the first source)."""
-        return self.sources[0][0] if self.sources else TABLES[self.name].file
+        return self.sources[0][0]
 
     def locate(self, index: int) -> tuple[str, int]:
         """(file, 0-based row in that file) of a row of the concatenated table."""
@@ -104,7 +104,7 @@ def read_structure(
 
     if not files:
         absent = check(str(root / spec.file), True, note="optional table absent; read as empty")
-        return [absent], LoadedTable(name, table)
+        return [absent], LoadedTable(name, table, [(str(root / spec.file), 0)])
     loaded = LoadedTable(
         name, table, [(str(f), pq.ParquetFile(f).metadata.num_rows) for f in files]
     )
