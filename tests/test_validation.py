@@ -167,7 +167,8 @@ CONTENT_CASES = [
      "capabilities", "tool_ids", "min_items", [2]),
     ("duplicate_event", _set("interactions", 3, "event_id", "e1"),
      "interactions", "event_id", "unique", [1, 3]),
-    ("duplicate_tool", _set("tools", 2, "tool_id", "t0"), "tools", "tool_id", "unique", [0, 2]),
+    ("duplicate_tool", lambda d: d["tools"].append(dict(d["tools"][0], name="again")),
+     "tools", "tool_id", "unique", [0, 4]),
     ("future_timestamp", _set("interactions", 0, "timestamp", NOW + timedelta(hours=2)),
      "interactions", "timestamp", "not_in_future", [0]),
     ("future_capability", _set("capabilities", 2, "created_at", NOW + timedelta(days=1)),
@@ -211,11 +212,11 @@ def test_bad_content_fails_naming_file_column_row(
     assert [e.row for e in found.examples] == rows
     assert all(e.file == file for e in found.examples)
     assert found.unexpected_count == len(rows)
-    if report.failures[0] is found:
-        with pytest.raises(DataError) as err:
-            report.raise_for_errors()
-        text = str(err.value)
-        assert file in text and f"'{column}'" in text and f"row {rows[0]}" in text
+    assert report.failures == [found]  # the bad value trips exactly its own check
+    with pytest.raises(DataError) as err:
+        report.raise_for_errors()
+    assert str(err.value).startswith(f"{file}, field '{column}', row {rows[0]}: {check}")
+    assert (err.value.file, err.value.field, err.value.row) == (file, column, rows[0])
 
 
 def test_first_failure_and_count_in_error(tmp_path: Path):
