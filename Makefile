@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        bench-simulate pins images push kind-up kind-down kind-smoke
+        bench-simulate bench-validate pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -73,3 +73,6 @@ bench-simulate: $(STAMP)
 
 bench-features: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_features
+
+bench-validate: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_validation --events 1000000

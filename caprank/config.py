@@ -147,6 +147,9 @@ class DataConfig(Section):
     max_age_days: int = Field(
         400, ge=1, description="freshness: newest event must be younger than this"
     )
+    max_examples: int = Field(
+        5, ge=1, le=1000, description="validation: example rows kept per failed check"
+    )
 
 
 class FeaturesConfig(Section):

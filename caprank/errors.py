@@ -35,6 +35,7 @@ class DataError(CaprankError):
         examples: list | None = None,
     ):
         self.file = str(file)
+        self.message = message
         self.row = row
         self.field = field
         self.examples = examples or []

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.validate_cmd import validate as validate_command
 from caprank.data.dataset import dataset_hash, load_dataset, write_dataset
 from caprank.data.schemas import INTERACTION_PARTS_DIR, MANIFEST_FILE
 from caprank.data.simulate import simulate, simulation_metadata
@@ -120,3 +121,6 @@ def _append(root: Path, ds, logs, meta: dict) -> None:
     manifest["content_hash"] = dataset_hash(root)
     atomic_write_json(root / MANIFEST_FILE, manifest)
     click.echo(f"appended {logs.num_rows} interactions to {part}")
+
+
+data_group.add_command(validate_command)

@@ -1,0 +1,52 @@
+"""`caprank data validate DIR`: check a dataset directory and write its report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from caprank.cli.context import CliState, pass_state
+from caprank.data.validation import validate_dataset
+from caprank.files import atomic_write_text
+
+
+@click.command("validate")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--report",
+    "report_md",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report as Markdown here (written whether or not checks pass).",
+)
+@click.option(
+    "--html",
+    "report_html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report as a self-contained HTML page here.",
+)
+@click.option(
+    "--now",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="Validate as of this instant (UTC unless an offset is given).",
+)
+@pass_state
+def validate(
+    state: CliState,
+    directory: Path,
+    report_md: Path | None,
+    report_html: Path | None,
+    now: datetime | None,
+) -> None:
+    """Validate the dataset in DIRECTORY; exit 2 with the first failure when checks fail."""
+    report = validate_dataset(directory, state.config(), now=now)
+    if report_md is not None:
+        atomic_write_text(report_md, report.to_markdown())
+    if report_html is not None:
+        atomic_write_text(report_html, report.to_html())
+    click.echo(f"{directory}: {report.headline()}")
+    report.raise_for_errors()
