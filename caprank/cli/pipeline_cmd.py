@@ -101,3 +101,47 @@ def schedule(state, host, package, params, cron) -> None:
     click.echo(f"recurring run {cfg.pipeline.schedule_name} {done.action}: {done.recurring_run_id}")
     for old in done.removed:
         click.echo(f"removed outdated recurring run {old}")
+
+
+@pipeline_group.command("compile")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Default: pipelines/compiled/."
+)
+@pass_state
+def compile_cmd(state: CliState, out: str | None) -> None:
+    """Compile the training pipeline to KFP IR YAML (checked in under pipelines/compiled)."""
+    from pipelines.training import compile_pipeline
+
+    click.echo(f"compiled {compile_pipeline(state.config(), out)}")
+
+
+@pipeline_group.command("run")
+@click.option(
+    "--data",
+    "data_uri",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Dataset directory (default: paths.data, else the embedded synthetic default).",
+)
+@pass_state
+def run_cmd(state: CliState, data_uri: str | None) -> None:
+    """Run the whole DAG locally (KFP SubprocessRunner) and summarize each stage."""
+    from pipelines.local import PipelineRunError, run_local
+
+    cfg = state.config()
+    data = data_uri or (str(cfg.paths.data) if cfg.paths.data else None)
+    click.echo(f"running {cfg.pipeline.name} locally on {data or 'the embedded default data'}")
+    result = run_local(cfg, data)
+    for stage in result.stages:
+        click.echo(f"\n=== {stage.name}  ({stage.directory})")
+        if stage.summary:
+            click.echo(stage.summary.rstrip())
+        for name, path in stage.outputs.items():
+            if name != "summary" and path.exists():
+                click.echo(f"  {name}: {path}")
+        if stage.metrics:
+            shown = ", ".join(f"{k}={v:g}" for k, v in sorted(stage.metrics.items()))
+            click.echo(f"  metrics: {shown}")
+    click.echo(f"\nrun directory: {result.run_dir}\nfull log: {result.log_path}")
+    if not result.ok:
+        raise PipelineRunError(f"the pipeline failed: {result.error.strip()[-2000:]}")

@@ -32,7 +32,7 @@ from caprank.features.compute import (
     epoch_us,
     to_epoch_us,
 )
-from caprank.files import atomic_write_parquet, text_hash
+from caprank.files import atomic_write_bytes, atomic_write_parquet, text_hash
 
 if TYPE_CHECKING:  # Feast takes seconds to import; only publishing needs it
     from feast import FeatureView
@@ -201,3 +201,33 @@ def publish_features(
         feature_views=views,
         materialized_until=end,
     )
+
+
+@dataclass
+class FeatureStepResult:
+    """The pipeline's feature step: what was built and where Feast serves it from."""
+
+    build: FeatureBuildResult
+    publish: PublishResult
+
+    def to_markdown(self) -> str:
+        b, p = self.build, self.publish
+        return (
+            "## Build features\n\n"
+            f"{b.rows:,} snapshot rows for {b.capabilities:,} capabilities "
+            f"({b.snapshots} snapshots), input hash `{b.input_hash[:16]}`.  \n"
+            f"Feast offline source: `{p.offline_path}`  \n"
+            f"Feast registry: `{p.registry}`  \n"
+            f"Feast online store: `{p.online_store}`, materialized until "
+            f"{p.materialized_until.isoformat()}\n"
+        )
+
+
+def build_and_publish(ds: Dataset, cfg: CaprankConfig, out_dir: Path) -> FeatureStepResult:
+    """Build into ``out_dir`` (the run's artifact), then publish from the stable offline
+    location ``cfg.features_dir()`` that Feast's file source points at."""
+    built = build_features(ds, cfg, Path(out_dir))
+    offline = Path(cfg.features_dir()) / CAPABILITY_FEATURES_FILE
+    atomic_write_bytes(offline, built.offline_path.read_bytes())
+    published = publish_features(cfg, offline, last_snapshot(offline))
+    return FeatureStepResult(build=built, publish=published)

@@ -168,7 +168,8 @@ class ValidationReport:
 
     # ---------------------------------------------------------------- renderers
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, all_checks: bool = True) -> str:
+        """The report; ``all_checks=False`` keeps the headline, tables and failures only."""
         lines = [
             "# Data validation report",
             "",
@@ -200,6 +201,8 @@ class ValidationReport:
                         f"| `{e.file}` | {e.row} | {_md(_show(e.value))} |" for e in c.examples
                     ]
                 lines.append("")
+        if not all_checks:
+            return "\n".join(lines) + "\n"
         lines += [
             "",
             "## All checks",

@@ -1,0 +1,23 @@
+"""Build features: point-in-time capability features, published to Feast."""
+
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+
+
+def build_features(
+    dataset: Input[Dataset],
+    config_yaml: str,
+    features: Output[Dataset],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Compute the feature snapshots, then apply + materialize them into Feast."""
+    from caprank.data.dataset import load_dataset
+    from caprank.features.stage import build_and_publish
+    from components.runtime import log_metrics, stage_config, write_text
+
+    cfg = stage_config(config_yaml)
+    result = build_and_publish(load_dataset(dataset.path), cfg, features.path)
+    features.metadata["input_hash"] = result.build.input_hash
+    log_metrics(metrics, {"rows": result.build.rows, "snapshots": result.build.snapshots})
+    write_text(summary.path, result.to_markdown())
+    print(result.to_markdown())

@@ -1,0 +1,16 @@
+"""Ingest: bring the dataset into the run (or synthesize the embedded default)."""
+
+from kfp.dsl import Dataset, Markdown, Output
+
+
+def ingest(data_uri: str, config_yaml: str, dataset: Output[Dataset], summary: Output[Markdown]):
+    """Read the catalog and logs at ``data_uri`` (empty: embedded default) into ``dataset``."""
+    from caprank.data.ingest import ingest as run_ingest
+    from components.runtime import stage_config, write_text
+
+    cfg = stage_config(config_yaml)
+    result = run_ingest(cfg, data_uri or None, dataset.path)
+    dataset.metadata["content_hash"] = result.content_hash
+    dataset.metadata["rows"] = result.rows
+    write_text(summary.path, result.to_markdown())
+    print(result.to_markdown())

@@ -1,0 +1,72 @@
+"""The training DAG: ingest -> validate -> build_features -> ... as KFP v2 components.
+
+Images come from the config (``pipeline.image_registry``/``image_tag`` and the image
+names), so ``build_pipeline(cfg)`` is called at compile time. Every step has caching
+disabled: each reads data or services (logs, Feast, MLflow) that change between runs.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from kfp import compiler, dsl
+
+from caprank.config import CaprankConfig
+from components.build_features import build_features
+from components.ingest import ingest
+from components.validate import validate
+
+COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
+
+
+def _component(func: Callable, image: str):
+    """Wrap a plain function as a lightweight component that runs in our prebuilt image.
+
+    ``install_kfp_package=False``: the image already has kfp and caprank, so nothing is
+    pip-installed when the step runs on a cluster.
+    """
+    return dsl.component(func, base_image=image, install_kfp_package=False)
+
+
+def make_components(cfg: CaprankConfig) -> SimpleNamespace:
+    """Every component of the DAG, bound to the images ``cfg`` names."""
+    cpu = cfg.pipeline.image(cfg.pipeline.component_image)
+    return SimpleNamespace(
+        ingest=_component(ingest, cpu),
+        validate=_component(validate, cpu),
+        build_features=_component(build_features, cpu),
+    )
+
+
+def build_pipeline(cfg: CaprankConfig):
+    """The pipeline function for ``cfg``'s images and name."""
+    ops = make_components(cfg)
+
+    @dsl.pipeline(
+        name=cfg.pipeline.name,
+        description="caprank: ingest and validate interaction logs, build features, "
+        "embed, train the SHGAT ranker, evaluate it and roll it out.",
+    )
+    def caprank_training(data_uri: str = "", config_yaml: str = ""):
+        ingested = ops.ingest(data_uri=data_uri, config_yaml=config_yaml)
+        ingested.set_display_name("ingest")
+        checked = ops.validate(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
+        checked.set_display_name("validate")
+        features = ops.build_features(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
+        features.set_display_name("build features").after(checked)
+        for task in (ingested, checked, features):
+            task.set_caching_options(False)
+
+    return caprank_training
+
+
+def compiled_path(cfg: CaprankConfig) -> Path:
+    return COMPILED_DIR / f"{cfg.pipeline.name}.yaml"
+
+
+def compile_pipeline(cfg: CaprankConfig, path: str | Path | None = None) -> Path:
+    """Compile to ``pipelines/compiled/<name>.yaml`` (or ``path``)."""
+    out = Path(path) if path else compiled_path(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=str(out))
+    return out

@@ -1,0 +1,127 @@
+"""The KFP pipeline: compiled YAML is current, components run through python_func, and the
+whole DAG runs locally with the SubprocessRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp.dsl import HTML, Dataset, Markdown, Metrics
+
+from caprank.config import dump_yaml, resolve
+from caprank.data.dataset import load_dataset, write_dataset
+from caprank.errors import DataError
+from pipelines.training import compile_pipeline, compiled_path, make_components
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_cfg():
+    return resolve(environ={}).config
+
+
+def test_checked_in_pipeline_is_current(tmp_path):
+    cfg = _default_cfg()
+    fresh = compile_pipeline(cfg, tmp_path / "p.yaml")
+    checked_in = compiled_path(cfg)
+    assert checked_in.exists(), "run `caprank pipeline compile` and commit the YAML"
+    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(checked_in.read_text()), (
+        "pipelines/compiled is out of date: run `make compile` and commit the result"
+    )
+
+
+def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
+    spec = yaml.safe_load(compiled_path(_default_cfg()).read_text())
+    text = compiled_path(_default_cfg()).read_text()
+    assert "pip install" not in text
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "validate", "build-features"} <= set(tasks)
+    for name, task in tasks.items():
+        assert task.get("cachingOptions", {}).get("enableCache") is not True, name
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert all(img.startswith("ghcr.io/caprank/") for img in images)
+
+
+def _artifact(cls, path: Path):
+    return cls(name=path.name, uri=str(path), metadata={})
+
+
+def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.paths.home = tmp_path / "home"
+    ops = make_components(cfg)
+    config_yaml = dump_yaml(cfg)
+
+    dataset = _artifact(Dataset, tmp_path / "dataset")
+    ops.ingest.python_func(
+        data_uri=str(tiny_dataset_dir),
+        config_yaml=config_yaml,
+        dataset=dataset,
+        summary=_artifact(Markdown, tmp_path / "ingest.md"),
+    )
+    assert load_dataset(dataset.path).interactions.num_rows > 0
+    assert dataset.metadata["content_hash"]
+
+    metrics = _artifact(Metrics, tmp_path / "metrics.json")
+    ops.validate.python_func(
+        dataset=dataset,
+        config_yaml=config_yaml,
+        report=_artifact(HTML, tmp_path / "report.html"),
+        summary=_artifact(Markdown, tmp_path / "validate.md"),
+        metrics=metrics,
+    )
+    assert "PASSED" in (tmp_path / "validate.md").read_text()
+    assert metrics.metadata["failed_checks"] == 0.0
+
+    features = _artifact(Dataset, tmp_path / "features")
+    ops.build_features.python_func(
+        dataset=dataset,
+        config_yaml=config_yaml,
+        features=features,
+        summary=_artifact(Markdown, tmp_path / "features.md"),
+        metrics=_artifact(Metrics, tmp_path / "fmetrics.json"),
+    )
+    assert (Path(features.path) / "capability_features.parquet").exists()
+    assert (cfg.paths.home / "feast" / "online_store.db").exists()
+
+
+def test_validate_component_fails_with_report(tiny_cfg, tiny_dataset, tmp_path):
+    cfg = tiny_cfg.model_copy(deep=True)
+    bad = tiny_dataset.interactions
+    idx = bad.schema.get_field_index("execution_time_ms")
+    times = bad["execution_time_ms"].to_pylist()
+    times[3] = -5.0
+    import pyarrow as pa
+
+    broken = tiny_dataset
+    broken.interactions = bad.set_column(idx, "execution_time_ms", pa.array(times))
+    root = write_dataset(broken, tmp_path / "bad")
+    report = _artifact(HTML, tmp_path / "report.html")
+    with pytest.raises(DataError, match="execution_time_ms"):
+        make_components(cfg).validate.python_func(
+            dataset=_artifact(Dataset, root),
+            config_yaml=dump_yaml(cfg),
+            report=report,
+            summary=_artifact(Markdown, tmp_path / "validate.md"),
+            metrics=_artifact(Metrics, tmp_path / "m.json"),
+        )
+    assert "FAILED" in (tmp_path / "validate.md").read_text()
+    assert "execution_time_ms" in Path(report.path).read_text()
+
+
+@pytest.mark.slow
+def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
+    from pipelines.local import run_local
+
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.paths.home = tmp_path / "home"
+    result = run_local(cfg, str(tiny_dataset_dir))
+    assert result.ok, result.log_path.read_text()[-3000:]
+    names = [s.name for s in result.stages]
+    assert names[:3] == ["ingest", "validate", "build-features"]
+    assert (cfg.paths.home / "feast" / "online_store.db").exists()
+    by_name = {s.name: s for s in result.stages}
+    assert "PASSED" in by_name["validate"].summary
+    assert by_name["validate"].metrics["failed_checks"] == 0
+    assert by_name["build-features"].metrics["rows"] > 0
