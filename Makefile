@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
-        bench-features bench-embed bench-quality bench-serve
+        bench-features bench-embed bench-quality bench-serve bench-eval
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -42,3 +42,6 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+bench-eval: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_eval
