@@ -35,7 +35,7 @@ def test_better_challenger_is_improved(production):
     # Same queries: most keep their rank, a third move the relevant item up one place.
     ranks = 1.0 / production
     better = 1.0 / np.where(rng.random(N) < 0.33, np.maximum(ranks - 1, 1), ranks)
-    d = _gate(better, production)
+    d = _gate(better, production, ece=np.float64(0.05), p99=np.float64(40.0))
     assert d.improved and d.reason.startswith("improved")
     assert d.delta.low > 0 and d.delta.estimate == pytest.approx(better.mean() - production.mean())
     assert d.checks == {

@@ -90,9 +90,9 @@ def decide(
     ):
         raise DataError("production", "per-query values are not on the same queries in order")
     checks = {
-        "latency": scoring_p99_ms <= cfg.max_scoring_p99_ms,
-        "calibration": ece <= cfg.max_ece,
-        "floor": float(ch.mean()) >= cfg.min_primary,
+        "latency": bool(scoring_p99_ms <= cfg.max_scoring_p99_ms),
+        "calibration": bool(ece <= cfg.max_ece),
+        "floor": bool(ch.mean() >= cfg.min_primary),
     }
     measured = {"scoring_p99_ms": float(scoring_p99_ms), "ece": float(ece)}
     failures = []
@@ -110,7 +110,7 @@ def decide(
             ch, production, cfg.bootstrap_samples, cfg.confidence, cfg.seed
         )
         prod_mean = float(np.mean(production))
-        checks["beats_production"] = delta.low > cfg.min_improvement
+        checks["beats_production"] = bool(delta.low > cfg.min_improvement)
         if not checks["beats_production"]:
             failures.append(
                 f"{metric} gain {delta.estimate:+.4f}, {cfg.confidence:.0%} CI "
