@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        bench-simulate bench-validate pins images push kind-up kind-down kind-smoke
+        bench-simulate bench-validate bench-eval pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -76,3 +76,6 @@ bench-features: $(STAMP)
 
 bench-validate: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_validation --events 1000000
+
+bench-eval: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_eval

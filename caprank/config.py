@@ -19,7 +19,14 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from caprank.cron import CronError, validate_kfp_cron
 from caprank.errors import ConfigError
@@ -270,7 +277,11 @@ class TrainingConfig(Section):
 
 
 class EvaluationConfig(Section):
-    ks: list[int] = Field([1, 3, 5, 10], min_length=1)
+    """Offline evaluation, protocols, counterfactual estimates and the promotion gate."""
+
+    ks: list[Annotated[int, annotated_types.Ge(1), annotated_types.Le(10_000)]] = Field(
+        [1, 3, 5, 10], min_length=1
+    )
     primary_metric: Literal["mrr", "ndcg@10", "hit@1", "hit@10", "map"] = "mrr"
     min_primary: float = Field(0.2, ge=0.0, le=1.0, description="absolute quality floor")
     min_improvement: float = Field(0.0, ge=0.0, description="required gain over production")
@@ -282,14 +293,44 @@ class EvaluationConfig(Section):
     max_scoring_p99_ms: float = Field(200.0, gt=0.0)
     max_ece: float = Field(0.25, gt=0.0, le=1.0)
     calibration_bins: int = Field(10, ge=2, le=100)
+    seed: int = Field(11, ge=0, description="bootstrap resamples, folds and holdout draws")
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of query groups held out when no split is given"
+    )
+    coverage_k: int = Field(10, ge=1, le=1000, description="top-K behind coverage and Gini")
+    grade_success: int = Field(2, ge=1, le=100, description="relevance of a successful event")
+    grade_partial: int = Field(
+        1, ge=0, le=100, description="relevance of a partial event (0: not relevant)"
+    )
+    ope_temperature: float = Field(
+        0.1, gt=0.0, description="softmax temperature turning scores into a target policy"
+    )
+    ips_max_weight: float | None = Field(
+        None, gt=0.0, description="clip importance weights at this value; empty: no clipping"
+    )
+
+    @model_validator(mode="after")
+    def _primary_metric_is_computed(self) -> EvaluationConfig:
+        _, _, k = self.primary_metric.partition("@")
+        if k and int(k) not in self.ks:
+            raise ValueError(f"primary_metric {self.primary_metric!r} needs {k} in ks {self.ks}")
+        return self
 
 
 class MonitoringConfig(Section):
-    ks_pvalue: float = Field(0.01, gt=0.0, lt=1.0)
+    """Drift and data-quality checks between a reference and a current window."""
+
+    ks_pvalue: float = Field(
+        0.01, gt=0.0, lt=1.0, description="family-wise level (Bonferroni over columns/dims)"
+    )
     psi_threshold: float = Field(0.2, gt=0.0)
+    psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference scores")
+    psi_epsilon: float = Field(1e-4, gt=0.0, lt=0.1, description="floor for an empty bin share")
     max_staleness_hours: float = Field(48.0, gt=0.0)
     max_missing_rate: float = Field(0.05, ge=0.0, le=1.0)
-    min_embedding_variance: float = Field(0.01, ge=0.0)
+    min_embedding_variance: float = Field(
+        0.01, ge=0.0, description="floor on total variance (trace of covariance)"
+    )
     retrain_on_drift: bool = True
 
 
@@ -508,27 +549,26 @@ def describe_allowed(key: str) -> str:
     info = _field_info(key)
     if info is None:
         return ""
-    parts = [_type_name(info.annotation)]
-    for meta in info.metadata:
+    return ", ".join([_type_name(info.annotation), *_bounds(info.metadata)])
+
+
+def _bounds(metadata: Iterable[Any]) -> list[str]:
+    parts = []
+    for meta in metadata:
         for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             val = getattr(meta, attr, None)
             if isinstance(meta, annotated_types.BaseMetadata) and val is not None:
                 parts.append(f"{sym} {val}")
-    return ", ".join(parts)
+    return parts
 
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        base, *extra = typing.get_args(annotation)
-        metas = [m for e in extra for m in getattr(e, "metadata", [e])]
-        bounds = [
-            f"{sym} {getattr(m, attr)}"
-            for m in metas
-            for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-            if isinstance(m, annotated_types.BaseMetadata) and getattr(m, attr, None) is not None
-        ]
-        return _type_name(base) + (f" ({', '.join(bounds)})" if bounds else "")
+    if origin is typing.Annotated:  # e.g. list items with bounds: "int >= 1"
+        inner, *extra = typing.get_args(annotation)
+        # Field(...) inside Annotated carries its bounds in its own .metadata
+        metadata = [m for e in extra for m in getattr(e, "metadata", [e])]
+        return " ".join([_type_name(inner), *_bounds(metadata)])
     if origin is Literal:
         return "one of " + " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
