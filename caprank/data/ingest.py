@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from caprank.config import CaprankConfig
-from caprank.data.dataset import Dataset, load_dataset, write_dataset
-from caprank.data.schemas import MANIFEST_FILE
+from caprank.data.dataset import Dataset, load_dataset, read_table, write_dataset
+from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, MANIFEST_FILE
 from caprank.privacy import apply_policy
 
 
@@ -49,6 +52,21 @@ def _embedded_default(cfg: CaprankConfig) -> Dataset:
     return ds
 
 
+def read_feedback(cfg: CaprankConfig) -> pa.Table:
+    """Events the serving feedback path appended under ``<feedback_dir>/interactions/``."""
+    root = cfg.feedback_dir()
+    if not (root / INTERACTION_PARTS_DIR).is_dir():
+        return INTERACTIONS.empty_table()
+    return read_table(root, "interactions")
+
+
+def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:
+    """Append ``extra`` events whose ids ``logs`` does not already hold (re-runs are safe)."""
+    seen = pa.array(logs["event_id"].to_pylist(), pa.string())
+    fresh = extra.filter(pc.invert(pc.is_in(extra["event_id"], value_set=seen)))
+    return pa.concat_tables([logs, fresh.cast(logs.schema)])
+
+
 def ingest(
     cfg: CaprankConfig, source: str | Path | None, out: str | Path, now: datetime | None = None
 ) -> IngestResult:
@@ -60,6 +78,10 @@ def ingest(
     else:
         ds = _embedded_default(cfg)
         origin = f"embedded default (synthetic, seed {cfg.data.seed})"
+    feedback = read_feedback(cfg)
+    if feedback.num_rows:
+        ds.interactions = merge_events(ds.interactions, feedback)
+        origin += f" + {feedback.num_rows:,} feedback events from {cfg.feedback_dir()}"
     before = ds.interactions.num_rows
     ds.interactions = apply_policy(ds.interactions, cfg.privacy, now)
     dropped = before - ds.interactions.num_rows
