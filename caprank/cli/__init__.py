@@ -9,6 +9,7 @@ import click
 from caprank import __version__
 from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
+from caprank.cli.embed_cmd import embed_cmd
 from caprank.errors import CaprankError
 
 
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, config_file: str | None, overrides: tuple[str, ...])
 
 
 cli.add_command(config_group)
+cli.add_command(embed_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
