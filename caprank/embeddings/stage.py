@@ -216,7 +216,8 @@ def embed(
     for kind, (ids, texts, rows) in parts.items():
         name = KINDS[kind]
         cols = _columns(text[rows], graph[rows], hybrid[rows], text_dim, cfg)
-        validate_table(EMBEDDING_TABLES[name].file, ids, cols, [now] * len(ids), now, cfg)
+        stamps = [now] * len(ids)
+        validate_table(EMBEDDING_TABLES[name].file, ids, cols, stamps, now, cfg, "nothing stored")
         tables[name] = _table(
             EMBEDDING_TABLES[name],
             ids,
@@ -308,7 +309,8 @@ def load_embeddings(
             VectorColumn(f"{c}_embedding", v, d)
             for c, v, d in zip(("text", "graph", "hybrid"), vecs, dims, strict=True)
         ]
-        validate_table(str(path), ids, cols, table["computed_at"].to_pylist(), now, cfg)
+        stamps = table["computed_at"].to_pylist()
+        validate_table(str(path), ids, cols, stamps, now, cfg, "not loaded")
         sets[kind] = EmbeddingSet(ids, *vecs)
         runs[name] = {
             "text_model": table["text_model"][0].as_py(),

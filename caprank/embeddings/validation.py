@@ -56,13 +56,14 @@ class Failure:
 class EmbeddingValidationError(DataError):
     """Embeddings failed validation; nothing was stored. ``failures`` lists each check."""
 
-    def __init__(self, table: str, failures: list[Failure]):
+    def __init__(self, table: str, failures: list[Failure], outcome: str = ""):
         self.failures = failures
         self.checks = [f.check for f in failures]
         fields = {f.field for f in failures}
+        head = "embedding validation failed" + (f", {outcome}" if outcome else "")
         super().__init__(
             table,
-            "embedding validation failed, nothing stored: " + "; ".join(map(str, failures)),
+            f"{head}: " + "; ".join(map(str, failures)),
             field=fields.pop() if len(fields) == 1 else None,
         )
 
@@ -189,8 +190,13 @@ def validate_table(
     computed_at: Sequence[datetime],
     now: datetime,
     cfg: CaprankConfig,
+    outcome: str = "",
 ) -> None:
-    """Run every check on one table; raise ``EmbeddingValidationError`` listing all failures."""
+    """Run every check on one table; raise ``EmbeddingValidationError`` listing all failures.
+
+    ``outcome`` says in the message what the failure means for the caller ("nothing
+    stored", "not loaded").
+    """
     failures: list[Failure] = []
     seen: dict[str, int] = {}
     dupes = [i for i, x in enumerate(ids) if seen.setdefault(x, i) != i]
@@ -202,4 +208,4 @@ def validate_table(
         failures += check_column(ids, col, cfg)
     failures += check_staleness(ids, computed_at, now, cfg)
     if failures:
-        raise EmbeddingValidationError(table, failures)
+        raise EmbeddingValidationError(table, failures, outcome)
