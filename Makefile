@@ -42,3 +42,7 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+# Embedding stage: text throughput, walks, skip-gram epochs, ToolLens stage + dense baseline.
+bench-embed: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_embed --toollens $(TOOLLENS)

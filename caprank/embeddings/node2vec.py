@@ -18,6 +18,7 @@ the same graph, config and seed give the same vectors on CPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,33 +168,40 @@ def random_walks(
     starts = starts.to(device=graph.col.device, dtype=torch.int64)
     walks = torch.empty(starts.numel(), length, dtype=torch.int64, device=starts.device)
     walks[:, 0] = starts
-    alive = s.deg[starts] > 0
+    alive = torch.nonzero(s.deg[starts] > 0).squeeze(1)
     unbiased = p == 1.0 and q == 1.0
-    inv_p, inv_q = 1.0 / p, 1.0 / q
-    alpha_max = max(inv_p, 1.0, inv_q)
+    alphas = (1.0 / p, 1.0, 1.0 / q)
+    # proposals drawn per walker per round: about one acceptance expected in the worst case
+    tries = min(8, math.ceil(max(alphas) / min(alphas)))
     for t in range(1, length):
         cur = walks[:, t - 1]
         nxt = cur.clone()
-        idx = torch.nonzero(alive).squeeze(1)
         if t == 1 or unbiased:
-            nxt[idx] = s.propose(cur[idx], generator)
+            nxt[alive] = s.propose(cur[alive], generator)
         else:
-            prev = walks[:, t - 2]
-            while idx.numel():
-                x = s.propose(cur[idx], generator)
-                back = x == prev[idx]
-                near = s.is_edge(prev[idx], x)
-                alpha = torch.full(x.shape, inv_q, dtype=torch.float64, device=x.device)
-                alpha[near] = 1.0
-                alpha[back] = inv_p
-                u = torch.rand(
-                    idx.numel(), generator=generator, device=idx.device, dtype=torch.float64
-                )
-                ok = u * alpha_max < alpha
-                nxt[idx[ok]] = x[ok]
-                idx = idx[~ok]
+            _biased_step(s, walks[:, t - 2], cur, nxt, alive, alphas, tries, generator)
         walks[:, t] = nxt
     return walks
+
+
+def _biased_step(s, prev, cur, nxt, pending, alphas, tries, generator) -> None:
+    """Fill ``nxt[pending]`` by rejection sampling; each walker's first accepted proposal
+    wins, so the result is exact whatever ``tries`` is (it only saves rounds)."""
+    inv_p, _, inv_q = alphas
+    alpha_max = max(alphas)
+    while pending.numel():
+        rep = pending.repeat_interleave(tries)  # walker-major: tries of a walker adjacent
+        x = s.propose(cur[rep], generator)
+        alpha = torch.full(x.shape, inv_q, dtype=torch.float64, device=x.device)
+        alpha[s.is_edge(prev[rep], x)] = 1.0
+        alpha[x == prev[rep]] = inv_p
+        u = torch.rand(rep.numel(), generator=generator, device=x.device, dtype=torch.float64)
+        ok = (u * alpha_max < alpha).view(-1, tries)
+        hit = ok.any(1)
+        first = ok.to(torch.int8).argmax(1)
+        chosen = x.view(-1, tries)[torch.arange(pending.numel(), device=x.device), first]
+        nxt[pending[hit]] = chosen[hit]
+        pending = pending[~hit]
 
 
 @dataclass
