@@ -5,8 +5,9 @@ Measures, each beside a baseline taken in the same run:
 * text encoding throughput of the packaged all-MiniLM-L6-v2 (sentences/s) at the
   configured batch size, against batch size 1;
 * node2vec random walks per second on two synthetic capability-tool graphs (10k nodes /
-  100k edges and 100k nodes / 1M edges), unbiased and biased (p=0.5, q=2), against a plain
-  Python loop walker on a subsample of the same starts;
+  100k edges and 100k nodes / 1M edges; repeated random pairs are merged, so edges carry
+  weights), unbiased and biased (p=0.5, q=2), against a plain Python loop walker (same
+  weighted transitions) on a subsample of the same starts;
 * one full skip-gram epoch (walks included) with the default node2vec settings on both;
 * the embed stage on ToolLens with an empty cache, again unchanged (all hits), and after
   ten capability descriptions changed (what a nightly run meets);
@@ -17,6 +18,7 @@ Measures, each beside a baseline taken in the same run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -73,15 +75,20 @@ def capability_tool_graph(n_nodes: int, n_edges: int, seed: int) -> Graph:
     return Graph.from_edges(n_nodes, caps, tools)
 
 
-def adjacency_lists(graph: Graph) -> tuple[list[list[int]], list[set[int]]]:
+def adjacency_lists(graph: Graph):
+    """Per node: neighbours, their edge weights, cumulative weights, and a neighbour set."""
     rowptr, col = graph.rowptr.tolist(), graph.col.tolist()
+    weight = graph.weight.tolist() if graph.weight is not None else [1.0] * len(col)
     nbrs = [col[rowptr[v] : rowptr[v + 1]] for v in range(graph.num_nodes)]
-    return nbrs, [set(n) for n in nbrs]
+    wts = [weight[rowptr[v] : rowptr[v + 1]] for v in range(graph.num_nodes)]
+    cum = [list(itertools.accumulate(w)) for w in wts]
+    return nbrs, wts, cum, [set(n) for n in nbrs]
 
 
 def python_walks(adjacency, starts: list[int], length: int, p: float, q: float, seed: int):
-    """The baseline: a plain Python node2vec walker over neighbour lists and sets."""
-    nbrs, sets = adjacency
+    """The baseline: a plain Python node2vec walker over neighbour lists (weighted like the
+    vectorized one: bisection over cumulative weights, or weight * alpha when biased)."""
+    nbrs, wts, cum, sets = adjacency
     rnd = random.Random(seed)
     walks = []
     for s in starts:
@@ -89,11 +96,12 @@ def python_walks(adjacency, starts: list[int], length: int, p: float, q: float, 
         while len(walk) < length and nbrs[walk[-1]]:
             cur = walk[-1]
             if len(walk) == 1 or (p == 1.0 and q == 1.0):
-                walk.append(rnd.choice(nbrs[cur]))
+                walk.append(rnd.choices(nbrs[cur], cum_weights=cum[cur])[0])
                 continue
             prev = walk[-2]
             weights = [
-                1.0 / p if x == prev else 1.0 if x in sets[prev] else 1.0 / q for x in nbrs[cur]
+                w / p if x == prev else w if x in sets[prev] else w / q
+                for x, w in zip(nbrs[cur], wts[cur], strict=True)
             ]
             walk.append(rnd.choices(nbrs[cur], weights)[0])
         walks.append(walk)
