@@ -225,7 +225,7 @@ class SkipGram:
     0.75) shared by its centres, each weighed so that every positive pair counts as many
     negatives as ``negatives``. Updates are lazy Adam: only the rows a batch touched move,
     as ``torch.optim.SparseAdam`` does, so a step costs what the batch touches, not the
-    table size. Everything is gathers, batched matmuls and ``index_add_``: no autograd
+    table size. Everything is gathers, batched matmuls and scatter-adds: no autograd
     graph.
     """
 
