@@ -79,3 +79,9 @@ bench-validate: $(STAMP)
 
 bench-eval: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_eval
+
+# Embedding stage: text throughput, walks, skip-gram epochs, ToolLens stage + dense baseline.
+# EMBED_BENCH_ARGS passes options through, e.g. "--threads 1" on a shared machine.
+EMBED_BENCH_ARGS ?=
+bench-embed: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_embed --toollens $(TOOLLENS) $(EMBED_BENCH_ARGS)

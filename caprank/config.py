@@ -198,6 +198,8 @@ class FeaturesConfig(Section):
 
 
 class Node2VecConfig(Section):
+    """Biased random walks over the capability-tool graph, then skip-gram (docs/embeddings.md)."""
+
     dim: int = Field(64, ge=2, le=1024)
     walk_length: int = Field(15, ge=2, le=1000)
     walks_per_node: int = Field(40, ge=1, le=10_000)
@@ -207,13 +209,23 @@ class Node2VecConfig(Section):
     negatives: int = Field(5, ge=1, le=100)
     epochs: int = Field(5, ge=1, le=1000)
     lr: float = Field(0.01, gt=0.0)
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, description="walks per skip-gram optimizer step")
+    coselection_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=100.0,
+        description="capability-capability edge weight per log(1 + co-selections in a "
+        "training-period session); 0: catalog edges only",
+    )
 
 
 class HybridConfig(Section):
     text_weight: float = Field(0.3, ge=0.0, le=1.0)
     graph_weight: float = Field(0.7, ge=0.0, le=1.0)
     method: Literal["concat", "projection"] = "concat"
+    projection_dim: int | None = Field(
+        None, ge=2, le=8192, description="'projection' target dimension; empty: the text dim"
+    )
 
 
 class EmbeddingConfig(Section):
@@ -223,11 +235,18 @@ class EmbeddingConfig(Section):
     )
     batch_size: int = Field(64, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(13, ge=0, description="walks, skip-gram and the hybrid projection")
     cache_dir: Path | None = Field(None, description="empty: <home>/embedding-cache")
     node2vec: Node2VecConfig = Node2VecConfig()
     hybrid: HybridConfig = HybridConfig()
-    norm_tolerance: float = Field(0.01, gt=0.0)
-    min_variance: float = Field(0.01, ge=0.0)
+    norm_tolerance: float = Field(0.01, gt=0.0, description="allowed | ||v|| - 1 |")
+    min_variance: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="floor on each dimension's variance relative to the isotropic level "
+        "(mean squared norm / dim); see docs/embeddings.md",
+    )
     max_staleness_hours: float = Field(24.0, gt=0.0)
 
 

@@ -10,6 +10,7 @@ from caprank import __version__
 from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
+from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.features_cmd import features_group
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.errors import CaprankError
@@ -41,6 +42,7 @@ cli.add_command(config_group)
 cli.add_command(pipeline_group)
 cli.add_command(data_group)
 cli.add_command(features_group)
+cli.add_command(embed_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,4 +143,42 @@ def capability_features_schema(windows_days: Sequence[int] = DEFAULT_WINDOWS_DAY
     )
 
 
+# --------------------------------------------------------------------------- embeddings
+# Written by the embed stage (caprank.embeddings.stage), one row per catalog item; each is
+# a Feast batch source keyed by its entity id with `event_timestamp` as the event time.
+VECTOR = pa.list_(pa.float32())
+
+
+def _embedding_schema(key: str, what: str) -> pa.Schema:
+    return pa.schema(
+        [
+            _f(key, pa.string(), False, f"the {what} embedded"),
+            _f("text_sha256", pa.string(), False, "sha256 of the text that was encoded"),
+            _f("text_embedding", VECTOR, False, "L2-normalized text vector"),
+            _f("graph_embedding", VECTOR, False, "L2-normalized Node2Vec vector"),
+            _f("hybrid_embedding", VECTOR, False, "L2-normalized text+graph combination"),
+            _f("text_model", pa.string(), False, "sentence-transformers model id"),
+            _f("params_json", pa.string(), False, "embedding parameters (JSON)"),
+            _f("input_hash", pa.string(), False, "content hash of the stage's inputs"),
+            _f("computed_at", TIMESTAMP, False, "when the stage computed the row"),
+            _f("event_timestamp", TIMESTAMP, False, "Feast event time (= computed_at)"),
+        ]
+    )
+
+
 CAPABILITY_FEATURES = capability_features_schema()
+
+TOOL_EMBEDDINGS = _embedding_schema("tool_id", "tool")
+CAPABILITY_EMBEDDINGS = _embedding_schema("capability_id", "capability")
+
+EMBEDDING_TABLES: dict[str, TableSpec] = {
+    "tool_embeddings": TableSpec(
+        "tool_embeddings", "tool_embeddings.parquet", TOOL_EMBEDDINGS, ("tool_id",)
+    ),
+    "capability_embeddings": TableSpec(
+        "capability_embeddings",
+        "capability_embeddings.parquet",
+        CAPABILITY_EMBEDDINGS,
+        ("capability_id",),
+    ),
+}
