@@ -13,6 +13,7 @@ from kfp import compiler, dsl
 
 from caprank.config import CaprankConfig
 from components.build_features import build_features
+from components.embed import embed
 from components.ingest import ingest
 from components.validate import validate
 
@@ -35,6 +36,7 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         ingest=_component(ingest, cpu),
         validate=_component(validate, cpu),
         build_features=_component(build_features, cpu),
+        embed=_component(embed, cpu),
     )
 
 
@@ -54,7 +56,9 @@ def build_pipeline(cfg: CaprankConfig):
         checked.set_display_name("validate")
         features = ops.build_features(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         features.set_display_name("build features").after(checked)
-        for task in (ingested, checked, features):
+        embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
+        embedded.set_display_name("embed").after(features)
+        for task in (ingested, checked, features, embedded):
             task.set_caching_options(False)
 
     return caprank_training

@@ -36,7 +36,7 @@ def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
     text = compiled_path(_default_cfg()).read_text()
     assert "pip install" not in text
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "build-features"} <= set(tasks)
+    assert {"ingest", "validate", "build-features", "embed"} <= set(tasks)
     for name, task in tasks.items():
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -85,6 +85,31 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     assert (Path(features.path) / "capability_features.parquet").exists()
     assert (cfg.paths.home / "feast" / "online_store.db").exists()
 
+    embeddings = _artifact(Dataset, tmp_path / "embeddings")
+    emb_metrics = _artifact(Metrics, tmp_path / "emetrics.json")
+    ops.embed.python_func(
+        dataset=dataset,
+        config_yaml=config_yaml,
+        embeddings=embeddings,
+        summary=_artifact(Markdown, tmp_path / "embed.md"),
+        metrics=emb_metrics,
+    )
+    assert emb_metrics.metadata["capabilities"] == 60.0
+    from caprank.features.store import open_store
+
+    some = load_dataset(dataset.path).capabilities["capability_id"][0].as_py()
+    online = (
+        open_store(cfg)
+        .get_online_features(
+            features=["capability_embeddings:hybrid_embedding", "capability_features:tool_count"],
+            entity_rows=[{"capability_id": some}],
+        )
+        .to_dict()
+    )
+    vec = online["hybrid_embedding"][0]
+    assert vec is not None and abs(sum(v * v for v in vec) - 1.0) < 1e-3
+    assert online["tool_count"][0] >= 1
+
 
 def test_validate_component_fails_with_report(tiny_cfg, tiny_dataset, tmp_path):
     cfg = tiny_cfg.model_copy(deep=True)
@@ -119,7 +144,7 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     result = run_local(cfg, str(tiny_dataset_dir))
     assert result.ok, result.log_path.read_text()[-3000:]
     names = [s.name for s in result.stages]
-    assert names[:3] == ["ingest", "validate", "build-features"]
+    assert names[:4] == ["ingest", "validate", "build-features", "embed"]
     assert (cfg.paths.home / "feast" / "online_store.db").exists()
     by_name = {s.name: s for s in result.stages}
     assert "PASSED" in by_name["validate"].summary

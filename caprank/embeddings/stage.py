@@ -203,7 +203,9 @@ def embed(
         seed=cfg.embedding.seed,
         device=resolve_device(cfg.embedding.device),
     )
-    graph = l2_normalize(n2v.vectors)
+    # Skip-gram vectors share a common direction (every node co-occurs with the hubs), which
+    # on small catalogs makes all cosines ~0.9; centering keeps only the structure.
+    graph = l2_normalize(n2v.vectors - n2v.vectors.mean(axis=0, keepdims=True))
     hybrid = hybrid_embeddings(text, graph, cfg.embedding.hybrid, cfg.embedding.seed)
 
     params = _params(cfg, text_dim, catalog)

@@ -33,6 +33,8 @@ from caprank.data.schemas import capability_features_schema
 
 CAPABILITY_ENTITY = "capability"
 CAPABILITY_KEY = "capability_id"
+TOOL_ENTITY = "tool"
+TOOL_KEY = "tool_id"
 CAPABILITY_FEATURES_VIEW = "capability_features"
 RANKER_SERVICE = "ranker_features"
 TIMESTAMP_FIELD = "event_timestamp"
@@ -83,6 +85,15 @@ def capability_entity() -> Entity:
         join_keys=[CAPABILITY_KEY],
         value_type=ValueType.STRING,
         description="a capability: an ordered composition of tools",
+    )
+
+
+def tool_entity() -> Entity:
+    return Entity(
+        name=TOOL_ENTITY,
+        join_keys=[TOOL_KEY],
+        value_type=ValueType.STRING,
+        description="a tool: one API a capability calls",
     )
 
 
@@ -150,9 +161,14 @@ def feast_objects(
     names = [v.name for v in views]
     if len(set(names)) != len(names):
         raise ValueError(f"feature view names must be unique: {names}")
+    entities = {capability_entity().name: capability_entity()}
+    if any(TOOL_ENTITY in view.entities for view in extra_views):
+        entities[TOOL_ENTITY] = tool_entity()
+    # The ranker's service joins on capability_id only; tool-keyed views stay outside it.
+    by_capability = [v for v in views if CAPABILITY_ENTITY in v.entities]
     return [
-        capability_entity(),
+        *entities.values(),
         *(v.batch_source for v in views),
         *views,
-        ranker_feature_service(views),
+        ranker_feature_service(by_capability),
     ]

@@ -1,0 +1,41 @@
+"""Embed: BGE/MiniLM text + Node2Vec graph + hybrid vectors, validated, into Feast."""
+
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+
+
+def embed(
+    dataset: Input[Dataset],
+    config_yaml: str,
+    embeddings: Output[Dataset],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Embed tools and capabilities, validate, write, and publish them as Feast features."""
+    from caprank.data.dataset import load_dataset
+    from caprank.embeddings.publish import publish_embeddings
+    from caprank.embeddings.stage import embed as run_embed
+    from components.runtime import log_metrics, stage_config, write_text
+
+    cfg = stage_config(config_yaml)
+    result = run_embed(load_dataset(dataset.path), cfg, embeddings.path)
+    published = publish_embeddings(cfg, embeddings.path)
+    embeddings.metadata["text_model"] = cfg.embedding.text_model
+    log_metrics(
+        metrics,
+        {
+            "tools": result.n_tools,
+            "capabilities": result.n_capabilities,
+            "cache_hit_rate": result.cache_hit_rate,
+        },
+    )
+    text = (
+        "## Embed\n\n"
+        f"{result.n_tools:,} tools and {result.n_capabilities:,} capabilities embedded with "
+        f"`{cfg.embedding.text_model}` + Node2Vec ({cfg.embedding.node2vec.dim} dims), "
+        f"hybrid `{cfg.embedding.hybrid.method}`; text cache hit rate "
+        f"{result.cache_hit_rate:.0%}.  \n"
+        f"Feast views: {', '.join(published.feature_views)}; online store "
+        f"`{published.online_store}`\n"
+    )
+    write_text(summary.path, text)
+    print(text)
