@@ -56,6 +56,7 @@ class PayloadLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._drain(receive)  # read (and drop) it so the client sees the answer
             return await self._refuse(send, int(length))
         if length is not None:
             return await self.app(scope, receive, send)
@@ -65,6 +66,8 @@ class PayloadLimit:
             messages.append(msg)
             size += len(msg.get("body", b""))
             if size > self.max_bytes:
+                if msg.get("more_body"):
+                    await self._drain(receive)
                 return await self._refuse(send, size)
             if msg["type"] != "http.request" or not msg.get("more_body"):
                 break
@@ -73,6 +76,13 @@ class PayloadLimit:
             return messages.pop(0) if messages else await receive()
 
         return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _drain(receive) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request" or not msg.get("more_body"):
+                return
 
     async def _refuse(self, send, size: int) -> None:
         body = json.dumps(
