@@ -73,7 +73,7 @@ class ServerProcess:
     ):
         self.port = port or free_port()
         self.model_name = model_name
-        args = [sys.executable, "-m", module, "--model_name", model_name]
+        args = [sys.executable, "-m", *module.split(), "--model_name", model_name]
         args += ["--model_dir", str(model_dir), "--http_port", str(self.port)]
         args += ["--host", "127.0.0.1", "--set", f"paths.home={home}"]
         for o in overrides or []:

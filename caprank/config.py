@@ -394,6 +394,13 @@ class ServingConfig(Section):
     worker_threads: int = Field(
         4, ge=1, le=64, description="threads that run ranking off the server's event loop"
     )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="intra-op threads of the intent encoder; 0: torch's default. One thread "
+        "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
+    )
     fallback_on_error: bool = Field(
         True, description="answer with the dense fallback ranker when the model fails"
     )

@@ -35,6 +35,7 @@ class FeatureSnapshot:
     max_age_hours: float
     error: str = ""
     _stale: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _oldest: datetime | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         stale = np.ones(len(self.ids), dtype=bool)
@@ -43,6 +44,11 @@ class FeatureSnapshot:
             stamps = self.table[TIMESTAMP].to_pylist()
             stale = np.array([t is None or t.timestamp() < limit for t in stamps], dtype=bool)
         object.__setattr__(self, "_stale", stale)
+        oldest = None
+        if self.table is not None and TIMESTAMP in self.table.column_names:
+            stamps = [t for t in self.table[TIMESTAMP].to_pylist() if t is not None]
+            oldest = min(stamps) if stamps else None
+        object.__setattr__(self, "_oldest", oldest)
 
     @property
     def available(self) -> bool:
@@ -59,13 +65,9 @@ class FeatureSnapshot:
 
     def age_hours(self, now: datetime | None = None) -> float | None:
         """Age of the oldest snapshot among present rows (None when nothing is present)."""
-        if self.table is None or TIMESTAMP not in self.table.column_names:
+        if self._oldest is None:
             return None
-        stamps = [t for t in self.table[TIMESTAMP].to_pylist() if t is not None]
-        if not stamps:
-            return None
-        now = now or datetime.now(UTC)
-        return (now - min(stamps)).total_seconds() / 3600.0
+        return ((now or datetime.now(UTC)) - self._oldest).total_seconds() / 3600.0
 
     def matrix(self, columns: Sequence[str], neutral: Sequence[float]) -> np.ndarray:
         """(n, len(columns)) float32 features with stale or missing rows set to ``neutral``."""

@@ -91,6 +91,10 @@ class Runtime:
     # ---------------------------------------------------------------- life cycle
     def start(self, background_load: bool = True) -> Runtime:
         cfg = self.cfg
+        if cfg.serving.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.serving.torch_threads)
         catalog = self._catalog or load_catalog(
             cfg, self.model_ref if Path(self.model_ref).is_dir() else None
         )
@@ -98,6 +102,7 @@ class Runtime:
         fallback = build_model(
             dense_builder(cfg), catalog, snapshot, FALLBACK_VERSION, "fallback:dense"
         )
+        self._encode(["warm up the intent encoder"], cfg.embedding.text_model)
         encoder = IntentEncoder(cfg.serving, self._encode)
         self.engine = RankEngine(cfg, catalog, encoder, fallback)
         self.feedback_log = FeedbackLog(
@@ -120,7 +125,7 @@ class Runtime:
 
     def _load_initial(self) -> None:
         try:
-            self.engine.set_primary(self.load(self.model_ref))
+            self.engine.set_primary(self._warm(self.load(self.model_ref)))
             self.load_error = ""
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -156,6 +161,11 @@ class Runtime:
                 dense_builder(self.cfg), engine.catalog, snapshot, version or "dense", ref
             )
         return load_model_ref(self.cfg, ref, engine.catalog, snapshot, version or None)
+
+    def _warm(self, model: LoadedModel) -> LoadedModel:
+        """Load the model's text encoder now, not on the first request."""
+        self._encode(["warm up the intent encoder"], model.ranker.text_model)
+        return model
 
     def swap(self, ref: str, version: str | None = None) -> LoadedModel:
         model = self.load(ref, version)
