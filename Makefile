@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        bench-simulate bench-validate bench-eval pins images push kind-up kind-down kind-smoke
+        bench-simulate bench-validate bench-eval bench-feedback pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -85,3 +85,13 @@ bench-eval: $(STAMP)
 EMBED_BENCH_ARGS ?=
 bench-embed: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_embed --toollens $(TOOLLENS) $(EMBED_BENCH_ARGS)
+
+# Serving: predictor p50/p99 and throughput vs a no-op model and the naive path (docs/serving.md).
+SERVE_BENCH_ARGS ?=
+bench-serve: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_serve $(SERVE_BENCH_ARGS)
+
+# Feedback: 10,000 events/min for 5 minutes, kill -9 mid-stream, acknowledged vs stored.
+FEEDBACK_BENCH_ARGS ?=
+bench-feedback: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_feedback $(FEEDBACK_BENCH_ARGS)

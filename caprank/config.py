@@ -377,10 +377,45 @@ class ServingConfig(Section):
     max_intent_chars: int = Field(2000, ge=1)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     max_batch_size: int = Field(16, ge=1)
-    max_batch_wait_ms: float = Field(2.0, ge=0.0)
+    max_batch_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="how long the intent batcher waits for more texts; 0: it takes what "
+        "queued while the previous batch encoded (no added latency when idle)",
+    )
     boost: dict[str, float] = Field({}, description="capability id -> score added")
     penalty: dict[str, float] = Field({}, description="capability id -> score subtracted")
     feedback_dir: Path | None = Field(None, description="empty: <home>/feedback")
+    batch_intents: bool = Field(
+        True,
+        description="encode concurrent cache-missing intents together (max_batch_size, "
+        "max_batch_wait_ms); see docs/serving.md for the measured effect",
+    )
+    worker_threads: int = Field(
+        4, ge=1, le=64, description="threads that run ranking off the server's event loop"
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="intra-op threads of the intent encoder; 0: torch's default. One thread "
+        "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
+    )
+    fallback_on_error: bool = Field(
+        True, description="answer with the dense fallback ranker when the model fails"
+    )
+    request_store_size: int = Field(
+        50_000, ge=1, le=10_000_000, description="served rankings kept for feedback"
+    )
+    request_store_ttl_s: float = Field(
+        6 * 3600.0, gt=0.0, description="feedback for a ranking older than this is refused"
+    )
+    feedback_segment_events: int = Field(
+        5000, ge=1, le=10_000_000, description="write-ahead log segment size before rotation"
+    )
+    feedback_compact_s: float = Field(
+        60.0, gt=0.0, description="how often closed log segments become Parquet parts"
+    )
 
 
 class CanaryConfig(Section):

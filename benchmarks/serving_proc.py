@@ -1,0 +1,116 @@
+"""Helpers shared by the serving benchmarks and tests: a predictor in its own process.
+
+``ServerProcess`` starts ``python -m serving`` on a free loopback port with a given
+caprank home and model directory, waits for readiness, and kills it (SIGKILL or SIGTERM).
+``Client`` is a small keep-alive JSON client over ``http.client`` (one per thread).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    def __init__(self, port: int, timeout: float = 30.0):
+        self.port = port
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            try:
+                self.conn.request(
+                    method, path, body=data, headers={"content-type": "application/json"}
+                )
+                resp = self.conn.getresponse()
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else {}
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def post(self, path: str, body) -> tuple[int, dict]:
+        return self.request("POST", path, body)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class ServerProcess:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        home: str | Path,
+        port: int | None = None,
+        overrides: list[str] | None = None,
+        model_name: str = "caprank",
+        extra_env: dict | None = None,
+        module: str = "serving",
+    ):
+        self.port = port or free_port()
+        self.model_name = model_name
+        args = [sys.executable, "-m", *module.split(), "--model_name", model_name]
+        args += ["--model_dir", str(model_dir), "--http_port", str(self.port)]
+        args += ["--host", "127.0.0.1", "--set", f"paths.home={home}"]
+        for o in overrides or []:
+            args += ["--set", o]
+        self.args = args
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env.update(extra_env or {})
+        self.log_path = Path(home) / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child holds it)
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        client = Client(self.port, timeout=5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                code, _ = client.request("GET", "/v2/health/ready")
+                if code == 200:
+                    client.close()
+                    return self
+            except OSError:
+                pass
+            client.close()
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"server not ready in {timeout_s}s: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

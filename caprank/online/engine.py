@@ -1,0 +1,330 @@
+"""The ranking engine: routes a request to a model, scores, applies rules, answers.
+
+Models are held in one immutable ``Routing`` (primary, optional second model, mode,
+share). Every change (hot swap, canary set/promote/drop, feature refresh) builds a new
+``Routing`` and replaces the reference in one assignment; a request reads it once, so
+one in flight finishes on the models it started with and no request ever fails because
+of a swap.
+
+- ``split``: the second model (canary) answers ``percent``% of requests, chosen by a hash
+  of the request id (deterministic: a retried request id gets the same model).
+- ``shadow``: the primary answers every request; the second model scores the same request
+  in a background thread and its ranking is logged and kept for comparison.
+- fallback: when the model raises (or none is loaded yet) the dense fallback answers,
+  the response says so and the fallback is counted; with ``serving.fallback_on_error``
+  off, a model error is a ``ModelFailure`` (HTTP 500 with the request id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+
+from caprank.config import CaprankConfig
+from caprank.errors import CaprankError
+from caprank.online.catalog import Catalog
+from caprank.online.features import FeatureSnapshot
+from caprank.online.intents import IntentEncoder
+from caprank.online.models import LoadedModel
+from caprank.online.request import RankRequest, RequestError
+from caprank.online.rules import apply_rules, rule_adjustments
+from caprank.online.served import RequestStore, ServedRanking
+from caprank.online.stats import VersionStats
+
+log = logging.getLogger(__name__)
+shadow_log = logging.getLogger("caprank.online.shadow")
+
+Mode = Literal["split", "shadow"]
+STAGES = ("embed", "score", "rules", "total")
+
+
+class ModelFailure(CaprankError):
+    """The model (and the fallback, if allowed) failed on a valid request (HTTP 500)."""
+
+    def __init__(self, request_id: str, message: str):
+        self.request_id = request_id
+        super().__init__(f"request {request_id}: ranking failed: {message}")
+
+
+@dataclass(frozen=True)
+class Routing:
+    primary: LoadedModel | None
+    second: LoadedModel | None = None
+    mode: Mode = "split"
+    percent: int = 0
+
+
+@dataclass
+class RankResult:
+    request_id: str
+    model_version: str
+    arm: str  # primary | canary | fallback
+    rankings: list[dict]
+    latency_ms: float
+    cache_hit: bool
+    fallback_reason: str | None
+    features_stale: bool
+    feature_age_hours: float | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def to_json(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "model_version": self.model_version,
+            "arm": self.arm,
+            "rankings": self.rankings,
+            "latency_ms": round(self.latency_ms, 3),
+            "cache_hit": self.cache_hit,
+            "fallback": self.fallback_reason,
+            "features_stale": self.features_stale,
+            "feature_age_hours": None
+            if self.feature_age_hours is None
+            else round(self.feature_age_hours, 3),
+        }
+
+
+def bucket(request_id: str) -> int:
+    """A stable 0-99 bucket of a request id (canary routing)."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % 100
+
+
+@dataclass
+class _Scored:
+    idx: np.ndarray
+    scores: np.ndarray
+    probs: np.ndarray | None
+    cache_hit: bool
+    embed_s: float
+    score_s: float
+    rules_s: float
+
+
+class RankEngine:
+    def __init__(
+        self,
+        cfg: CaprankConfig,
+        catalog: Catalog,
+        encoder: IntentEncoder,
+        fallback: LoadedModel,
+        clock=time.time,
+    ):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.encoder = encoder
+        self.fallback = fallback
+        self.stats = VersionStats(clock)
+        self.requests = RequestStore(
+            cfg.serving.request_store_size, cfg.serving.request_store_ttl_s
+        )
+        self._routing = Routing(primary=None, mode=cfg.canary.mode)
+        self._lock = threading.Lock()  # serializes writers; readers never lock
+        self._adjust = rule_adjustments(catalog.ids, cfg.serving.boost, cfg.serving.penalty)
+        self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.shadow_results: deque[dict] = deque(maxlen=1000)
+        self.fallbacks: dict[str, int] = {}
+
+    # ------------------------------------------------------------- model management
+    @property
+    def routing(self) -> Routing:
+        return self._routing
+
+    @property
+    def features(self) -> FeatureSnapshot | None:
+        r = self._routing
+        return (r.primary or self.fallback).features
+
+    def set_primary(self, model: LoadedModel) -> None:
+        """Hot swap: ``model`` answers from the next request on."""
+        with self._lock:
+            self._routing = replace(self._routing, primary=model)
+
+    def set_second(self, model: LoadedModel | None, mode: Mode, percent: int) -> None:
+        """Install (or with None, drop) the canary / shadow model."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent must be in [0, 100], got {percent}")
+        with self._lock:
+            self._routing = replace(self._routing, second=model, mode=mode, percent=percent)
+
+    def promote(self) -> LoadedModel:
+        """The second model becomes the primary; no second model remains."""
+        with self._lock:
+            second = self._routing.second
+            if second is None:
+                raise RuntimeError("no canary or shadow model to promote")
+            self._routing = Routing(primary=second, mode=self._routing.mode)
+            return second
+
+    def with_features(self, snapshot: FeatureSnapshot) -> None:
+        """Swap in a new feature snapshot (models that read features are rebuilt first)."""
+        r = self._routing
+        primary = r.primary.with_features(snapshot) if r.primary else None
+        second = r.second.with_features(snapshot) if r.second else None
+        fallback = self.fallback.with_features(snapshot)
+        with self._lock:
+            cur = self._routing
+            # keep any model swapped in meanwhile; only replace the ones we rebuilt
+            self._routing = Routing(
+                primary if cur.primary is r.primary else cur.primary,
+                second if cur.second is r.second else cur.second,
+                cur.mode,
+                cur.percent,
+            )
+            self.fallback = fallback
+
+    # --------------------------------------------------------------------- ranking
+    def new_request_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def _score(self, model: LoadedModel, req: RankRequest, idx: np.ndarray | None) -> _Scored:
+        t0 = time.perf_counter()
+        vec, hit = self.encoder.embed(req.intent, model.ranker.text_model)
+        t1 = time.perf_counter()
+        ranker = model.ranker
+        query = ranker.query(vec, req.intent)
+        scores = ranker.score(query, idx)
+        t2 = time.perf_counter()
+        cand = idx if idx is not None else np.arange(len(self.catalog), dtype=np.int64)
+        rows, adjusted = apply_rules(
+            cand,
+            scores,
+            tool_sets=self.catalog.tool_sets,
+            context_tools=req.context_tools,
+            adjustments=self._adjust,
+            min_score=req.min_score,
+            top_k=req.top_k,
+        )
+        probs = None
+        if ranker.has_value_head and len(rows):
+            probs = ranker.success_probability(vec, req.intent, rows)
+        t3 = time.perf_counter()
+        return _Scored(rows, adjusted, probs, hit, t1 - t0, t2 - t1, t3 - t2)
+
+    def _candidates(self, req: RankRequest) -> np.ndarray | None:
+        if req.candidate_ids is None:
+            return None
+        try:
+            return self.catalog.index_of(req.candidate_ids)
+        except KeyError as exc:
+            raise RequestError("candidate_ids", f"unknown capability ids: {exc.args[0]}") from None
+
+    def rank(self, req: RankRequest, request_id: str | None = None) -> RankResult:
+        """Rank one validated request; raises ``RequestError`` or ``ModelFailure``."""
+        start = time.perf_counter()
+        request_id = request_id or req.request_id or self.new_request_id()
+        idx = self._candidates(req)
+        routing = self._routing
+        model, arm = routing.primary, "primary"
+        if (
+            routing.second is not None
+            and routing.mode == "split"
+            and bucket(request_id) < routing.percent
+        ):
+            model, arm = routing.second, "canary"
+        reason = None
+        if model is None:
+            model, arm, reason = self.fallback, "fallback", "not_loaded"
+        try:
+            scored = self._score(model, req, idx)
+        except RequestError:
+            raise
+        except Exception as exc:
+            elapsed = (time.perf_counter() - start) * 1000
+            self.stats.record(model.version, elapsed, error=True)
+            log.exception("model %s failed on request %s", model.version, request_id)
+            if model is self.fallback or not self.cfg.serving.fallback_on_error:
+                raise ModelFailure(request_id, f"{type(exc).__name__}: {exc}") from exc
+            model, arm, reason = self.fallback, "fallback", "model_error"
+            try:
+                scored = self._score(model, req, idx)
+            except Exception as exc2:
+                raise ModelFailure(request_id, f"fallback: {type(exc2).__name__}: {exc2}") from exc2
+        if reason is not None:
+            self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        rankings = self._rankings(scored)
+        total = time.perf_counter() - start
+        if reason != "model_error":
+            self.stats.record(model.version, total * 1000, error=False)
+        snap = model.features
+        stale = snap is None or bool(snap.n_stale and snap.stale_mask[scored.idx].any())
+        result = RankResult(
+            request_id=request_id,
+            model_version=model.version,
+            arm=arm,
+            rankings=rankings,
+            latency_ms=total * 1000,
+            cache_hit=scored.cache_hit,
+            fallback_reason=reason,
+            features_stale=stale,
+            feature_age_hours=snap.age_hours() if snap is not None else None,
+            timings={
+                "embed": scored.embed_s,
+                "score": scored.score_s,
+                "rules": scored.rules_s,
+                "total": total,
+            },
+        )
+        self.requests.put(
+            ServedRanking(
+                request_id=request_id,
+                intent_text=req.intent,
+                context_tools=req.context_tools or (),
+                shown=tuple(r["capability_id"] for r in rankings),
+                model_version=model.version,
+                served_at=datetime.now(UTC),
+                session_id=req.session_id,
+                user_id=req.user_id,
+            )
+        )
+        if routing.second is not None and routing.mode == "shadow" and arm == "primary":
+            self._shadow_pool.submit(self._shadow, routing.second, req, idx, result)
+        return result
+
+    def _rankings(self, scored: _Scored) -> list[dict]:
+        ids = self.catalog.ids
+        out = []
+        for j, (row, s) in enumerate(zip(scored.idx.tolist(), scored.scores.tolist(), strict=True)):
+            item = {"capability_id": ids[row], "score": round(float(s), 6)}
+            if scored.probs is not None:
+                item["success_probability"] = round(float(scored.probs[j]), 6)
+            out.append(item)
+        return out
+
+    def _shadow(
+        self, model: LoadedModel, req: RankRequest, idx: np.ndarray | None, primary: RankResult
+    ) -> None:
+        t0 = time.perf_counter()
+        try:
+            scored = self._score(model, req, idx)
+        except Exception as exc:
+            self.stats.record(model.version, (time.perf_counter() - t0) * 1000, error=True)
+            shadow_log.warning("shadow %s failed on %s: %s", model.version, primary.request_id, exc)
+            return
+        self.stats.record(model.version, (time.perf_counter() - t0) * 1000, error=False)
+        shown = [self.catalog.ids[i] for i in scored.idx.tolist()]
+        served = [r["capability_id"] for r in primary.rankings]
+        record = {
+            "request_id": primary.request_id,
+            "primary_version": primary.model_version,
+            "shadow_version": model.version,
+            "primary": served,
+            "shadow": shown,
+            "overlap": len(set(served) & set(shown)) / max(len(served), 1),
+            "same_top1": bool(served[:1] == shown[:1]),
+        }
+        self.shadow_results.append(record)
+        shadow_log.info(json.dumps(record))
+
+    def close(self) -> None:
+        self._shadow_pool.shutdown(wait=False)
+        self.encoder.close()

@@ -1,0 +1,110 @@
+"""Capability features held in the server's memory, and the freshness policy on them.
+
+The server reads every catalog capability's features from Feast's online store in one
+batched call (``caprank.features.store.online_features``) at load time and again on
+refresh, never per request. Each row carries its snapshot time; a row older than
+``serving.max_feature_staleness_hours`` (or missing) is **not** used: the model gets a
+neutral row instead (the training mean, which standardizes to zero), the count of such
+rows is exported as a metric, and responses say the features were stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from caprank.config import CaprankConfig
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class FeatureSnapshot:
+    """Online feature rows aligned to the catalog order, and when they were read."""
+
+    ids: tuple[str, ...]
+    table: pa.Table | None  # one row per id, in order; None: no feature store
+    read_at: datetime
+    max_age_hours: float
+    error: str = ""
+    _stale: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _oldest: datetime | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        stale = np.ones(len(self.ids), dtype=bool)
+        if self.table is not None and TIMESTAMP in self.table.column_names:
+            limit = self.read_at.timestamp() - self.max_age_hours * 3600.0
+            stamps = self.table[TIMESTAMP].to_pylist()
+            stale = np.array([t is None or t.timestamp() < limit for t in stamps], dtype=bool)
+        object.__setattr__(self, "_stale", stale)
+        oldest = None
+        if self.table is not None and TIMESTAMP in self.table.column_names:
+            stamps = [t for t in self.table[TIMESTAMP].to_pylist() if t is not None]
+            oldest = min(stamps) if stamps else None
+        object.__setattr__(self, "_oldest", oldest)
+
+    @property
+    def available(self) -> bool:
+        return self.table is not None
+
+    @property
+    def stale_mask(self) -> np.ndarray:
+        """True where a row is missing or older than the staleness limit."""
+        return self._stale
+
+    @property
+    def n_stale(self) -> int:
+        return int(self._stale.sum())
+
+    def age_hours(self, now: datetime | None = None) -> float | None:
+        """Age of the oldest snapshot among present rows (None when nothing is present)."""
+        if self._oldest is None:
+            return None
+        return ((now or datetime.now(UTC)) - self._oldest).total_seconds() / 3600.0
+
+    def matrix(self, columns: Sequence[str], neutral: Sequence[float]) -> np.ndarray:
+        """(n, len(columns)) float32 features with stale or missing rows set to ``neutral``."""
+        n = len(self.ids)
+        out = np.tile(np.asarray(neutral, dtype=np.float32), (n, 1))
+        if self.table is None or not columns:
+            return out.reshape(n, len(columns))
+        fresh = ~self._stale
+        for j, name in enumerate(columns):
+            if name not in self.table.column_names:
+                continue
+            values = np.array(
+                [np.nan if v is None else v for v in self.table[name].to_pylist()], np.float64
+            )
+            use = fresh & ~np.isnan(values)
+            out[use, j] = values[use]
+        return out
+
+
+def read_snapshot(
+    cfg: CaprankConfig, ids: Sequence[str], now: datetime | None = None
+) -> FeatureSnapshot:
+    """Read all ``ids`` from the online store in one call.
+
+    With no Feast registry yet (nothing was ever published) or an unreachable store, the
+    snapshot is empty and every row counts as stale; the server keeps serving.
+    """
+    now = now or datetime.now(UTC)
+    limit = cfg.serving.max_feature_staleness_hours
+    ids = tuple(ids)
+    if not cfg.services.feast_registry and not (cfg.feast_dir() / "registry.db").exists():
+        return FeatureSnapshot(ids, None, now, limit, error="no Feast registry (never published)")
+    try:
+        from caprank.features.store import online_features, open_store
+
+        table = online_features(open_store(cfg), ids)
+    except Exception as exc:  # a broken store must not take serving down
+        log.warning("online feature read failed: %s", exc)
+        return FeatureSnapshot(ids, None, now, limit, error=f"{type(exc).__name__}: {exc}")
+    return FeatureSnapshot(ids, table, now, limit)

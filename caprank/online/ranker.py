@@ -1,0 +1,88 @@
+"""The narrow protocol the server ranks through, and the dense fallback that implements it.
+
+A ``Ranker`` is built once per (model, catalog, feature snapshot) and is immutable: all
+that does not depend on the request (capability representations, features) is computed
+in ``build``, so a request costs one intent embedding (cached) and one matrix product.
+A trained bundle's ``RankIndex`` fits the same protocol through a thin adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from caprank.online.catalog import Catalog
+from caprank.online.features import FeatureSnapshot
+
+
+class Ranker(Protocol):
+    """Scores catalog rows for one intent; rows follow the catalog it was built on."""
+
+    text_model: str  # sentence-transformers id the intents must be encoded with
+    has_value_head: bool
+
+    def query(self, intent_vec: np.ndarray, text: str) -> np.ndarray:
+        """The per-intent representation ``score`` takes (cacheable per intent)."""
+        ...
+
+    def score(self, query: np.ndarray, candidate_idx: np.ndarray | None) -> np.ndarray:
+        """Scores (higher is better) of the candidate rows, or of every row when None."""
+        ...
+
+    def success_probability(
+        self, intent_vec: np.ndarray, text: str, candidate_idx: np.ndarray
+    ) -> np.ndarray | None:
+        """Value-head estimate for a few rows (the returned top-k), None without a head."""
+        ...
+
+
+class RankerBuilder(Protocol):
+    """A loaded model artifact that can (re)build its ranker for a catalog and features."""
+
+    kind: str
+    text_model: str
+    uses_features: bool
+
+    def build(self, catalog: Catalog, features: FeatureSnapshot | None) -> Ranker: ...
+
+
+@dataclass(frozen=True)
+class DenseRanker:
+    """Cosine between the intent embedding and each capability's text embedding."""
+
+    text_model: str
+    keys: np.ndarray  # (C, d) L2-normalized capability text embeddings
+    has_value_head: bool = False
+
+    def query(self, intent_vec: np.ndarray, text: str) -> np.ndarray:
+        return intent_vec
+
+    def score(self, query: np.ndarray, candidate_idx: np.ndarray | None) -> np.ndarray:
+        keys = self.keys if candidate_idx is None else self.keys[candidate_idx]
+        return keys @ query
+
+    def success_probability(self, intent_vec, text, candidate_idx) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class DenseBuilder:
+    """Builds a ``DenseRanker``: capability texts encoded once (through the disk cache)."""
+
+    text_model: str
+    cache_root: str | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    kind: str = "dense"
+    uses_features: bool = False
+
+    def build(self, catalog: Catalog, features: FeatureSnapshot | None = None) -> DenseRanker:
+        from caprank.embeddings.cache import EmbeddingCache, encode_cached
+
+        cache = EmbeddingCache(self.cache_root, self.text_model) if self.cache_root else None
+        keys, _ = encode_cached(
+            list(catalog.texts), self.text_model, cache, self.batch_size, self.device
+        )
+        return DenseRanker(self.text_model, np.ascontiguousarray(keys, dtype=np.float32))

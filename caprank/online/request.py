@@ -1,0 +1,133 @@
+"""A rank request as the API accepts it, parsed and validated in one place.
+
+Every rejection is a ``RequestError`` that names the offending field (``instances[2].top_k``
+once the server prefixes the instance), so a client can fix its call; the server maps it
+to HTTP 400 and keeps serving.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from caprank.config import ServingConfig
+from caprank.errors import CaprankError
+
+MAX_ID_CHARS = 256
+FIELDS = (
+    "intent",
+    "context_tools",
+    "candidate_ids",
+    "top_k",
+    "min_score",
+    "request_id",
+    "session_id",
+    "user_id",
+)
+
+
+class RequestError(CaprankError):
+    """A request field is missing, of the wrong type or out of range (HTTP 400)."""
+
+    def __init__(self, field: str, message: str, status: int = 400):
+        self.field = field
+        self.message = message
+        self.status = status
+        super().__init__(f"field '{field}': {message}")
+
+    def within(self, prefix: str) -> RequestError:
+        """The same error with the field path under ``prefix`` (e.g. an instance index)."""
+        return RequestError(f"{prefix}.{self.field}", self.message, self.status)
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    intent: str
+    context_tools: tuple[str, ...] | None
+    candidate_ids: tuple[str, ...] | None
+    top_k: int
+    min_score: float | None
+    request_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+
+
+def _string(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise RequestError(field, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise RequestError(field, "must not be empty")
+    if len(value) > max_chars:
+        raise RequestError(field, f"is {len(value)} characters long; the limit is {max_chars}")
+    return value
+
+
+def _optional_id(body: Mapping[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    return None if value is None else _string(value, field, MAX_ID_CHARS)
+
+
+def _id_list(value: Any, field: str, limit: int) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise RequestError(field, f"must be a list of strings, got {type(value).__name__}")
+    if len(value) > limit:
+        raise RequestError(field, f"has {len(value)} items; the limit is {limit}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise RequestError(f"{field}[{i}]", "must be a non-empty string")
+    return tuple(value)
+
+
+def parse_rank_request(body: Any, cfg: ServingConfig) -> RankRequest:
+    """Validate one request object; raises ``RequestError`` naming the field."""
+    if not isinstance(body, Mapping):
+        raise RequestError("<request>", f"must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], f"unknown field (allowed: {', '.join(FIELDS)})")
+    if "intent" not in body:
+        raise RequestError("intent", "is required")
+    intent = _string(body["intent"], "intent", cfg.max_intent_chars)
+
+    context = body.get("context_tools")
+    context_tools = None if context is None else _id_list(context, "context_tools", 10_000)
+
+    cands = body.get("candidate_ids")
+    candidate_ids = None
+    if cands is not None:
+        candidate_ids = _id_list(cands, "candidate_ids", cfg.max_candidates)
+        if not candidate_ids:
+            raise RequestError("candidate_ids", "is empty; omit it to rank every capability")
+        if len(set(candidate_ids)) != len(candidate_ids):
+            seen: set[str] = set()
+            dups = [c for c in candidate_ids if c in seen or seen.add(c)]
+            raise RequestError("candidate_ids", f"has duplicate ids: {sorted(set(dups))[:5]}")
+
+    top_k = body.get("top_k", cfg.default_top_k)
+    if top_k is None:
+        top_k = cfg.default_top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise RequestError("top_k", f"must be an integer, got {type(top_k).__name__}")
+    if not 1 <= top_k <= cfg.max_top_k:
+        raise RequestError("top_k", f"is {top_k}; it must be between 1 and {cfg.max_top_k}")
+
+    min_score = body.get("min_score")
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+            raise RequestError("min_score", f"must be a number, got {type(min_score).__name__}")
+        if not math.isfinite(min_score):
+            raise RequestError("min_score", "must be finite")
+        min_score = float(min_score)
+
+    return RankRequest(
+        intent=intent,
+        context_tools=context_tools,
+        candidate_ids=candidate_ids,
+        top_k=top_k,
+        min_score=min_score,
+        request_id=_optional_id(body, "request_id"),
+        session_id=_optional_id(body, "session_id"),
+        user_id=_optional_id(body, "user_id"),
+    )

@@ -1,0 +1,122 @@
+"""The ``kserve.Model`` that answers V1 and V2 (Open Inference Protocol) requests.
+
+V1: ``POST /v1/models/<name>:predict`` with ``{"instances": [<rank request>, ...]}``;
+answers ``{"predictions": [<rank response>, ...]}``.
+V2: ``POST /v2/models/<name>/infer`` with one BYTES input named ``request`` of shape
+``[n]`` whose elements are rank requests as JSON text; answers one BYTES output named
+``response`` of shape ``[n]`` holding the responses as JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import kserve
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from caprank.online.engine import ModelFailure
+from caprank.online.request import RequestError
+from caprank.online.runtime import Runtime
+from serving.metrics import ServerMetrics
+
+V2_INPUT = "request"
+V2_OUTPUT = "response"
+MAX_INSTANCES = 256
+
+
+class CaprankModel(kserve.Model):
+    def __init__(self, name: str, runtime: Runtime, metrics: ServerMetrics, threads: int):
+        super().__init__(name)
+        self.runtime = runtime
+        self.metrics = metrics
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rank")
+
+    def load(self) -> bool:
+        self.ready = self.runtime.can_serve
+        return self.ready
+
+    def start(self) -> None:  # KServe's default marks the model ready; readiness is ours
+        pass
+
+    async def healthy(self) -> bool:
+        return self.runtime.can_serve
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def _rank_all(self, bodies: list, request_ids: list[str | None], prefix: str) -> list[dict]:
+        out = []
+        for i, (body, rid) in enumerate(zip(bodies, request_ids, strict=True)):
+            try:
+                result = self.runtime.rank(body, rid)
+            except RequestError as exc:
+                err = exc.within(f"{prefix}[{i}]")
+                self.metrics.rejected.labels(exc.field.split("[")[0]).inc()
+                raise InvalidInput(str(err)) from exc
+            except ModelFailure as exc:
+                self.metrics.requests.labels("error", "none").inc()
+                raise InferenceError(str(exc)) from exc
+            except Exception as exc:
+                self.metrics.requests.labels("error", "none").inc()
+                raise InferenceError(f"request {rid or '?'}: internal error: {exc}") from exc
+            self.metrics.observe_rank(result)
+            out.append(result.to_json())
+        return out
+
+    async def _run(self, bodies, request_ids, prefix) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self._rank_all, bodies, request_ids, prefix)
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        header_id = (headers or {}).get("x-request-id")
+        if isinstance(payload, InferRequest):
+            return await self._predict_v2(payload, header_id)
+        if not isinstance(payload, dict) or "instances" not in payload:
+            self.metrics.rejected.labels("instances").inc()
+            raise InvalidInput("field 'instances': is required (a list of rank requests)")
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            self.metrics.rejected.labels("instances").inc()
+            raise InvalidInput("field 'instances': must be a non-empty list of rank requests")
+        if len(instances) > MAX_INSTANCES:
+            self.metrics.rejected.labels("instances").inc()
+            raise InvalidInput(f"field 'instances': more than {MAX_INSTANCES} requests")
+        ids = [header_id if len(instances) == 1 else None] * len(instances)
+        return {"predictions": await self._run(instances, ids, "instances")}
+
+    async def _predict_v2(self, request: InferRequest, header_id: str | None) -> InferResponse:
+        inputs = request.inputs
+        if len(inputs) != 1 or inputs[0].name != V2_INPUT or inputs[0].datatype != "BYTES":
+            self.metrics.rejected.labels("inputs").inc()
+            raise InvalidInput(
+                f"field 'inputs': expected one BYTES input named '{V2_INPUT}' holding rank "
+                "requests as JSON text"
+            )
+        bodies = []
+        for i, item in enumerate(inputs[0].data or []):
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+            try:
+                bodies.append(json.loads(text) if isinstance(text, str) else text)
+            except ValueError as exc:
+                self.metrics.rejected.labels("inputs").inc()
+                raise InvalidInput(f"field 'inputs[0].data[{i}]': not valid JSON ({exc})") from exc
+        if not bodies or len(bodies) > MAX_INSTANCES:
+            self.metrics.rejected.labels("inputs").inc()
+            raise InvalidInput(f"field 'inputs[0].data': needs 1 to {MAX_INSTANCES} requests")
+        rid = request.id or header_id
+        ids = [rid if len(bodies) == 1 else None] * len(bodies)
+        results = await self._run(bodies, ids, "inputs[0].data")
+        texts = [json.dumps(r, separators=(",", ":")) for r in results]
+        output = InferOutput(V2_OUTPUT, [len(texts)], "BYTES", texts)
+        return InferResponse(
+            response_id=rid or results[0]["request_id"],
+            model_name=self.name,
+            infer_outputs=[output],
+            model_version=results[0]["model_version"],
+        )
