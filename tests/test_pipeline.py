@@ -3,6 +3,7 @@ whole DAG runs locally with the SubprocessRunner."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,9 @@ def test_validate_component_fails_with_report(tiny_cfg, tiny_dataset, tmp_path):
     times[3] = -5.0
     import pyarrow as pa
 
-    broken = tiny_dataset
-    broken.interactions = bad.set_column(idx, "execution_time_ms", pa.array(times))
+    broken = dataclasses.replace(
+        tiny_dataset, interactions=bad.set_column(idx, "execution_time_ms", pa.array(times))
+    )
     root = write_dataset(broken, tmp_path / "bad")
     report = _artifact(HTML, tmp_path / "report.html")
     with pytest.raises(DataError, match="execution_time_ms"):
