@@ -275,6 +275,9 @@ class TrainingConfig(Section):
     """The SHGAT ranker and its training loop (docs/training.md)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        1, ge=0, le=256, description="torch CPU threads while training; 0: torch's default"
+    )
     seed: int = Field(7, ge=0)
     source: Literal["auto", "labels", "interactions", "both"] = Field(
         "auto",

@@ -99,7 +99,11 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_log = on_log
         self.opt = torch.optim.Adam(
-            model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            model.parameters(),
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
+            foreach=True,
         )
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.opt, T_max=cfg.t_max, eta_min=cfg.eta_min
