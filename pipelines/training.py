@@ -15,7 +15,9 @@ from caprank.config import CaprankConfig
 from components.build_features import build_features
 from components.embed import embed
 from components.ingest import ingest
+from components.train import train
 from components.validate import validate
+from pipelines.gpu import on_gpu_pool
 
 COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
@@ -37,6 +39,7 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         validate=_component(validate, cpu),
         build_features=_component(build_features, cpu),
         embed=_component(embed, cpu),
+        train=_component(train, cfg.pipeline.image(cfg.pipeline.training_image)),
     )
 
 
@@ -58,7 +61,15 @@ def build_pipeline(cfg: CaprankConfig):
         features.set_display_name("build features").after(checked)
         embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         embedded.set_display_name("embed").after(features)
-        for task in (ingested, checked, features, embedded):
+        trained = ops.train(
+            dataset=ingested.outputs["dataset"],
+            embeddings=embedded.outputs["embeddings"],
+            features=features.outputs["features"],
+            config_yaml=config_yaml,
+        )
+        trained.set_display_name("train")
+        on_gpu_pool(trained, cfg.pipeline)
+        for task in (ingested, checked, features, embedded, trained):
             task.set_caching_options(False)
 
     return caprank_training

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)
-
 from caprank.model.bundle import load_bundle, save_bundle
 from caprank.online.catalog import catalog_from_tables, write_catalog
 from caprank.online.models import load_model_dir
@@ -19,6 +17,8 @@ from tests.train_fixtures import (
     tiny_prepared,
     tiny_training_cfg,
 )
+
+torch.set_num_threads(1)  # the shared 2-core machine: no thread contention
 
 
 @pytest.fixture(scope="module")

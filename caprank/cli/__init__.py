@@ -14,6 +14,7 @@ from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.features_cmd import features_group
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.serve_cmd import serve_cmd
+from caprank.cli.train_cmd import train_cmd
 from caprank.errors import CaprankError
 
 
@@ -45,6 +46,7 @@ cli.add_command(data_group)
 cli.add_command(features_group)
 cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(train_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
