@@ -115,3 +115,38 @@ def test_too_few_events_are_not_judged(catalog):
     result = monitor(_logs(catalog, cfg), cfg, policy="on_drift", production_exists=True)
     assert result.drift is None and not result.should_train
     assert "too few events" in result.reason
+
+
+def test_component_and_cli(catalog, tmp_path):
+    from kfp.dsl import Dataset, Markdown, Metrics
+
+    from caprank.cli import main
+    from caprank.config import dump_yaml
+    from caprank.data.dataset import write_dataset
+    from pipelines.training import make_components
+
+    cfg = _cfg(100, drift_intent_mix_day=6)
+    cfg.paths.home = tmp_path / "home"
+    data = write_dataset(_logs(catalog, cfg), tmp_path / "data")
+    (tmp_path / "features").mkdir()
+
+    def art(cls, name):
+        return cls(name=name, uri=str(tmp_path / name), metadata={})
+
+    metrics, report = art(Metrics, "m.json"), art(Dataset, "drift")
+    out = make_components(cfg).monitor.python_func(
+        dataset=art(Dataset, "data"),
+        features=art(Dataset, "features"),
+        config_yaml=dump_yaml(cfg),
+        retrain_policy="on_drift",
+        summary=art(Markdown, "monitor.md"),
+        metrics=metrics,
+        drift_report=report,
+    )
+    assert out.should_train and out.drifted and metrics.metadata["drifted"] == 1.0
+    assert (tmp_path / "drift" / "drift_report.html").is_file()
+    assert "should_train: true" in (tmp_path / "monitor.md").read_text()
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(dump_yaml(cfg))
+    assert main(["--config", str(cfg_file), "monitor", "--data", str(data)]) == 0
