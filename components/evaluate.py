@@ -21,14 +21,17 @@ def evaluate(
     from collections import namedtuple
     from pathlib import Path
 
+    from caprank.data.dataset import load_dataset
     from caprank.evaluation.stage import evaluate as run_evaluate
     from caprank.files import dir_hash
+    from caprank.monitoring import judge_drift
     from components.runtime import log_metrics, stage_config, write_text
 
     cfg = stage_config(config_yaml)
     hashes = {}
     if embeddings is not None and Path(embeddings.path).is_dir():
         hashes["embeddings"] = dir_hash(embeddings.path)
+    drift, _, _ = judge_drift(load_dataset(dataset.path), cfg)  # None: too few events
     with tempfile.TemporaryDirectory() as out:
         result = run_evaluate(
             cfg,
@@ -38,6 +41,7 @@ def evaluate(
             out,
             pipeline_run_id=pipeline_run_id,
             data_hashes=hashes,
+            drift=drift,
         )
         write_text(report.path, Path(result.paths["html"]).read_text(encoding="utf-8"))
         text = Path(result.paths["markdown"]).read_text(encoding="utf-8")
