@@ -390,6 +390,26 @@ class MonitoringConfig(Section):
         0.01, ge=0.0, description="floor on total variance (trace of covariance)"
     )
     retrain_on_drift: bool = True
+    reference_days: int = Field(
+        14, ge=1, le=3650, description="monitor: days of log before the current window"
+    )
+    current_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="monitor: the last days of the log, compared with the reference",
+    )
+    top_tools: int = Field(
+        10, ge=0, le=1000, description="monitor: busiest tools whose failures are tracked"
+    )
+    min_window_events: int = Field(
+        200, ge=2, description="monitor: fewer events in a window and drift is not judged"
+    )
+    retrain_policy: Literal["always", "on_drift"] = Field(
+        "always",
+        description="nightly run: train every night, or only on drift (or with no production "
+        "model yet)",
+    )
 
 
 class PrivacyConfig(Section):
