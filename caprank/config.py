@@ -453,6 +453,23 @@ class CanaryConfig(Section):
         description="PromQL: canary p99 latency in milliseconds",
     )
     prometheus_timeout_s: float = Field(10.0, gt=0.0)
+    target: Literal["auto", "local", "cluster"] = Field(
+        "auto",
+        description="where the deploy stage rolls out: cluster (the KServe "
+        "InferenceService), local (the in-process canary); auto: cluster inside a pod",
+    )
+    local_window_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="local mode: guardrail window (replaces window_s)"
+    )
+    local_poll_s: float = Field(
+        2.0, gt=0.0, le=600.0, description="local mode: guardrail poll interval"
+    )
+    local_rate_rps: float = Field(
+        250.0, gt=0.0, le=100_000.0, description="local mode: synthetic requests per second"
+    )
+    local_intents: int = Field(
+        200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"
+    )
 
 
 class ServicesConfig(Section):

@@ -13,6 +13,7 @@ from kfp import compiler, dsl
 
 from caprank.config import CaprankConfig
 from components.build_features import build_features
+from components.deploy import deploy
 from components.embed import embed
 from components.ingest import ingest
 from components.validate import validate
@@ -37,6 +38,7 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         validate=_component(validate, cpu),
         build_features=_component(build_features, cpu),
         embed=_component(embed, cpu),
+        deploy=_component(deploy, cpu),
     )
 
 

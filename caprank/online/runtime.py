@@ -89,7 +89,9 @@ class Runtime:
         self._threads: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- life cycle
-    def start(self, background_load: bool = True) -> Runtime:
+    def start(self, background_load: bool = True, feedback: bool = True) -> Runtime:
+        """Load everything; ``feedback=False`` (the deploy stage's in-process canary) opens no
+        feedback log, so it never contends with a server's log."""
         cfg = self.cfg
         if cfg.serving.torch_threads:
             import torch
@@ -105,17 +107,19 @@ class Runtime:
         self._encode(["warm up the intent encoder"], cfg.embedding.text_model)
         encoder = IntentEncoder(cfg.serving, self._encode)
         self.engine = RankEngine(cfg, catalog, encoder, fallback)
-        self.feedback_log = FeedbackLog(
-            cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback_segment_events
-        ).open()
-        self.feedback_log.enforce_retention()
+        if feedback:
+            self.feedback_log = FeedbackLog(
+                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback_segment_events
+            ).open()
+            self.feedback_log.enforce_retention()
         if background_load:
             self.loading = True
             self._spawn(self._load_initial, "model-load")
         else:
             self._load_initial()
         self._spawn(self._refresh_loop, "feature-refresh")
-        self._spawn(self._compact_loop, "feedback-compact")
+        if feedback:
+            self._spawn(self._compact_loop, "feedback-compact")
         return self
 
     def _spawn(self, target, name: str) -> None:
