@@ -255,3 +255,24 @@ def test_sample_intents_is_seeded_and_distinct():
     a, b = sample_intents(texts, 20, 3), sample_intents(texts, 20, 3)
     assert a == b and len(set(a)) == 20 and "" not in a
     assert sample_intents(texts, 1000, 3) == sorted({f"intent {i}" for i in range(50)})
+
+
+def test_serve_default_model_follows_the_registry(cfg, tmp_path):
+    import mlflow
+
+    from caprank.errors import CaprankError
+
+    assert default_model_ref(cfg) == "dense"  # nothing registered
+    v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
+    v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
+    assert default_model_ref(cfg) == v2  # no alias: the latest version
+    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
+    client.set_registered_model_alias(cfg.services.model_name, "challenger", v1)
+    assert default_model_ref(cfg) == v1
+    set_production(cfg, v2)
+    assert default_model_ref(cfg) == v2
+    cfg.serving.model_ref = v1
+    assert default_model_ref(cfg) == v1
+    cfg.serving.model_ref = "9"
+    with pytest.raises(CaprankError, match="no version '9'"):
+        default_model_ref(cfg)
