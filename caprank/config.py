@@ -481,6 +481,11 @@ class ServicesConfig(Section):
     mlflow_tracking_uri: str = Field("", description="empty: sqlite:///<home>/mlflow.db")
     mlflow_artifact_root: str = Field("", description="empty: <home>/mlartifacts")
     model_name: str = Field("caprank-ranker", description="MLflow registered model name")
+    mlflow_artifacts_destination: str = Field(
+        "s3://mlflow/artifacts",
+        description="the MLflow server's --artifacts-destination (manifests/base/mlflow.yaml): "
+        "turns proxied mlflow-artifacts:/ URIs into storage URIs KServe can download",
+    )
     kfp_host: str = ""
     kube_namespace: str = "caprank"
     inference_service: str = "caprank-ranker"

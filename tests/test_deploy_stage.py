@@ -276,3 +276,18 @@ def test_serve_default_model_follows_the_registry(cfg, tmp_path):
     cfg.serving.model_ref = "9"
     with pytest.raises(CaprankError, match="no version '9'"):
         default_model_ref(cfg)
+
+
+def test_proxied_mlflow_artifacts_map_to_their_storage():
+    from caprank.deploy.aliases import storage_location
+
+    dest = "s3://mlflow/artifacts"
+    assert storage_location("mlflow-artifacts:/1/abc/artifacts/model", dest) == (
+        "s3://mlflow/artifacts/1/abc/artifacts/model"
+    )
+    assert storage_location("mlflow-artifacts://mlflow:5000/1/m-9/artifacts", dest + "/") == (
+        "s3://mlflow/artifacts/1/m-9/artifacts"
+    )
+    assert storage_location("s3://bucket/x", dest) == "s3://bucket/x"
+    with pytest.raises(RegistryError, match="mlflow_artifacts_destination"):
+        storage_location("mlflow-artifacts:/1/x", "")

@@ -7,6 +7,8 @@ setting `production` here is what makes the next `caprank serve` load the new ve
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 
@@ -58,9 +60,25 @@ def version_storage_uri(cfg: CaprankConfig, version: str) -> str:
 
     name = cfg.services.model_name
     try:
-        return _client(cfg).get_model_version_download_uri(name, str(version))
+        uri = _client(cfg).get_model_version_download_uri(name, str(version))
     except MlflowException as exc:
         raise RegistryError(f"no storage URI for '{name}' version {version}: {exc}") from exc
+    return storage_location(uri, cfg.services.mlflow_artifacts_destination)
+
+
+def storage_location(uri: str, artifacts_destination: str) -> str:
+    """``uri`` as KServe can read it: an MLflow server that proxies artifacts answers
+    ``mlflow-artifacts:/<path>``, stored at ``<artifacts_destination>/<path>``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "mlflow-artifacts":
+        return uri
+    path = parsed.path.lstrip("/")  # mlflow-artifacts://host:port/<path>: host is the server
+    if not artifacts_destination:
+        raise RegistryError(
+            f"{uri} is proxied by the MLflow server; set "
+            "services.mlflow_artifacts_destination to its --artifacts-destination"
+        )
+    return f"{artifacts_destination.rstrip('/')}/{path}"
 
 
 def set_production(cfg: CaprankConfig, version: str) -> None:
