@@ -512,6 +512,23 @@ class CanaryConfig(Section):
         description="PromQL: canary p99 latency in milliseconds",
     )
     prometheus_timeout_s: float = Field(10.0, gt=0.0)
+    target: Literal["auto", "local", "cluster"] = Field(
+        "auto",
+        description="where the deploy stage rolls out: cluster (the KServe "
+        "InferenceService), local (the in-process canary); auto: cluster inside a pod",
+    )
+    local_window_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="local mode: guardrail window (replaces window_s)"
+    )
+    local_poll_s: float = Field(
+        2.0, gt=0.0, le=600.0, description="local mode: guardrail poll interval"
+    )
+    local_rate_rps: float = Field(
+        250.0, gt=0.0, le=100_000.0, description="local mode: synthetic requests per second"
+    )
+    local_intents: int = Field(
+        200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"
+    )
 
 
 class ServicesConfig(Section):
@@ -523,6 +540,11 @@ class ServicesConfig(Section):
     mlflow_tracking_uri: str = Field("", description="empty: sqlite:///<home>/mlflow.db")
     mlflow_artifact_root: str = Field("", description="empty: <home>/mlartifacts")
     model_name: str = Field("caprank-ranker", description="MLflow registered model name")
+    mlflow_artifacts_destination: str = Field(
+        "s3://mlflow/artifacts",
+        description="the MLflow server's --artifacts-destination (manifests/base/mlflow.yaml): "
+        "turns proxied mlflow-artifacts:/ URIs into storage URIs KServe can download",
+    )
     kfp_host: str = ""
     kube_namespace: str = "caprank"
     inference_service: str = "caprank-ranker"

@@ -13,6 +13,7 @@ from kfp import compiler, dsl
 
 from caprank.config import CaprankConfig
 from components.build_features import build_features
+from components.deploy import deploy
 from components.embed import embed
 from components.evaluate import evaluate
 from components.ingest import ingest
@@ -44,6 +45,7 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         evaluate=_component(evaluate, cpu),
         monitor=_component(monitor, cpu),
         train=_component(train, cfg.pipeline.image(cfg.pipeline.training_image)),
+        deploy=_component(deploy, cpu),
     )
 
 

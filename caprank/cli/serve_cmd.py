@@ -25,8 +25,9 @@ def serve_cmd(
     port: int | None,
     host: str | None,
 ) -> None:
-    """Serve the ranker: the registry's `production` alias, else its latest version, else
-    the dense ranker; V1/V2 endpoints, /v1/feedback, /admin/*, /metrics."""
+    """Serve the ranker: the registry's `production` alias (set when the deploy stage
+    promotes), else `challenger`, else its latest version, else the dense ranker; V1/V2
+    endpoints, /v1/feedback, /admin/*, /metrics."""
     from caprank.online.runtime import default_model_ref
     from serving.server import serve
 

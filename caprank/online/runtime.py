@@ -39,6 +39,7 @@ from caprank.online.request import RequestError, parse_rank_request
 log = logging.getLogger(__name__)
 
 DENSE_REF = "dense"  # model reference: the dense ranker itself is the served model
+CHALLENGER_ALIAS = "challenger"  # a registered candidate not yet promoted
 
 
 class UnknownRequest(CaprankError):
@@ -53,16 +54,21 @@ class FeedbackAck:
 
 
 def default_model_ref(cfg: CaprankConfig) -> str:
-    """What ``caprank serve`` loads: ``serving.model_ref`` if it resolves (a directory, a
-    version or an alias, by default ``production``), else the registry's latest version,
-    else the dense ranker."""
+    """What ``caprank serve`` loads: ``serving.model_ref`` (a directory, a version number
+    or an alias; by default ``production``, the alias the deploy stage sets on promotion),
+    else the ``challenger`` alias, else the registry's latest version, else the dense
+    ranker. An explicit version number that the registry lacks is an error, not a
+    silent fallback."""
     ref = cfg.serving.model_ref
     if ref == DENSE_REF or Path(ref).expanduser().is_dir():
         return ref
-    try:
+    if ref.isdigit():
         return registry_version(cfg, ref)
-    except CaprankError:
-        pass
+    for alias in dict.fromkeys((ref, CHALLENGER_ALIAS)):
+        try:
+            return registry_version(cfg, alias)
+        except CaprankError:
+            continue
     return latest_registry_version(cfg) or DENSE_REF
 
 
@@ -89,7 +95,9 @@ class Runtime:
         self._threads: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- life cycle
-    def start(self, background_load: bool = True) -> Runtime:
+    def start(self, background_load: bool = True, feedback: bool = True) -> Runtime:
+        """Load everything; ``feedback=False`` (the deploy stage's in-process canary) opens no
+        feedback log, so it never contends with a server's log."""
         cfg = self.cfg
         if cfg.serving.torch_threads:
             import torch
@@ -105,17 +113,19 @@ class Runtime:
         self._encode(["warm up the intent encoder"], cfg.embedding.text_model)
         encoder = IntentEncoder(cfg.serving, self._encode)
         self.engine = RankEngine(cfg, catalog, encoder, fallback)
-        self.feedback_log = FeedbackLog(
-            cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback_segment_events
-        ).open()
-        self.feedback_log.enforce_retention()
+        if feedback:
+            self.feedback_log = FeedbackLog(
+                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback_segment_events
+            ).open()
+            self.feedback_log.enforce_retention()
         if background_load:
             self.loading = True
             self._spawn(self._load_initial, "model-load")
         else:
             self._load_initial()
         self._spawn(self._refresh_loop, "feature-refresh")
-        self._spawn(self._compact_loop, "feedback-compact")
+        if feedback:
+            self._spawn(self._compact_loop, "feedback-compact")
         return self
 
     def _spawn(self, target, name: str) -> None:

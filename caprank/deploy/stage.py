@@ -1,0 +1,273 @@
+"""The deploy stage: roll a registered model version out, then promote it or roll it back.
+
+One function, two targets, the same controller (``run_rollout``):
+
+- **cluster**: the KServe InferenceService (``services.inference_service``) through the
+  kubernetes client: canary at ``canary.traffic_percent``% with the version's storage URI
+  (from the registry unless given), readiness, guardrails from Prometheus and the
+  feedback log, then promote or roll back.
+- **local** (``make run``, no cluster): an in-process predictor serving what `caprank
+  serve` would serve now (the `production` version, else the dense ranker) gets the new
+  version as its canary; synthetic-but-real requests run through the engine during the
+  window (``canary.local_*``), and the same guardrails decide.
+
+Only a promotion moves the MLflow alias `production`. The rollout record (an annotation
+on the InferenceService, or ``<home>/deploy/local-rollout.json``) makes a re-run after a
+crash resume where it stopped, and a re-run after the end return the same decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from caprank.config import CaprankConfig
+from caprank.deploy.aliases import (
+    PRODUCTION,
+    alias_version,
+    check_version,
+    set_production,
+    version_storage_uri,
+)
+from caprank.deploy.backend import RolloutBackend
+from caprank.deploy.controller import RolloutResult, run_rollout
+from caprank.deploy.guardrails import FeedbackLogQuality
+from caprank.deploy.state import RolloutState
+
+log = logging.getLogger(__name__)
+
+Target = Literal["local", "cluster"]
+LOCAL_STATE = Path("deploy") / "local-rollout.json"
+
+
+@dataclass
+class DeployResult:
+    """The decision and what it rests on (the component's output and summary)."""
+
+    target: Target
+    outcome: str  # promoted | rolled_back | unchanged
+    model_version: str
+    storage_uri: str
+    previous: str | None
+    reason: str
+    resumed: bool
+    production_version: str | None  # the alias after the stage
+    metrics: dict = field(default_factory=dict)
+    unmeasured: list[str] = field(default_factory=list)
+    traffic: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        rows = [
+            ("decision", f"**{self.outcome}**"),
+            ("target", self.target),
+            ("model version", self.model_version),
+            ("storage URI", f"`{self.storage_uri}`"),
+            ("replaced / kept", f"`{self.previous}`" if self.previous else "nothing served"),
+            ("reason", self.reason or "-"),
+            ("resumed after a restart", "yes" if self.resumed else "no"),
+            ("`production` alias now", self.production_version or "unset"),
+        ]
+        measured = {k: v for k, v in self.metrics.items() if v is not None}
+        if measured:
+            inputs = ", ".join(f"{k} {_fmt(v)}" for k, v in measured.items())
+            rows.append(("guardrail inputs", inputs))
+        if self.unmeasured:
+            rows.append(("not measured", ", ".join(self.unmeasured)))
+        if self.traffic:
+            rows.append(("synthetic traffic", json.dumps(self.traffic, sort_keys=True)))
+        lines = ["## Deploy", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        lines += [f"\n- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def resolve_target(cfg: CaprankConfig, environ: dict[str, str] | None = None) -> Target:
+    """``canary.target``; ``auto`` is cluster inside a Kubernetes pod, else local."""
+    target = cfg.canary.target
+    if target != "auto":
+        return target
+    env = os.environ if environ is None else environ
+    return "cluster" if env.get("KUBERNETES_SERVICE_HOST") else "local"
+
+
+def deploy(
+    cfg: CaprankConfig,
+    model_version: str,
+    storage_uri: str | None = None,
+    *,
+    model_dir: str | Path | None = None,
+    target: Target | None = None,
+    backend: RolloutBackend | None = None,
+    now: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeployResult:
+    """Roll out registered ``model_version`` and return the decision.
+
+    ``storage_uri`` overrides where the model is read from (cluster: default the
+    registry's storage URI of the version; local: default ``model_dir``, else the
+    registry). ``backend`` replaces the KServe backend (tests use a fake API).
+    """
+    version = str(model_version).strip()
+    check_version(cfg, version)
+    target = target or resolve_target(cfg)
+    if target == "cluster":
+        return _deploy_cluster(cfg, version, storage_uri, backend, now, sleep)
+    return _deploy_local(cfg, version, storage_uri, model_dir)
+
+
+def _promote_hook(cfg: CaprankConfig) -> Callable[[RolloutState], None]:
+    def hook(state: RolloutState) -> None:
+        set_production(cfg, state.model_version)
+        log.info("alias %s -> version %s", PRODUCTION, state.model_version)
+
+    return hook
+
+
+def _from_rollout(
+    target: Target, cfg: CaprankConfig, version: str, uri: str, result: RolloutResult
+) -> DeployResult:
+    state = result.state
+    return DeployResult(
+        target=target,
+        outcome=result.outcome,
+        model_version=state.model_version if state else version,
+        storage_uri=uri,
+        previous=state.previous_uri if state else uri,
+        reason=result.reason,
+        resumed=result.resumed,
+        production_version=alias_version(cfg, PRODUCTION),
+        metrics=dict(state.metrics) if state else {},
+        unmeasured=list(result.unmeasured),
+    )
+
+
+# ------------------------------------------------------------------------ cluster
+
+
+def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployResult:
+    uri = storage_uri or version_storage_uri(cfg, version)
+    if backend is None:
+        from caprank.deploy.kserve import kserve_backend
+
+        backend = kserve_backend(cfg)
+    result = run_rollout(
+        backend,
+        uri,
+        version,
+        cfg.canary,
+        on_promote=_promote_hook(cfg),
+        quality=FeedbackLogQuality(cfg.feedback_dir()),
+        now=now,
+        sleep=sleep,
+    )
+    return _from_rollout("cluster", cfg, version, uri, result)
+
+
+# -------------------------------------------------------------------------- local
+
+
+def local_state_file(cfg: CaprankConfig) -> Path:
+    return cfg.home() / LOCAL_STATE
+
+
+def _read_state(path: Path) -> RolloutState | None:
+    if not path.is_file():
+        return None
+    return RolloutState.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def _finished(state: RolloutState) -> bool:
+    return state.phase == "rolled_back" or (state.phase == "promoted" and state.hook_done)
+
+
+def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
+    from caprank.deploy.local import LocalBackend
+    from caprank.deploy.traffic import SyntheticTraffic, local_inputs
+    from caprank.files import atomic_write_text
+    from caprank.online.runtime import DENSE_REF, Runtime
+
+    local_dir = Path(model_dir).resolve() if model_dir and Path(model_dir).is_dir() else None
+    uri = storage_uri or (str(local_dir) if local_dir else version)
+    state_file = local_state_file(cfg)
+    state = _read_state(state_file)
+    notes: list[str] = []
+
+    if state is not None and state.new_uri == uri and _finished(state):
+        result = RolloutResult(
+            "promoted" if state.phase == "promoted" else "rolled_back",
+            state,
+            state.reason,
+            resumed=True,
+        )
+        return _from_rollout("local", cfg, version, uri, result)
+    if state is not None and state.active and state.new_uri != uri:
+        # The local canary lived only in the process that ran it; that process is gone.
+        abandoned = replace(
+            state,
+            phase="rolled_back",
+            reason=f"abandoned: the process holding the local canary of {state.new_uri} exited",
+            finished_at=time.time(),
+        )
+        atomic_write_text(state_file, abandoned.to_json())
+        notes.append(f"an unfinished local rollout of {state.new_uri} was marked abandoned")
+        state = None
+
+    production = alias_version(cfg, PRODUCTION)
+    if production == version and (state is None or state.new_uri != uri):
+        reason = f"version {version} is already `{PRODUCTION}`"
+        return DeployResult(
+            "local", "unchanged", version, uri, production, reason, False, production, notes=notes
+        )
+
+    catalog, intents = local_inputs(cfg, local_dir, cfg.canary.local_intents)
+    runtime = Runtime(cfg, production or DENSE_REF, catalog=catalog)
+    runtime.start(background_load=False, feedback=False)
+    try:
+        if runtime.load_error:
+            notes.append(f"`{PRODUCTION}` (version {production}) failed to load: "
+                         f"{runtime.load_error}; the new model replaces it outright")  # fmt: skip
+        backend = LocalBackend(
+            runtime.engine,
+            lambda ref, v: runtime.load(ref, v or None),
+            state_file,
+            cfg.canary.mode,
+        )
+        if state is not None and state.new_uri == uri and state.active:
+            _reinstall_canary(backend, state)
+            notes.append(f"resumed an unfinished local rollout from phase '{state.phase}'")
+        traffic = SyntheticTraffic(runtime, intents, cfg.canary.local_rate_rps, seed=cfg.data.seed)
+        canary = cfg.canary.model_copy(
+            update={"window_s": cfg.canary.local_window_s, "poll_s": cfg.canary.local_poll_s}
+        )
+        result = run_rollout(
+            backend, uri, version, canary, on_promote=_promote_hook(cfg), sleep=traffic.run_for
+        )
+        out = _from_rollout("local", cfg, version, uri, result)
+        out.traffic = traffic.summary()
+        out.notes = notes
+        return out
+    finally:
+        runtime.close()
+
+
+def _reinstall_canary(backend, state: RolloutState) -> None:
+    """After a crash the in-memory canary is gone: load it again, and restart an
+    observation (its requests were lost with the process) from the beginning."""
+    if state.phase in ("canary", "observing"):
+        state = replace(state, phase="canary", started_at=time.time(), observe_started_at=None)
+    if state.phase in ("canary", "promoting"):
+        backend.set_canary(state)

@@ -1,0 +1,121 @@
+"""Synthetic-but-real traffic for the local canary: real requests through the engine.
+
+With no cluster and no users, the local rollout still needs requests for its guardrails
+to judge. These are drawn (seeded) from the dataset's own intent texts, ranked over the
+whole catalog by the real engine, so the canary's error rate and latency are measured on
+the same code path a server runs; only the users are synthetic. No outcomes are invented:
+the quality guardrail stays unmeasured in local mode.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caprank.config import CaprankConfig
+from caprank.online.catalog import Catalog, catalog_from_tables, load_catalog
+from caprank.online.engine import ModelFailure
+from caprank.online.runtime import Runtime
+
+
+def local_inputs(cfg: CaprankConfig, model_dir: str | Path | None, n_intents: int):
+    """(catalog, intent texts) for the local canary: the model's catalog if it ships one,
+    else ``paths.data``, else the embedded default; intents from the same dataset."""
+    if cfg.paths.data is None:
+        from caprank.data.synth import synthesize
+
+        ds = synthesize(cfg)
+        source = f"embedded default (synthetic, seed {cfg.data.seed})"
+        default = catalog_from_tables(ds.tools, ds.capabilities, source)
+        texts = ds.intents["text"].to_pylist()
+    else:
+        from caprank.data.dataset import read_table
+
+        default = None
+        texts = read_table(cfg.paths.data, "intents")["text"].to_pylist()
+        if not texts:
+            log = read_table(cfg.paths.data, "interactions")
+            texts = sorted(set(log["intent_text"].to_pylist()))
+    catalog = _model_catalog(model_dir) or default or load_catalog(cfg)
+    if not texts:
+        texts = list(catalog.texts)
+    return catalog, sample_intents(texts, n_intents, cfg.data.seed)
+
+
+def _model_catalog(model_dir: str | Path | None) -> Catalog | None:
+    if model_dir is None or not Path(model_dir).is_dir():
+        return None
+    from caprank.online.catalog import CATALOG_DIR, read_catalog
+    from caprank.online.models import find_model_root
+
+    root = find_model_root(model_dir)
+    return read_catalog(root / CATALOG_DIR) if (root / CATALOG_DIR).is_dir() else None
+
+
+def sample_intents(texts: list[str], n: int, seed: int) -> list[str]:
+    """Up to ``n`` distinct texts, drawn reproducibly."""
+    unique = sorted({t for t in texts if t and t.strip()})
+    if len(unique) <= n:
+        return unique
+    return random.Random(seed).sample(unique, n)
+
+
+@dataclass
+class SyntheticTraffic:
+    """Sends paced requests to ``runtime`` whenever the controller would sleep."""
+
+    runtime: Runtime
+    intents: list[str]
+    rate_rps: float
+    seed: int = 0
+    top_k: int = 10
+    clock: Callable[[], float] = time.monotonic
+    sent: int = 0
+    errors: int = 0
+    by_version: Counter = field(default_factory=Counter)
+    by_arm: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if not self.intents:
+            raise ValueError("synthetic traffic needs at least one intent text")
+        self._rng = random.Random(self.seed)
+
+    def run_for(self, seconds: float) -> None:
+        """Send requests for ``seconds`` at up to ``rate_rps`` (fewer if ranking is slower)."""
+        start = self.clock()
+        deadline = start + max(seconds, 0.0)
+        interval = 1.0 / self.rate_rps
+        n = 0
+        while True:
+            due = start + n * interval
+            now = self.clock()
+            if now >= deadline:
+                return
+            if due > now:
+                time.sleep(min(due, deadline) - now)
+                continue
+            self.send_one()
+            n += 1
+
+    def send_one(self) -> None:
+        body = {"intent": self._rng.choice(self.intents), "top_k": self.top_k}
+        self.sent += 1
+        try:
+            result = self.runtime.rank(body)
+        except ModelFailure:
+            self.errors += 1
+            return
+        self.by_version[result.model_version] += 1
+        self.by_arm[result.arm] += 1
+
+    def summary(self) -> dict:
+        return {
+            "requests": self.sent,
+            "errors": self.errors,
+            "by_version": dict(self.by_version),
+            "by_arm": dict(self.by_arm),
+        }
