@@ -27,13 +27,15 @@ def test_checked_in_pipeline_is_current(tmp_path):
     fresh = compile_pipeline(cfg, tmp_path / "p.yaml")
     checked_in = compiled_path(cfg)
     assert checked_in.exists(), "run `caprank pipeline compile` and commit the YAML"
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(checked_in.read_text()), (
+    # Two documents: the pipeline spec, then kfp-kubernetes' platform spec (GPU pool).
+    fresh_docs = list(yaml.safe_load_all(fresh.read_text()))
+    assert fresh_docs == list(yaml.safe_load_all(checked_in.read_text())), (
         "pipelines/compiled is out of date: run `make compile` and commit the result"
     )
 
 
 def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
-    spec = yaml.safe_load(compiled_path(_default_cfg()).read_text())
+    spec = next(yaml.safe_load_all(compiled_path(_default_cfg()).read_text()))
     text = compiled_path(_default_cfg()).read_text()
     assert "pip install" not in text
     tasks = spec["root"]["dag"]["tasks"]
