@@ -125,10 +125,17 @@ class RegisteredVersion:
 
 
 def client(cfg: CaprankConfig):
-    """An MLflow client on the configured tracking store (also the registry)."""
+    """An MLflow client on the configured tracking store (also the registry).
+
+    The process-wide URIs are set too: MLflow's SQL registry looks a logged model up
+    through a default ``MlflowClient()`` when a version is created from it.
+    """
+    import mlflow
     from mlflow import MlflowClient
 
     uri = cfg.mlflow_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -5,35 +5,19 @@ directory (``cfg.mlflow_tracking_uri()``, ``cfg.mlflow_artifact_root()``); a ser
 by config. A run records parameters, per-step metrics (through ``log_metrics`` as the
 trainer reports them), the resolved config, dataset content hashes, the git revision,
 the last checkpoint, and the bundle logged as an MLflow pyfunc model with a signature,
-registered under ``services.model_name`` so serving can load it by version.
+which the evaluate stage registers under ``services.model_name`` (``caprank.registry``).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from caprank.config import CaprankConfig, dump_yaml
+from caprank.registry import mlflow_key
 
 EXPERIMENT = "caprank-training"
-
-
-def git_revision(cwd: str | Path | None = None) -> str:
-    """The checked-out commit (``CAPRANK_GIT_REVISION`` wins: images have no .git)."""
-    env = os.environ.get("CAPRANK_GIT_REVISION")
-    if env:
-        return env
-    here = Path(cwd) if cwd else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -83,7 +67,7 @@ class Tracker:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
-        named = {metric_name(f"{prefix}{k}"): float(v) for k, v in metrics.items()}
+        named = {mlflow_key(f"{prefix}{k}"): float(v) for k, v in metrics.items()}
         self.mlflow.log_metrics(named, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -92,8 +76,12 @@ class Tracker:
     def log_dict(self, data: dict, name: str) -> None:
         self.mlflow.log_dict(data, name)
 
-    def log_model(self, bundle_dir: str | Path, register: bool = True) -> str | None:
-        """Log the bundle as a pyfunc model (artifacts/bundle/...); returns the version."""
+    def log_model(self, bundle_dir: str | Path) -> None:
+        """Log the bundle as a pyfunc model (artifacts/bundle/...) in the run.
+
+        Not registered here: the evaluate stage registers it as a version, with its
+        metrics and lineage, so every version in the registry has been evaluated.
+        """
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
@@ -110,21 +98,13 @@ class Tracker:
                 ]
             ),
         )
-        info = self.mlflow.pyfunc.log_model(
+        self.mlflow.pyfunc.log_model(
             name="model",
             python_model=BundlePyfunc(),
             artifacts={"bundle": str(bundle_dir)},
             signature=signature,
             pip_requirements=["caprank"],
-            registered_model_name=self.cfg.services.model_name if register else None,
         )
-        version = getattr(info, "registered_model_version", None)
-        return None if version is None else str(version)
-
-
-def metric_name(name: str) -> str:
-    """MLflow metric names allow no '@': hit@10 -> hit_at_10."""
-    return name.replace("@", "_at_")
 
 
 def _artifact_uri(root: str) -> str:

@@ -1,4 +1,4 @@
-"""Train: the SHGAT ranker from experiences (PER + TD), tracked and registered in MLflow."""
+"""Train: the SHGAT ranker from experiences (PER + TD), tracked in MLflow; evaluate registers."""
 
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -21,7 +21,6 @@ def train(
     result = run_train(load_dataset(dataset.path), cfg, embeddings.path, model.path, features.path)
     model.metadata["bundle"] = str(result.bundle_dir)
     model.metadata["mlflow_run_id"] = result.run_id or ""
-    model.metadata["model_version"] = result.model_version or ""
     values = {
         "best_valid_mrr": result.fit.best_valid_mrr,
         "steps": result.fit.steps,

@@ -55,7 +55,6 @@ def train_cmd(state: CliState, data_dir, emb_dir, out_dir, features, no_track, n
             {
                 "bundle": str(result.bundle_dir),
                 "run_id": result.run_id,
-                "model_version": result.model_version,
                 "best_valid_mrr": result.fit.best_valid_mrr,
                 "test": result.test_metrics,
             }

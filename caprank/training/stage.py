@@ -46,7 +46,6 @@ class TrainResult:
     summary: dict
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     run_id: str | None = None
-    model_version: str | None = None
 
     def to_markdown(self) -> str:
         f = self.fit
@@ -62,7 +61,7 @@ class TrainResult:
             f"bundle `{self.bundle_dir}`.  ",
         ]
         if self.run_id:
-            lines.append(f"MLflow run `{self.run_id}`, model version {self.model_version}.\n")
+            lines.append(f"MLflow run `{self.run_id}` (the evaluate stage registers the model).\n")
         if self.test_metrics:
             lines.append("\n| ranker (test labels) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |")
             lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -304,10 +303,10 @@ def _track(tracker, cfg, ds, embeddings_dir, features_path, result: TrainResult,
     if (ck / "checkpoint.pt").is_file():
         tracker.log_artifact(ck / "checkpoint.pt", "checkpoints")
     result.run_id = tracker.run_id
-    result.model_version = tracker.log_model(result.bundle_dir)
+    tracker.log_model(result.bundle_dir)
 
 
 def tracker_git() -> str:
-    from caprank.tracking import git_revision
+    from caprank.registry import git_revision
 
     return git_revision()
