@@ -272,24 +272,63 @@ class RewardConfig(Section):
 
 
 class TrainingConfig(Section):
+    """The SHGAT ranker and its training loop (docs/training.md)."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        1, ge=0, le=256, description="torch CPU threads while training; 0: torch's default"
+    )
     seed: int = Field(7, ge=0)
+    source: Literal["auto", "labels", "interactions", "both"] = Field(
+        "auto",
+        description="experiences from labeled intents (a), interaction logs (b) or both; "
+        "auto: whatever the dataset has",
+    )
     hidden_dim: int = Field(256, ge=8, le=8192)
     heads: int = Field(4, ge=1, le=64)
     layers: int = Field(2, ge=0, le=8)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lexical_dim: int = Field(128, ge=1, le=4096, description="id channel's lexical bag width")
+    lexical_min_df: int = Field(2, ge=1, description="a term must occur in this many texts")
+    lexical_max_terms: int = Field(20_000, ge=1, le=2_000_000)
+    lexical_dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="share of batch rows whose lexical bag is dropped"
+    )
+    id_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of capabilities whose id channel is dropped"
+    )
+    content_loss_weight: float = Field(
+        1.0, ge=0.0, description="InfoNCE on the id-free channels (what new capabilities get)"
+    )
+    label_negatives: int = Field(
+        0, ge=0, le=100, description="failed experiences sampled per labeled intent"
+    )
+    valid_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="train intents held out for early stopping when the labels have no valid split",
+    )
     lr: float = Field(1e-3, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float = Field(5.0, ge=0.0, description="max gradient norm; 0: no clipping")
     t_max: int = Field(1000, ge=1, description="cosine annealing period (steps)")
     eta_min: float = Field(1e-6, ge=0.0)
     batch_size: int = Field(256, ge=1)
-    max_steps: int = Field(3000, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between logged training metrics")
     eval_every: int = Field(100, ge=1)
     patience: int = Field(5, ge=1, description="evaluations without improvement")
     checkpoint_every: int = Field(200, ge=1)
     temperature: float = Field(0.1, gt=0.0)
     value_loss_weight: float = Field(0.5, ge=0.0)
+    value_detach: bool = Field(
+        True, description="value head reads detached representations (does not steer ranking)"
+    )
+    baselines: list[Literal["bm25", "dense", "logreg"]] = Field(
+        ["bm25", "dense", "logreg"], description="baselines trained and evaluated beside it"
+    )
     per: PERConfig = PERConfig()
     td: TDConfig = TDConfig()
     reward: RewardConfig = RewardConfig()
@@ -351,6 +390,26 @@ class MonitoringConfig(Section):
         0.01, ge=0.0, description="floor on total variance (trace of covariance)"
     )
     retrain_on_drift: bool = True
+    reference_days: int = Field(
+        14, ge=1, le=3650, description="monitor: days of log before the current window"
+    )
+    current_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="monitor: the last days of the log, compared with the reference",
+    )
+    top_tools: int = Field(
+        10, ge=0, le=1000, description="monitor: busiest tools whose failures are tracked"
+    )
+    min_window_events: int = Field(
+        200, ge=2, description="monitor: fewer events in a window and drift is not judged"
+    )
+    retrain_policy: Literal["always", "on_drift"] = Field(
+        "always",
+        description="nightly run: train every night, or only on drift (or with no production "
+        "model yet)",
+    )
 
 
 class PrivacyConfig(Section):

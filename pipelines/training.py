@@ -15,8 +15,12 @@ from caprank.config import CaprankConfig
 from components.build_features import build_features
 from components.deploy import deploy
 from components.embed import embed
+from components.evaluate import evaluate
 from components.ingest import ingest
+from components.monitor import monitor
+from components.train import train
 from components.validate import validate
+from pipelines.gpu import on_gpu_pool
 
 COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
@@ -38,6 +42,9 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         validate=_component(validate, cpu),
         build_features=_component(build_features, cpu),
         embed=_component(embed, cpu),
+        evaluate=_component(evaluate, cpu),
+        monitor=_component(monitor, cpu),
+        train=_component(train, cfg.pipeline.image(cfg.pipeline.training_image)),
         deploy=_component(deploy, cpu),
     )
 
@@ -51,16 +58,32 @@ def build_pipeline(cfg: CaprankConfig):
         description="caprank: ingest and validate interaction logs, build features, "
         "embed, train the SHGAT ranker, evaluate it and roll it out.",
     )
-    def caprank_training(data_uri: str = "", config_yaml: str = ""):
+    def caprank_training(data_uri: str = "", config_yaml: str = "", retrain_policy: str = ""):
         ingested = ops.ingest(data_uri=data_uri, config_yaml=config_yaml)
         ingested.set_display_name("ingest")
         checked = ops.validate(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         checked.set_display_name("validate")
         features = ops.build_features(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         features.set_display_name("build features").after(checked)
+        watched = ops.monitor(
+            dataset=ingested.outputs["dataset"],
+            features=features.outputs["features"],
+            config_yaml=config_yaml,
+            retrain_policy=retrain_policy,
+        )
+        watched.set_display_name("monitor")
+        # watched.outputs["should_train"] is the flag a dsl.If around train reads.
         embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         embedded.set_display_name("embed").after(features)
-        for task in (ingested, checked, features, embedded):
+        trained = ops.train(
+            dataset=ingested.outputs["dataset"],
+            embeddings=embedded.outputs["embeddings"],
+            features=features.outputs["features"],
+            config_yaml=config_yaml,
+        )
+        trained.set_display_name("train")
+        on_gpu_pool(trained, cfg.pipeline)
+        for task in (ingested, checked, features, watched, embedded, trained):
             task.set_caching_options(False)
 
     return caprank_training

@@ -12,8 +12,10 @@ from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
 from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.features_cmd import features_group
+from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.serve_cmd import serve_cmd
+from caprank.cli.train_cmd import train_cmd
 from caprank.errors import CaprankError
 
 
@@ -45,6 +47,8 @@ cli.add_command(data_group)
 cli.add_command(features_group)
 cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(train_cmd)
+cli.add_command(monitor_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 Rule (all thresholds from ``cfg.evaluation``):
 
-1. Guardrails: scoring p99 latency <= ``max_scoring_p99_ms`` and ECE <= ``max_ece``.
+1. Guardrails: scoring p99 latency <= ``max_scoring_p99_ms`` and ECE <= ``max_ece``
+   (a model without success probabilities, e.g. the dense ranker, has no ECE: that
+   check is left out and the reason says so).
 2. Floor: the challenger's mean primary metric >= ``min_primary``.
 3. With a production model: a paired bootstrap over the same queries gives a
    ``confidence`` interval of mean(challenger - production) on the primary metric; the
@@ -70,7 +72,7 @@ def decide(
     challenger: np.ndarray,
     production: np.ndarray | None,
     *,
-    ece: float,
+    ece: float | None,
     scoring_p99_ms: float,
     cfg: EvaluationConfig,
     challenger_query_ids: np.ndarray | None = None,
@@ -89,16 +91,16 @@ def decide(
         and not np.array_equal(np.asarray(challenger_query_ids), np.asarray(production_query_ids))
     ):
         raise DataError("production", "per-query values are not on the same queries in order")
-    checks = {
-        "latency": bool(scoring_p99_ms <= cfg.max_scoring_p99_ms),
-        "calibration": bool(ece <= cfg.max_ece),
-        "floor": bool(ch.mean() >= cfg.min_primary),
-    }
-    measured = {"scoring_p99_ms": float(scoring_p99_ms), "ece": float(ece)}
+    checks = {"latency": bool(scoring_p99_ms <= cfg.max_scoring_p99_ms)}
+    measured = {"scoring_p99_ms": float(scoring_p99_ms)}
+    if ece is not None:
+        checks["calibration"] = bool(ece <= cfg.max_ece)
+        measured["ece"] = float(ece)
+    checks["floor"] = bool(ch.mean() >= cfg.min_primary)
     failures = []
     if not checks["latency"]:
         failures.append(f"p99 {scoring_p99_ms:.1f} ms > {cfg.max_scoring_p99_ms:.1f} ms")
-    if not checks["calibration"]:
+    if not checks.get("calibration", True):
         failures.append(f"ECE {ece:.3f} > {cfg.max_ece:.3f}")
     if not checks["floor"]:
         failures.append(f"{metric} {ch.mean():.4f} < floor {cfg.min_primary:.4f}")
@@ -131,6 +133,8 @@ def decide(
         )
     else:
         reason = "not improved: " + "; ".join(failures)
+    if ece is None:
+        reason += " (no success probabilities: calibration not checked)"
     return GateDecision(
         improved, reason, metric, float(ch.mean()), prod_mean, delta, checks, measured
     )

@@ -110,9 +110,20 @@ def load_builder(root: Path, cfg: CaprankConfig) -> tuple[RankerBuilder, dict]:
         if meta.get("format") != 1 or not isinstance(meta.get("text_model"), str):
             raise ModelLoadError(f"{root / DENSE_FILE}: needs format 1 and a text_model")
         return dense_builder(cfg, meta["text_model"]), meta
-    raise ModelLoadError(
-        f"{root}: trained SHGAT bundles need caprank.model.bundle, which this build lacks"
+    from caprank.model.bundle import BundleError, load_bundle
+    from caprank.model.serving import BundleBuilder
+
+    try:
+        bundle = load_bundle(root)
+    except BundleError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    builder = BundleBuilder(
+        bundle,
+        cache_root=str(cfg.embedding_cache_dir()),
+        batch_size=cfg.embedding.batch_size,
+        device=cfg.embedding.device,
     )
+    return builder, {"text_model": bundle.text_model, **bundle.meta}
 
 
 def load_model_dir(

@@ -1,0 +1,78 @@
+"""The serving adapter over a bundle: ``RankerBuilder``/``Ranker`` for ``caprank.online``.
+
+``build(catalog, features)`` precomputes a ``RankIndex`` for the serving catalog's order
+(new capabilities and tools are encoded from text through the embedding cache); the
+ranker's ``query`` is the intent's query vector, ``score`` one matrix product, and
+``success_probability`` the value head's expected reward clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from caprank.model.bundle import Bundle
+from caprank.model.index import RankIndex
+
+
+@dataclass(frozen=True)
+class BundleRanker:
+    index: RankIndex
+    text_model: str
+    has_value_head: bool = True
+
+    def query(self, intent_vec: np.ndarray, text: str) -> np.ndarray:
+        return self.index.queries(np.asarray(intent_vec)[None, :], [text])[0]
+
+    def score(self, query: np.ndarray, candidate_idx: np.ndarray | None) -> np.ndarray:
+        keys = self.index.keys if candidate_idx is None else self.index.keys[candidate_idx]
+        return keys @ query
+
+    def success_probability(
+        self, intent_vec: np.ndarray, text: str, candidate_idx: np.ndarray
+    ) -> np.ndarray:
+        return np.clip(self.index.values(intent_vec, text, candidate_idx), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BundleBuilder:
+    bundle: Bundle
+    cache_root: str | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    kind: str = "shgat"
+    uses_features: bool = True
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def text_model(self) -> str:
+        return self.bundle.text_model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from caprank.embeddings.cache import EmbeddingCache, encode_cached
+
+        cache = EmbeddingCache(self.cache_root, self.text_model) if self.cache_root else None
+        vecs, _ = encode_cached(texts, self.text_model, cache, self.batch_size, self.device)
+        return vecs
+
+    def build(self, catalog, features=None) -> BundleRanker:
+        tool_texts: dict[str, str] = {}
+        if catalog.tool_table is not None:
+            from caprank.embeddings.catalog_text import tool_texts as texts_of
+
+            tool_texts = dict(
+                zip(
+                    catalog.tool_table["tool_id"].to_pylist(),
+                    texts_of(catalog.tool_table),
+                    strict=True,
+                )
+            )
+        raw = None
+        scaler = self.bundle.scaler
+        if features is not None and features.available and scaler.columns:
+            raw = features.matrix(list(scaler.columns), scaler.neutral_raw()).astype(np.float64)
+        inputs = self.bundle.catalog_inputs(
+            catalog.ids, catalog.tools, catalog.texts, tool_texts, raw, self._encode
+        )
+        return BundleRanker(self.bundle.index(inputs), self.text_model)

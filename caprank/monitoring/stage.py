@@ -1,0 +1,145 @@
+"""The monitor stage: drift between the reference and the current window, and whether
+the nightly run should train.
+
+``should_train`` follows ``monitoring.retrain_policy``: ``always`` trains every run;
+``on_drift`` trains when a drift check fired (and ``monitoring.retrain_on_drift``) or
+when no model is in production yet. Windows with fewer than
+``monitoring.min_window_events`` events are not judged (too little data to tell drift
+from noise); the result says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from caprank.config import CaprankConfig
+from caprank.data.dataset import Dataset
+from caprank.data.schemas import CAPABILITY_FEATURES_FILE
+from caprank.evaluation.drift import DriftResult, detect_drift
+from caprank.monitoring.windows import WindowBounds, split_windows
+
+
+@dataclass
+class MonitorResult:
+    """Drift checks (None when the windows were too small), and the training decision."""
+
+    drift: DriftResult | None
+    bounds: WindowBounds
+    should_train: bool
+    policy: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "should_train": self.should_train,
+            "policy": self.policy,
+            "reason": self.reason,
+            "windows": self.bounds.to_dict(),
+            "drift": None if self.drift is None else self.drift.to_dict(),
+        }
+
+    def to_markdown(self) -> str:
+        b = self.bounds
+        lines = [
+            "## Monitor",
+            "",
+            f"**should_train: {str(self.should_train).lower()}** ({self.policy}): {self.reason}",
+            "",
+            f"Reference window {b.reference_start:%Y-%m-%d %H:%M} to "
+            f"{b.current_start:%Y-%m-%d %H:%M} ({b.reference_events:,} events); current "
+            f"window to {b.end:%Y-%m-%d %H:%M} ({b.current_events:,} events).",
+        ]
+        if self.drift is not None:
+            lines += ["", "| check | value | threshold | fired |", "|---|---|---|---|"]
+            for name, c in self.drift.checks.items():
+                fired = "yes" if c.drifted else "no"
+                lines.append(f"| {name} | {c.value:.4g} | {c.threshold:.4g} | {fired} |")
+            feat = self.drift.checks.get("feature_drift")
+            if feat is not None and feat.details.get("drifted_columns"):
+                lines.append(f"\nDrifted columns: {', '.join(feat.details['drifted_columns'])}")
+        return "\n".join(lines) + "\n"
+
+
+def _latest_feature_times(features_dir: str | Path | None):
+    if features_dir is None:
+        return None
+    path = Path(features_dir) / CAPABILITY_FEATURES_FILE
+    if not path.is_file():
+        return None
+    table = pq.read_table(path, columns=["event_timestamp"])
+    if table.num_rows == 0:
+        return None
+    stamps = table["event_timestamp"]
+    latest = table.filter(pc.equal(stamps, pc.max(stamps)))
+    return latest["event_timestamp"].to_numpy(zero_copy_only=False)
+
+
+def judge_drift(
+    ds: Dataset,
+    cfg: CaprankConfig,
+    *,
+    features_dir: str | Path | None = None,
+    html: bool = False,
+) -> tuple[DriftResult | None, WindowBounds, str]:
+    """Drift of the dataset's log (and the staleness of its latest feature snapshot
+    against the log's last event), or None with the reason the windows were too small.
+
+    ``html``: run the feature check through Evidently and keep its report; without it the
+    same KS p-values come from scipy (fast, for tests and sweeps)."""
+    mon = cfg.monitoring
+    reference, current, bounds = split_windows(ds, mon)
+    small = min(bounds.reference_events, bounds.current_events)
+    if small < mon.min_window_events:
+        return (
+            None,
+            bounds,
+            (
+                f"too few events to judge drift ({bounds.reference_events:,} reference, "
+                f"{bounds.current_events:,} current; need {mon.min_window_events:,} each)"
+            ),
+        )
+    current.feature_timestamps = _latest_feature_times(features_dir)
+    now = bounds.end - timedelta(microseconds=1)
+    drift = detect_drift(reference, current, mon, now=now, html=html, evidently=html)
+    fired = [n for n, c in drift.checks.items() if c.drifted]
+    return drift, bounds, ("drift: " + ", ".join(fired)) if fired else "no drift"
+
+
+def monitor(
+    ds: Dataset,
+    cfg: CaprankConfig,
+    *,
+    features_dir: str | Path | None = None,
+    policy: str | None = None,
+    production_exists: bool | None = None,
+    html: bool = False,
+) -> MonitorResult:
+    """Judge drift and decide whether this run trains (module docstring).
+
+    ``production_exists`` defaults to asking the registry for the ``production`` alias.
+    """
+    policy = policy or cfg.monitoring.retrain_policy
+    if policy not in ("always", "on_drift"):
+        from caprank.errors import ConfigError
+
+        raise ConfigError("monitoring.retrain_policy", f"unknown policy {policy!r}")
+    drift, bounds, why = judge_drift(ds, cfg, features_dir=features_dir, html=html)
+    if policy == "always":
+        return MonitorResult(drift, bounds, True, policy, f"trains every run; {why}")
+    if drift is not None and drift.retrain:
+        return MonitorResult(drift, bounds, True, policy, why)
+    if production_exists is None:
+        from caprank.registry import production_version
+
+        production_exists = production_version(cfg) is not None
+    if not production_exists:
+        return MonitorResult(drift, bounds, True, policy, f"no production model yet; {why}")
+    if drift is not None and drift.drifted:
+        why += " (monitoring.retrain_on_drift is off)"
+    return MonitorResult(drift, bounds, False, policy, why)

@@ -1,0 +1,269 @@
+"""The MLflow model registry: versions with metrics and lineage, and the two aliases.
+
+A model version is registered from a run's logged model: an MLflow model logged under
+``artifact_path`` (MLflow 3 logged models) or, failing that, plain artifacts under that
+path in the run (a model directory). ``challenger`` names the latest evaluated
+candidate and ``production`` the one serving traffic (``serving.model_ref`` defaults to
+it); the evaluate step sets the first, the deploy step moves the second.
+
+Lineage travels as version tags (data content hashes, config hash, pipeline run id, git
+revision), with the resolved config itself logged to the run as ``lineage/config.yaml``
+because tag values are size-limited.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caprank.config import CaprankConfig, dump_yaml
+from caprank.errors import CaprankError
+from caprank.files import atomic_write_json, atomic_write_text, text_hash
+
+CHALLENGER = "challenger"
+PRODUCTION = "production"
+MODEL_ARTIFACT = "model"  # where the training run logs its model
+LINEAGE_DIR = "lineage"  # run artifacts: config.yaml and lineage.json
+TAG_PREFIX = "caprank."
+ENV_GIT_REVISION = "CAPRANK_GIT_REVISION"  # images carry no .git: the build passes it
+
+
+class RegistryError(CaprankError):
+    """The registry cannot do what was asked (no such run, model or version)."""
+
+
+def mlflow_key(name: str) -> str:
+    """A metric or tag name MLflow accepts: ``hit@10`` -> ``hit_at_10``."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name.replace("@", "_at_"))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a model version was built from."""
+
+    data_hashes: dict[str, str]  # input name (dataset, embeddings, ...) -> content hash
+    config_yaml: str
+    pipeline_run_id: str
+    git_revision: str
+
+    @property
+    def config_hash(self) -> str:
+        return text_hash(self.config_yaml)
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            f"{TAG_PREFIX}lineage.data_hash.{mlflow_key(k)}": v
+            for k, v in sorted(self.data_hashes.items())
+        }
+        tags[f"{TAG_PREFIX}lineage.config_sha256"] = self.config_hash
+        tags[f"{TAG_PREFIX}lineage.pipeline_run_id"] = self.pipeline_run_id or "none"
+        tags[f"{TAG_PREFIX}lineage.git_revision"] = self.git_revision
+        return tags
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_hashes": dict(self.data_hashes),
+            "config_sha256": self.config_hash,
+            "pipeline_run_id": self.pipeline_run_id,
+            "git_revision": self.git_revision,
+        }
+
+
+def git_revision(repo: str | Path | None = None) -> str:
+    """``$CAPRANK_GIT_REVISION``, else ``git rev-parse HEAD`` of ``repo`` (default: this
+    package's checkout), else ``"unknown"`` (an image without git metadata)."""
+    env = os.environ.get(ENV_GIT_REVISION, "").strip()
+    if env:
+        return env
+    where = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    rev = out.stdout.strip()
+    return rev if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", rev) else "unknown"
+
+
+def make_lineage(
+    cfg: CaprankConfig, data_hashes: Mapping[str, str], pipeline_run_id: str = ""
+) -> Lineage:
+    return Lineage(dict(data_hashes), dump_yaml(cfg), pipeline_run_id, git_revision())
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered model version as the registry reports it."""
+
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float | None:
+        value = self.tags.get(f"{TAG_PREFIX}metric.{mlflow_key(name)}")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "run_id": self.run_id,
+            "aliases": list(self.aliases),
+            "tags": dict(self.tags),
+        }
+
+
+def client(cfg: CaprankConfig):
+    """An MLflow client on the configured tracking store (also the registry)."""
+    from mlflow import MlflowClient
+
+    uri = cfg.mlflow_tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _as_version(mv: Any) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=mv.name,
+        version=str(mv.version),
+        source=mv.source,
+        run_id=mv.run_id or None,
+        aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
+        tags=dict(mv.tags or {}),
+    )
+
+
+def _run(c: Any, run_id: str) -> Any:
+    try:
+        return c.get_run(run_id)
+    except Exception as exc:
+        raise RegistryError(f"MLflow run '{run_id}' not found: {exc}") from exc
+
+
+def logged_model_source(cfg: CaprankConfig, run_id: str, artifact_path: str = MODEL_ARTIFACT):
+    """(source URI, logged model id or None) of the run's model at ``artifact_path``, or
+    None when the run has neither a logged model of that name nor such artifacts."""
+    c = client(cfg)
+    run = _run(c, run_id)
+    found = c.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{artifact_path}'",
+    )
+    if len(found):
+        model = max(found, key=lambda m: m.creation_timestamp)
+        return f"models:/{model.model_id}", model.model_id
+    if c.list_artifacts(run_id, artifact_path):
+        return f"runs:/{run_id}/{artifact_path}", None
+    return None
+
+
+def log_model_dir(
+    cfg: CaprankConfig, run_id: str, model_dir: str | Path, artifact_path: str = MODEL_ARTIFACT
+) -> str:
+    """Log a model directory's files into the run under ``artifact_path``; its source URI."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise RegistryError(f"{model_dir}: model directory does not exist")
+    client(cfg).log_artifacts(run_id, str(model_dir), artifact_path)
+    return f"runs:/{run_id}/{artifact_path}"
+
+
+def log_lineage(cfg: CaprankConfig, run_id: str, lineage: Lineage) -> None:
+    """The resolved config and the lineage record, as run artifacts under ``lineage/``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        atomic_write_text(Path(tmp) / "config.yaml", lineage.config_yaml)
+        atomic_write_json(Path(tmp) / "lineage.json", lineage.to_dict())
+        client(cfg).log_artifacts(run_id, tmp, LINEAGE_DIR)
+
+
+def register_version(
+    cfg: CaprankConfig,
+    run_id: str,
+    *,
+    lineage: Lineage,
+    metrics: Mapping[str, float] | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    artifact_path: str = MODEL_ARTIFACT,
+    alias: str | None = CHALLENGER,
+    description: str = "",
+) -> RegisteredVersion:
+    """Register the run's model as a new version of ``services.model_name`` with metric
+    and lineage tags, log the lineage to the run, and point ``alias`` at the version."""
+    import mlflow.exceptions
+
+    c = client(cfg)
+    found = logged_model_source(cfg, run_id, artifact_path)
+    if found is None:
+        raise RegistryError(
+            f"MLflow run '{run_id}' has no model at '{artifact_path}' (neither a logged model "
+            "nor artifacts): log it before registering"
+        )
+    source, model_id = found
+    name = cfg.services.model_name
+    try:
+        c.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    tags = dict(lineage.tags())
+    for key, value in (metrics or {}).items():
+        tags[f"{TAG_PREFIX}metric.{mlflow_key(key)}"] = repr(float(value))
+    tags.update(extra_tags or {})
+    log_lineage(cfg, run_id, lineage)
+    mv = c.create_model_version(
+        name, source, run_id=run_id, tags=tags, description=description, model_id=model_id
+    )
+    if alias:
+        c.set_registered_model_alias(name, alias, mv.version)
+    return get_version(cfg, str(mv.version))
+
+
+def get_version(cfg: CaprankConfig, version: str) -> RegisteredVersion:
+    try:
+        mv = client(cfg).get_model_version(cfg.services.model_name, str(version))
+    except Exception as exc:
+        raise RegistryError(
+            f"registered model '{cfg.services.model_name}' has no version {version}: {exc}"
+        ) from exc
+    return _as_version(mv)
+
+
+def set_alias(cfg: CaprankConfig, alias: str, version: str) -> RegisteredVersion:
+    """Point ``alias`` at ``version`` (which must exist); returns the version."""
+    get_version(cfg, version)
+    client(cfg).set_registered_model_alias(cfg.services.model_name, alias, str(version))
+    return get_version(cfg, version)
+
+
+def alias_version(cfg: CaprankConfig, alias: str) -> RegisteredVersion | None:
+    """The version ``alias`` points at, or None when the model or the alias is missing."""
+    import mlflow.exceptions
+
+    try:
+        mv = client(cfg).get_model_version_by_alias(cfg.services.model_name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "INVALID_PARAMETER_VALUE" in str(
+            exc.error_code
+        ):
+            return None
+        raise
+    return _as_version(mv)
+
+
+def production_version(cfg: CaprankConfig) -> RegisteredVersion | None:
+    """The model serving traffic (alias ``production``), or None before the first deploy."""
+    return alias_version(cfg, PRODUCTION)
+
+
+def challenger_version(cfg: CaprankConfig) -> RegisteredVersion | None:
+    return alias_version(cfg, CHALLENGER)

@@ -1,0 +1,198 @@
+"""From a dataset, its embeddings and features to the trainer's inputs.
+
+Decides what the model learns from (``training.source``), which intents validate (the
+labels' valid split, else a seeded share of train intents), and which capabilities get
+an id-channel row and may be InfoNCE negatives (those with training positives). Test
+labels are never read here. numpy + pyarrow only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from caprank.config import CaprankConfig
+from caprank.errors import DataError
+from caprank.learning.experiences import Experiences, from_interactions, from_labels
+from caprank.model.features import FeatureScaler, feature_columns, latest_rows
+from caprank.model.inputs import CatalogInputs, catalog_graph
+from caprank.model.lexicon import Lexicon
+from caprank.training.trainer import TrainData
+
+Encoder = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class Prepared:
+    data: TrainData
+    inputs: CatalogInputs
+    lexicon: Lexicon
+    scaler: FeatureScaler
+    tool_rows: dict[str, int]
+    id_capabilities: list[str]
+    intent_texts: list[str]
+    sources: list[str]
+    n_valid: int
+    summary: dict
+
+
+def _labels(ds_labels: pa.Table, split: str) -> tuple[list[str], list[str]]:
+    mask = np.asarray(ds_labels["split"].to_pylist(), dtype=object) == split
+    ids = np.asarray(ds_labels["intent_id"].to_pylist(), dtype=object)[mask]
+    caps = np.asarray(ds_labels["capability_id"].to_pylist(), dtype=object)[mask]
+    return ids.tolist(), caps.tolist()
+
+
+def _sources(cfg: CaprankConfig, has_labels: bool, has_logs: bool) -> list[str]:
+    src = cfg.training.source
+    wanted = {"auto": ["labels", "interactions"], "both": ["labels", "interactions"]}.get(
+        src, [src]
+    )
+    out = [
+        s for s in wanted if (s == "labels" and has_labels) or (s == "interactions" and has_logs)
+    ]
+    if not out or (src != "auto" and len(out) < len(wanted)):
+        raise DataError(
+            "<dataset>",
+            f"training.source={src!r} but the dataset has "
+            f"{'train labels' if has_labels else 'no train labels'} and "
+            f"{'interactions' if has_logs else 'no interactions'}",
+            field="training.source",
+        )
+    return out
+
+
+def prepare(
+    ds,
+    cfg: CaprankConfig,
+    tool_ids: Sequence[str],
+    tool_vectors: np.ndarray,
+    capability_ids: Sequence[str],
+    capability_text: np.ndarray,
+    features: pa.Table | None,
+    encode: Encoder,
+) -> Prepared:
+    """Everything ``Trainer`` needs; ``encode`` embeds intent texts (unit vectors)."""
+    tc = cfg.training
+    rng = np.random.default_rng(tc.seed)
+    cap_ids = list(capability_ids)
+    cap_rows = {c: i for i, c in enumerate(cap_ids)}
+    tool_pos = {t: i for i, t in enumerate(tool_ids)}
+    cap_tools = []
+    for row, tools in enumerate(ds.capabilities["tool_ids"].to_pylist()):
+        missing = [t for t in tools or [] if t not in tool_pos]
+        if missing:
+            raise DataError(
+                "capabilities.parquet",
+                f"tools without embeddings: {missing[:5]}",
+                row=row,
+                field="tool_ids",
+            )
+        cap_tools.append([tool_pos[t] for t in tools])
+    if list(ds.capabilities["capability_id"].to_pylist()) != cap_ids:
+        raise DataError(
+            "capability_embeddings.parquet",
+            "embeddings do not cover the dataset's capabilities in order",
+            field="capability_id",
+        )
+
+    texts_by_id = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    train_q, train_c = _labels(ds.labels, "train")
+    valid_q, valid_c = _labels(ds.labels, "valid")
+    has_logs = ds.interactions.num_rows > 0
+    sources = _sources(cfg, bool(train_q), has_logs)
+    if not valid_q and train_q:  # carve validation intents out of train
+        uniq = sorted(set(train_q))
+        n_valid = max(1, round(tc.valid_fraction * len(uniq)))
+        held = set(rng.permutation(uniq)[:n_valid].tolist())
+        keep = [q not in held for q in train_q]
+        valid_q = [q for q, k in zip(train_q, keep, strict=True) if not k]
+        valid_c = [c for c, k in zip(train_c, keep, strict=True) if not k]
+        train_q = [q for q, k in zip(train_q, keep, strict=True) if k]
+        train_c = [c for c, k in zip(train_c, keep, strict=True) if k]
+
+    # the intent table: every text the model sees, keyed by text
+    log_texts = ds.interactions["intent_text"].to_pylist() if "interactions" in sources else []
+    texts: dict[str, int] = {}
+    for q in list(train_q) + list(valid_q):
+        if q not in texts_by_id:
+            raise DataError("labels.parquet", f"unknown intent {q!r}", field="intent_id")
+        texts.setdefault(texts_by_id[q], len(texts))
+    for t in log_texts:
+        texts.setdefault(t, len(texts))
+    intent_texts = list(texts)
+    dense = encode(intent_texts).astype(np.float32)
+    by_id = {q: texts[texts_by_id[q]] for q in set(train_q) | set(valid_q)}
+
+    parts = []
+    if "labels" in sources:
+        parts.append(
+            from_labels(train_q, train_c, by_id, cap_rows, tc.reward, tc.label_negatives, rng)
+        )
+    if "interactions" in sources:
+        parts.append(from_interactions(ds.interactions, texts, cap_rows, tc.reward))
+    exp = Experiences.concat(parts)
+
+    # the lexicon learns from what training sees: its intents and the catalog texts
+    train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
+    cap_texts = [t for t in ds.capabilities["description"].to_pylist()]
+    lexicon = Lexicon.fit(train_texts + cap_texts, tc.lexical_min_df, tc.lexical_max_terms)
+
+    if features is not None and features.num_rows:
+        cols = feature_columns(features)
+        raw = latest_rows(features, cap_ids, cols)
+        scaler = FeatureScaler.fit(cols, raw)
+        feats = scaler.transform(raw, len(cap_ids))
+    else:
+        scaler = FeatureScaler((), np.zeros(0), np.ones(0))
+        feats = np.zeros((len(cap_ids), 0), dtype=np.float32)
+
+    positives = np.zeros(len(cap_ids), dtype=bool)
+    positives[exp.capability[exp.positive > 0]] = True
+    id_caps = [c for c, p in zip(cap_ids, positives, strict=True) if p]
+    inputs = CatalogInputs(cap_ids, list(tool_ids), cap_tools, tool_vectors, capability_text, feats)
+    tool_rows = {t: i for i, t in enumerate(tool_ids)}
+    graph = catalog_graph(inputs, tool_rows, {c: i for i, c in enumerate(id_caps)})
+
+    valid_rel: dict[int, set[int]] = {}
+    for q, c in zip(valid_q, valid_c, strict=True):
+        valid_rel.setdefault(by_id[q], set()).add(cap_rows[c])
+    valid_rows = np.array(sorted(valid_rel), dtype=np.int64)
+    data = TrainData(
+        graph=graph,
+        intent_dense=dense,
+        intent_bags=lexicon.bags(intent_texts),
+        experiences=exp,
+        rankable=positives,
+        valid_intents=valid_rows,
+        valid_relevant=[np.array(sorted(valid_rel[r])) for r in valid_rows],
+    )
+    summary = {
+        "sources": sources,
+        "experiences": len(exp),
+        "positives": int((exp.positive > 0).sum()),
+        "intents": len(intent_texts),
+        "valid_intents": len(valid_rows),
+        "capabilities": len(cap_ids),
+        "capabilities_with_positives": len(id_caps),
+        "tools": len(tool_ids),
+        "vocab": len(lexicon),
+        "features": list(scaler.columns),
+    }
+    return Prepared(
+        data,
+        inputs,
+        lexicon,
+        scaler,
+        tool_rows,
+        id_caps,
+        intent_texts,
+        sources,
+        len(valid_rows),
+        summary,
+    )

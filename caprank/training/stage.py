@@ -1,0 +1,313 @@
+"""The train stage: ``train(ds, cfg, embeddings_dir, out_dir)`` -> a bundle, tracked.
+
+What the KFP component and ``caprank train`` call. It loads the embed stage's vectors
+(and the latest capability features when given), prepares experiences, trains with
+checkpoints under ``<out_dir>/checkpoints`` (a re-run with the same inputs resumes),
+writes the bundle to ``<out_dir>/bundle``, evaluates it and the baselines on the test
+labels through the serving scoring path, and records everything in MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from caprank import __version__
+from caprank.config import CaprankConfig
+from caprank.data.dataset import Dataset, dataset_hash
+from caprank.embeddings.cache import embed_texts
+from caprank.embeddings.catalog_text import capability_texts
+from caprank.embeddings.stage import load_embeddings
+from caprank.errors import DataError
+from caprank.files import atomic_write_text, dir_hash
+from caprank.model.bundle import Bundle, save_bundle
+from caprank.model.shgat import SHGAT, ModelDims
+from caprank.training.data import Prepared, prepare
+from caprank.training.trainer import FitResult, Trainer
+
+BUNDLE_DIR = "bundle"
+CHECKPOINT_DIR = "checkpoints"
+FINGERPRINT = "fingerprint.txt"
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path
+    fit: FitResult
+    summary: dict
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_id: str | None = None
+    model_version: str | None = None
+
+    def to_markdown(self) -> str:
+        f = self.fit
+        lines = [
+            "## Train\n",
+            f"{f.steps} steps ({'early stop' if f.stopped_early else 'step budget'}), best "
+            f"validation MRR {f.best_valid_mrr:.4f} at step {f.best_step}; {f.seconds:.1f} s, "
+            f"{f.experiences_per_s:,.0f} experiences/s"
+            + (f"; resumed from step {f.resumed_from}" if f.resumed_from else "")
+            + ".  ",
+            f"experiences from {', '.join(self.summary['sources'])}: "
+            f"{self.summary['experiences']:,} ({self.summary['positives']:,} positives); "
+            f"bundle `{self.bundle_dir}`.  ",
+        ]
+        if self.run_id:
+            lines.append(f"MLflow run `{self.run_id}`, model version {self.model_version}.\n")
+        if self.test_metrics:
+            lines.append("\n| ranker (test labels) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+            for name, m in self.test_metrics.items():
+                lines.append(
+                    f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@3']:.4f} | "
+                    f"{m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _encoder(cfg: CaprankConfig):
+    return lambda texts: embed_texts(list(texts), cfg)[0]
+
+
+def _fingerprint(ds: Dataset, cfg: CaprankConfig, embeddings_dir: Path, extra: str) -> str:
+    data = dataset_hash(ds.root) if ds.root is not None else "in-memory"
+    blob = json.dumps(
+        [data, dir_hash(embeddings_dir), cfg.training.model_dump(mode="json"), extra],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _checkpoints(out_dir: Path, fingerprint: str, resume: bool) -> Path:
+    """The checkpoint folder, emptied unless it belongs to this very run's inputs."""
+    ck = out_dir / CHECKPOINT_DIR
+    mark = ck / FINGERPRINT
+    same = mark.is_file() and mark.read_text(encoding="utf-8").strip() == fingerprint
+    if ck.exists() and not (resume and same):
+        shutil.rmtree(ck)
+    ck.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(mark, fingerprint + "\n")
+    return ck
+
+
+def read_features(path: str | Path | None) -> pa.Table | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / "capability_features.parquet"
+    if not path.is_file():
+        raise DataError(str(path), "capability features file not found")
+    return pq.read_table(path)
+
+
+def test_queries(ds: Dataset, capability_ids: list[str]) -> tuple[list[str], list[dict]]:
+    """Texts and relevance ({capability row: grade}) of the labels' test split."""
+    rows = {c: i for i, c in enumerate(capability_ids)}
+    text = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    rel: dict[str, dict[int, float]] = {}
+    for q, c, g, s in zip(
+        ds.labels["intent_id"].to_pylist(),
+        ds.labels["capability_id"].to_pylist(),
+        ds.labels["grade"].to_pylist(),
+        ds.labels["split"].to_pylist(),
+        strict=True,
+    ):
+        if s == "test":
+            rel.setdefault(q, {})[rows[c]] = float(g)
+    order = sorted(rel)
+    return [text[q] for q in order], [rel[q] for q in order]
+
+
+def evaluate_test(
+    ds: Dataset, cfg: CaprankConfig, prep: Prepared, bundle: Bundle, encode
+) -> dict[str, dict[str, float]]:
+    """SHGAT (through its RankIndex) and the configured baselines on the test labels."""
+    from caprank.evaluation.baselines import LogisticBaseline, bm25_scores, dense_scores
+    from caprank.evaluation.metrics import ranking_metrics
+
+    cap_ids = prep.inputs.capability_ids
+    texts, rel = test_queries(ds, cap_ids)
+    if not texts:
+        return {}
+    ks = sorted(set(cfg.evaluation.ks) | {1, 3, 10})
+    keep = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
+
+    def metrics(scores: np.ndarray) -> dict[str, float]:
+        m = ranking_metrics(scores, rel, ks).means()
+        return {k: round(float(m[k]), 6) for k in keep}
+
+    dense = encode(texts)
+    out = {"shgat": metrics(bundle.index(prep.inputs).scores(dense, texts))}
+    if "bm25" in cfg.training.baselines:
+        out["bm25"] = metrics(bm25_scores(capability_texts(ds.capabilities, ds.tools), texts))
+    if "dense" in cfg.training.baselines:
+        out["dense"] = metrics(dense_scores(dense, prep.inputs.capability_text))
+    if "logreg" in cfg.training.baselines:
+        exp = prep.data.experiences
+        pos = exp.positive > 0
+        lr = LogisticBaseline(len(cap_ids), seed=cfg.training.seed)
+        if len(np.unique(exp.capability[pos])) >= 2:
+            lr.fit(prep.data.intent_dense[exp.intent[pos]], exp.capability[pos])
+            out["logreg"] = metrics(lr.scores(dense))
+    return out
+
+
+def train(
+    ds: Dataset,
+    cfg: CaprankConfig,
+    embeddings_dir: str | Path,
+    out_dir: str | Path,
+    features_path: str | Path | None = None,
+    *,
+    track: bool = True,
+    evaluate: bool = True,
+    resume: bool = True,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Train the ranker on ``ds`` and write ``<out_dir>/bundle`` (see module doc)."""
+    out_dir = Path(out_dir)
+    embeddings_dir = Path(embeddings_dir)
+    emb = load_embeddings(embeddings_dir, cfg)
+    features = read_features(features_path)
+    encode = _encoder(cfg)
+    t_pos = emb.tools.index()
+    tool_ids = ds.tools["tool_id"].to_pylist()
+    missing = [t for t in tool_ids if t not in t_pos]
+    if missing:
+        raise DataError(
+            str(embeddings_dir), f"tools without embeddings: {missing[:5]}", field="tool_id"
+        )
+    c_pos = emb.capabilities.index()
+    cap_ids = ds.capabilities["capability_id"].to_pylist()
+    missing = [c for c in cap_ids if c not in c_pos]
+    if missing:
+        raise DataError(
+            str(embeddings_dir),
+            f"capabilities without embeddings: {missing[:5]}",
+            field="capability_id",
+        )
+    tool_vecs = emb.tools.hybrid[[t_pos[t] for t in tool_ids]]
+    cap_text = emb.capabilities.text[[c_pos[c] for c in cap_ids]]
+
+    start = time.perf_counter()
+    prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, encode)
+    tc = cfg.training
+    dims = ModelDims(
+        text_dim=cap_text.shape[1],
+        tool_dim=tool_vecs.shape[1],
+        n_features=len(prep.scaler.columns),
+        n_tools=len(tool_ids),
+        n_id_caps=len(prep.id_capabilities),
+        vocab=len(prep.lexicon),
+        hidden=tc.hidden_dim,
+        heads=tc.heads,
+        layers=tc.layers,
+        lexical_dim=tc.lexical_dim,
+        dropout=tc.dropout,
+    )
+    import torch
+
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    model = SHGAT(dims)
+    features_hash = "" if features is None else str(features.num_rows)
+    ck = _checkpoints(out_dir, _fingerprint(ds, cfg, embeddings_dir, features_hash), resume)
+
+    tracker = None
+    if track:
+        from caprank.tracking import Tracker
+
+        tracker = Tracker(cfg, run_name=run_name)
+    try:
+        on_log = None if tracker is None else tracker.log_metrics
+        fit = Trainer(model, prep.data, tc, checkpoint_dir=ck, on_log=on_log).fit()
+        model = model.cpu().eval()
+        bundle = Bundle(
+            model=model,
+            lexicon=prep.lexicon,
+            scaler=prep.scaler,
+            text_model=emb.text_model,
+            tool_ids=tool_ids,
+            tool_vectors=tool_vecs,
+            capability_ids=cap_ids,
+            capability_text=cap_text,
+            id_capabilities=prep.id_capabilities,
+            hybrid={
+                "text_weight": cfg.embedding.hybrid.text_weight,
+                "graph_weight": cfg.embedding.hybrid.graph_weight,
+                "method": cfg.embedding.hybrid.method,
+            },
+            meta={
+                "version": f"trained-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}",
+                "trained_at": datetime.now(UTC).isoformat(),
+                "caprank_version": __version__,
+                "best_valid_mrr": fit.best_valid_mrr,
+                "steps": fit.steps,
+            },
+        )
+
+        def extra(tmp: Path) -> None:
+            from caprank.online.catalog import catalog_from_tables, write_catalog
+
+            write_catalog(catalog_from_tables(ds.tools, ds.capabilities, "training"), tmp)
+
+        bundle_dir = save_bundle(bundle, out_dir / BUNDLE_DIR, extra_files=extra)
+        summary = dict(prep.summary)
+        summary["train_seconds"] = round(time.perf_counter() - start, 3)
+        result = TrainResult(bundle_dir, fit, summary)
+        if evaluate:
+            result.test_metrics = evaluate_test(ds, cfg, prep, bundle, encode)
+        if tracker is not None:
+            _track(tracker, cfg, ds, embeddings_dir, features_path, result, ck)
+        return result
+    finally:
+        if tracker is not None:
+            tracker.__exit__(None, None, None)
+
+
+def _track(tracker, cfg, ds, embeddings_dir, features_path, result: TrainResult, ck: Path):
+    tracker.log_config(cfg)
+    tags = {
+        "git_revision": tracker_git(),
+        "dataset_hash": dataset_hash(ds.root) if ds.root is not None else "in-memory",
+        "embeddings_hash": dir_hash(embeddings_dir),
+        "caprank_version": __version__,
+    }
+    if features_path is not None:
+        tags["features_path"] = str(features_path)
+    tracker.set_tags(tags)
+    f = result.fit
+    tracker.log_metrics(
+        f.steps,
+        {
+            "best_valid_mrr": f.best_valid_mrr,
+            "train_seconds": f.seconds,
+            "experiences_per_s": f.experiences_per_s,
+        },
+    )
+    for name, metrics in result.test_metrics.items():
+        tracker.log_metrics(f.steps, metrics, prefix=f"test.{name}.")
+    tracker.log_dict(result.summary, "train_summary.json")
+    if (ck / "checkpoint.pt").is_file():
+        tracker.log_artifact(ck / "checkpoint.pt", "checkpoints")
+    result.run_id = tracker.run_id
+    result.model_version = tracker.log_model(result.bundle_dir)
+
+
+def tracker_git() -> str:
+    from caprank.tracking import git_revision
+
+    return git_revision()

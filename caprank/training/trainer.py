@@ -1,0 +1,334 @@
+"""The training loop (seed 002 §2.4): PER batches, InfoNCE + IS-weighted TD value loss.
+
+Per step: sample a stratified batch from the replay buffer with importance weights; run
+message passing over the catalog; rank every allowed capability for each positive
+experience (InfoNCE with temperature, on the full score and on the id-free part so the
+content channel learns to rank on its own); regress the value head on TD(lambda)
+targets; update priorities from |TD error|. Adam + cosine annealing; validation MRR
+every ``eval_every`` steps with early stopping; a checkpoint every ``checkpoint_every``
+steps holds everything (weights, optimizer, scheduler, replay, RNGs, history), so a
+killed run resumes and ends exactly where an uninterrupted one would on CPU.
+
+Imports only torch, torch-geometric (through the model), numpy: it runs in the slim
+GPU image.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from caprank.config import TrainingConfig
+from caprank.learning.experiences import LOGS, Experiences
+from caprank.learning.per import PrioritizedReplay
+from caprank.model.inputs import intent_batch, select_bags
+from caprank.model.shgat import SHGAT, Graph
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainData:
+    graph: Graph
+    intent_dense: np.ndarray  # (I, d) the intent table's unit text vectors
+    intent_bags: tuple[np.ndarray, np.ndarray, np.ndarray]  # lexical bags of the table
+    experiences: Experiences
+    rankable: np.ndarray  # (C,) bool: may appear as an InfoNCE negative
+    valid_intents: np.ndarray  # (V,) rows of the intent table
+    valid_relevant: list[np.ndarray]  # relevant capability rows per validation intent
+
+
+@dataclass
+class FitResult:
+    steps: int
+    best_step: int
+    best_valid_mrr: float
+    seconds: float
+    experiences_per_s: float
+    stopped_early: bool
+    resumed_from: int | None
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(preference: str) -> torch.device:
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(preference)
+
+
+def mrr_of(scores: np.ndarray, relevant: list[np.ndarray]) -> float:
+    """Mean reciprocal rank of the best-ranked relevant item (ties: lower index first)."""
+    rr = []
+    cols = np.arange(scores.shape[1])
+    for row, rel in zip(scores, relevant, strict=True):
+        best = np.inf
+        for c in rel:
+            rank = (
+                1 + np.count_nonzero(row > row[c]) + np.count_nonzero((row == row[c]) & (cols < c))
+            )
+            best = min(best, rank)
+        rr.append(1.0 / best)
+    return float(np.mean(rr)) if rr else 0.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: SHGAT,
+        data: TrainData,
+        cfg: TrainingConfig,
+        checkpoint_dir: str | Path | None = None,
+        on_log: LogFn | None = None,
+    ):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.graph = data.graph.to(self.device)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.on_log = on_log
+        self.opt = torch.optim.Adam(
+            model.parameters(),
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
+            foreach=True,
+        )
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, T_max=cfg.t_max, eta_min=cfg.eta_min
+        )
+        n = len(data.experiences)
+        if n == 0:
+            raise ValueError("no experiences to train on")
+        cap = min(cfg.per.capacity, n)
+        self.replay = PrioritizedReplay(cfg.per, capacity=cap)
+        self.slot_exp = np.arange(n - cap, n)  # the most recent experiences fit
+        self.replay.add(cap)
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.targets = data.experiences.reward.astype(np.float32)
+        self.autocast = self.device.type == "cuda"
+        self.step = 0
+        self.best = (-1.0, 0)
+        self.best_state: dict | None = None
+        self.bad_evals = 0
+        self.history: list[dict] = []
+        rankable = torch.as_tensor(data.rankable, dtype=torch.bool, device=self.device)
+        self.blocked = ~rankable
+
+    # ------------------------------------------------------------------ helpers
+    def _intents(self, rows: np.ndarray):
+        d = self.data
+        return intent_batch(d.intent_dense[rows], select_bags(d.intent_bags, rows)).to(self.device)
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        self.history.append({"step": step, **metrics})
+        if self.on_log is not None:
+            self.on_log(step, metrics)
+
+    @torch.no_grad()
+    def refresh_targets(self) -> None:
+        """TD(lambda) targets of log experiences from the current value estimates."""
+        exp = self.data.experiences
+        logs = np.flatnonzero((exp.source == LOGS) & ~exp.session_end)
+        if logs.size == 0:
+            return
+        self.model.eval()
+        _, caps = self.model.encode(self.graph)
+        nxt = logs + 1
+        next_values = np.zeros(len(exp), dtype=np.float64)
+        for a in range(0, len(nxt), 4096):
+            rows = nxt[a : a + 4096]
+            state = self.model.intent_state(self._intents(exp.intent[rows]))
+            cap_rows = torch.as_tensor(exp.capability[rows], device=self.device)
+            v = self.model.value(state, caps[cap_rows], self.graph.cap_feat[cap_rows])
+            next_values[logs[a : a + 4096]] = v.float().cpu().numpy()
+        self.model.train()
+        self.targets = exp.td_targets(next_values, self.cfg.td).astype(np.float32)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        d = self.data
+        if len(d.valid_intents) == 0:
+            return 0.0
+        self.model.eval()
+        _, caps = self.model.encode(self.graph)
+        keys = self.model.keys(self.graph, caps)
+        scores = []
+        for a in range(0, len(d.valid_intents), 2048):
+            q = self.model.query(self._intents(d.valid_intents[a : a + 2048]))
+            scores.append((q @ keys.T).float().cpu().numpy())
+        self.model.train()
+        return mrr_of(np.concatenate(scores), d.valid_relevant)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        cfg, exp = self.cfg, self.data.experiences
+        slots, weights = self.replay.sample(cfg.batch_size, self.rng)
+        rows = self.slot_exp[slots]
+        w = torch.as_tensor(weights, device=self.device)
+        cap_idx = torch.as_tensor(exp.capability[rows], device=self.device)
+        pos_w = torch.as_tensor(exp.positive[rows], dtype=torch.float32, device=self.device)
+        target = torch.as_tensor(self.targets[rows], device=self.device)
+        batch = self._intents(exp.intent[rows])
+        n_caps = self.graph.cap_id.shape[0]
+        id_mask = lex_keep = None
+        if cfg.id_dropout > 0:
+            id_mask = torch.rand(n_caps, device=self.device) >= cfg.id_dropout
+        if cfg.lexical_dropout > 0:
+            lex_keep = torch.rand(len(rows), device=self.device) >= cfg.lexical_dropout
+
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            _, caps = self.model.encode(self.graph)
+            keys = self.model.keys(self.graph, caps, id_mask)
+            query = self.model.query(batch, lex_keep)
+            no_id, _ = self.model.split_points()
+            full = (query @ keys.T).float() / cfg.temperature
+            content = (query[:, :no_id] @ keys[:, :no_id].T).float() / cfg.temperature
+            state = self.model.intent_state(batch)
+            cap_repr = caps[cap_idx]
+            if cfg.value_detach:
+                state, cap_repr = state.detach(), cap_repr.detach()
+            value = self.model.value(state, cap_repr, self.graph.cap_feat[cap_idx]).float()
+
+        blocked = self.blocked.unsqueeze(0).expand(len(rows), -1).clone()
+        blocked[torch.arange(len(rows), device=self.device), cap_idx] = False
+        rank_w = w * pos_w
+        denom = rank_w.sum().clamp(min=1e-8)
+        rank_loss = (
+            F.cross_entropy(full.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
+        ).sum() / denom
+        content_loss = (
+            F.cross_entropy(content.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
+        ).sum() / denom
+        td_error = target - value
+        value_loss = (w * td_error.pow(2)).mean()
+        loss = (
+            rank_loss + cfg.content_loss_weight * content_loss + cfg.value_loss_weight * value_loss
+        )
+
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.replay.update(slots, td_error.detach().float().cpu().numpy())
+        return {
+            "loss": float(loss.detach()),
+            "rank_loss": float(rank_loss.detach()),
+            "content_loss": float(content_loss.detach()),
+            "value_loss": float(value_loss.detach()),
+            "lr": float(self.sched.get_last_lr()[0]),
+            "beta": float(self.replay.beta),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "replay": self.replay.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "targets": self.targets,
+            "best": self.best,
+            "best_state": self.best_state,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / CHECKPOINT_FILE
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(self._state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> int | None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / CHECKPOINT_FILE).is_file():
+            return None
+        state = torch.load(
+            self.checkpoint_dir / CHECKPOINT_FILE, map_location=self.device, weights_only=False
+        )
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.targets = state["targets"]
+        self.best = tuple(state["best"])
+        self.best_state = state["best_state"]
+        self.bad_evals = state["bad_evals"]
+        self.history = state["history"]
+        self.step = state["step"]
+        return self.step
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> FitResult:
+        cfg = self.cfg
+        resumed = self.load_checkpoint()
+        if resumed is None:
+            self.refresh_targets()
+        start = time.perf_counter()
+        first = self.step
+        stopped = False
+        while self.step < cfg.max_steps:
+            metrics = self.train_step()
+            self.step += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                self._log(self.step, metrics)
+            if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                stopped = self._evaluate()
+            if self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if stopped:
+                break
+        seconds = time.perf_counter() - start
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.save_checkpoint()
+        done = self.step - first
+        return FitResult(
+            steps=self.step,
+            best_step=self.best[1],
+            best_valid_mrr=self.best[0],
+            seconds=seconds,
+            experiences_per_s=done * cfg.batch_size / seconds if seconds > 0 else 0.0,
+            stopped_early=stopped,
+            resumed_from=resumed,
+            history=list(self.history),
+        )
+
+    def _evaluate(self) -> bool:
+        mrr = self.validate()
+        self._log(self.step, {"valid_mrr": mrr})
+        if mrr > self.best[0]:
+            self.best = (mrr, self.step)
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        self.refresh_targets()
+        return self.bad_evals >= self.cfg.patience

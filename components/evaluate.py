@@ -1,0 +1,64 @@
+"""Evaluate: score the candidate, gate it against production, register it as challenger."""
+
+from typing import NamedTuple
+
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def evaluate(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    run_id: str,
+    config_yaml: str,
+    pipeline_run_id: str,
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    summary: Output[Markdown],
+    embeddings: Input[Dataset] = None,
+) -> NamedTuple("EvaluateOutputs", [("improved", bool), ("version", str)]):
+    """Run ``caprank.evaluation.stage.evaluate``; ``improved`` drives the deploy branch."""
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
+
+    from caprank.data.dataset import load_dataset
+    from caprank.evaluation.stage import evaluate as run_evaluate
+    from caprank.files import dir_hash
+    from caprank.monitoring import judge_drift
+    from components.runtime import log_metrics, stage_config, write_text
+
+    cfg = stage_config(config_yaml)
+    hashes = {}
+    if embeddings is not None and Path(embeddings.path).is_dir():
+        hashes["embeddings"] = dir_hash(embeddings.path)
+    drift, _, _ = judge_drift(load_dataset(dataset.path), cfg)  # None: too few events
+    with tempfile.TemporaryDirectory() as out:
+        result = run_evaluate(
+            cfg,
+            dataset.path,
+            model.path,
+            run_id,
+            out,
+            pipeline_run_id=pipeline_run_id,
+            data_hashes=hashes,
+            drift=drift,
+        )
+        write_text(report.path, Path(result.paths["html"]).read_text(encoding="utf-8"))
+        text = Path(result.paths["markdown"]).read_text(encoding="utf-8")
+    head = (
+        f"## Evaluate\n\nRegistered **{result.model_name} v{result.version}** (alias "
+        f"`challenger`); improved: **{str(result.improved).lower()}**.\n\n"
+    )
+    write_text(summary.path, head + text)
+    log_metrics(
+        metrics,
+        {
+            **result.metrics,
+            "improved": result.improved,
+            "version": int(result.version),
+            "scoring_p99_ms": result.scoring_p99_ms,
+        },
+    )
+    print(head)
+    outputs = namedtuple("EvaluateOutputs", ["improved", "version"])
+    return outputs(result.improved, result.version)

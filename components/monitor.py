@@ -1,0 +1,54 @@
+"""Monitor: drift between the log's reference and current windows; should this run train?"""
+
+from typing import NamedTuple
+
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+
+
+def monitor(
+    dataset: Input[Dataset],
+    features: Input[Dataset],
+    config_yaml: str,
+    retrain_policy: str,
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+    drift_report: Output[Dataset],
+) -> NamedTuple("MonitorOutputs", [("should_train", bool), ("drifted", bool)]):
+    """Run ``caprank.monitoring.monitor``; ``should_train`` gates the training branch.
+
+    ``retrain_policy``: ``always`` or ``on_drift``; empty: ``monitoring.retrain_policy``.
+    """
+    from collections import namedtuple
+    from pathlib import Path
+
+    from caprank.data.dataset import load_dataset
+    from caprank.monitoring import monitor as run_monitor
+    from components.runtime import log_metrics, stage_config, write_json, write_text
+
+    cfg = stage_config(config_yaml)
+    result = run_monitor(
+        load_dataset(dataset.path),
+        cfg,
+        features_dir=features.path,
+        policy=retrain_policy or None,
+        html=True,
+    )
+    out = Path(drift_report.path)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "monitor.json", result.to_dict())
+    if result.drift is not None and result.drift.html is not None:
+        result.drift.write_html(out / "drift_report.html")
+    drifted = bool(result.drift is not None and result.drift.drifted)
+    log_metrics(
+        metrics,
+        {
+            "should_train": result.should_train,
+            "drifted": drifted,
+            "reference_events": result.bounds.reference_events,
+            "current_events": result.bounds.current_events,
+        },
+    )
+    write_text(summary.path, result.to_markdown())
+    print(result.to_markdown())
+    outputs = namedtuple("MonitorOutputs", ["should_train", "drifted"])
+    return outputs(result.should_train, drifted)

@@ -1,0 +1,152 @@
+"""Monitoring on simulated logs: no false alarm in 20 drift-free seeds (<= 5% allowed),
+injected drifts detected, Evidently and the scipy fast path agree, should_train policy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from caprank.config import CaprankConfig
+from caprank.data.simulate import simulate
+from caprank.data.synth import synthesize
+from caprank.monitoring import judge_drift, monitor
+
+SMALL = {
+    "data": {
+        "synth": {
+            "n_tools": 40,
+            "n_categories": 6,
+            "n_capabilities": 60,
+            "intents_per_capability": 6,
+            "days": 10,
+        },
+        "simulate": {"events_per_day": 300, "n_users": 50},
+    },
+    "monitoring": {"reference_days": 6, "current_days": 4},
+}
+
+
+def _cfg(seed: int, **simulate_overrides) -> CaprankConfig:
+    data = {**SMALL["data"], "seed": seed}
+    data["simulate"] = {**SMALL["data"]["simulate"], **simulate_overrides}
+    return CaprankConfig.model_validate({**SMALL, "data": data})
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return synthesize(_cfg(0))
+
+
+def _logs(catalog, cfg):
+    ds = dataclasses.replace(catalog)
+    ds.interactions = simulate(ds, cfg)
+    return ds
+
+
+def test_no_drift_false_alarm_rate(catalog):
+    alarms = []
+    for seed in range(20):
+        drift, bounds, why = judge_drift(_logs(catalog, _cfg(seed)), _cfg(seed))
+        assert bounds.reference_events >= 200 and bounds.current_events >= 200
+        if drift.drifted:
+            alarms.append((seed, why))
+    assert len(alarms) <= 1, alarms  # <= 5% of 20
+
+
+def test_intent_mix_shift_is_detected(catalog):
+    for seed in range(100, 103):
+        cfg = _cfg(seed, drift_intent_mix_day=6)
+        drift, _, _ = judge_drift(_logs(catalog, cfg), cfg)
+        cols = drift.checks["feature_drift"].details["drifted_columns"]
+        assert drift.retrain and any(c.startswith("category.") for c in cols), cols
+
+
+def test_tool_reliability_drop_is_detected(catalog):
+    """The busiest tool's reliability x 0.3 from day 6: its success share drops."""
+    for seed in range(100, 103):
+        cfg = _cfg(seed, drift_tool_reliability_day=6, events_per_day=1500)
+        ds = _logs(catalog, cfg)
+        drift, _, _ = judge_drift(ds, cfg)
+        from caprank.data.simulate import simulation_metadata
+
+        tool = simulation_metadata(ds.interactions)["drift"]["tool_reliability"]["tool_id"]
+        cols = drift.checks["feature_drift"].details["drifted_columns"]
+        assert f"tool_success.{tool}" in cols, (tool, cols)
+
+
+def test_evidently_report_agrees_with_fast_path(catalog):
+    cfg = _cfg(100, drift_intent_mix_day=6)
+    ds = _logs(catalog, cfg)
+    fast, _, _ = judge_drift(ds, cfg)
+    full, _, _ = judge_drift(ds, cfg, html=True)
+    a = fast.checks["feature_drift"].details["p_values"]
+    b = full.checks["feature_drift"].details["p_values"]
+    assert a.keys() == b.keys()
+    for col in a:
+        assert a[col] == pytest.approx(b[col], rel=1e-6, abs=1e-12), col
+    assert full.html is not None and "category." in full.html
+
+
+def test_should_train_policy(catalog):
+    cfg = _cfg(3)
+    ds = _logs(catalog, cfg)
+    assert monitor(ds, cfg).should_train  # default policy: always
+    quiet = monitor(ds, cfg, policy="on_drift", production_exists=True)
+    assert not quiet.should_train and quiet.reason == "no drift"
+    first = monitor(ds, cfg, policy="on_drift", production_exists=False)
+    assert first.should_train and "no production model" in first.reason
+    drifted_cfg = _cfg(100, drift_intent_mix_day=6)
+    drifted = monitor(
+        _logs(catalog, drifted_cfg), drifted_cfg, policy="on_drift", production_exists=True
+    )
+    assert drifted.should_train and drifted.reason.startswith("drift")
+    assert "should_train: true" in drifted.to_markdown()
+    drifted_cfg.monitoring.retrain_on_drift = False
+    off = monitor(
+        _logs(catalog, drifted_cfg), drifted_cfg, policy="on_drift", production_exists=True
+    )
+    assert not off.should_train and "retrain_on_drift is off" in off.reason
+
+
+def test_too_few_events_are_not_judged(catalog):
+    cfg = _cfg(3)
+    cfg.monitoring.min_window_events = 10_000
+    result = monitor(_logs(catalog, cfg), cfg, policy="on_drift", production_exists=True)
+    assert result.drift is None and not result.should_train
+    assert "too few events" in result.reason
+
+
+def test_component_and_cli(catalog, tmp_path):
+    from kfp.dsl import Dataset, Markdown, Metrics
+
+    from caprank.cli import main
+    from caprank.config import dump_yaml
+    from caprank.data.dataset import write_dataset
+    from pipelines.training import make_components
+
+    cfg = _cfg(100, drift_intent_mix_day=6)
+    cfg.paths.home = tmp_path / "home"
+    data = write_dataset(_logs(catalog, cfg), tmp_path / "data")
+    (tmp_path / "features").mkdir()
+
+    def art(cls, name):
+        return cls(name=name, uri=str(tmp_path / name), metadata={})
+
+    metrics, report = art(Metrics, "m.json"), art(Dataset, "drift")
+    out = make_components(cfg).monitor.python_func(
+        dataset=art(Dataset, "data"),
+        features=art(Dataset, "features"),
+        config_yaml=dump_yaml(cfg),
+        retrain_policy="on_drift",
+        summary=art(Markdown, "monitor.md"),
+        metrics=metrics,
+        drift_report=report,
+    )
+    assert out.should_train and out.drifted and metrics.metadata["drifted"] == 1.0
+    assert (tmp_path / "drift" / "drift_report.html").is_file()
+    assert "should_train: true" in (tmp_path / "monitor.md").read_text()
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(dump_yaml(cfg))
+    assert main(["--config", str(cfg_file), "monitor", "--data", str(data)]) == 0

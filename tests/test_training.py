@@ -1,0 +1,111 @@
+"""SHGAT scoring, the bundle through the serving loader, and checkpoint/resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from caprank.model.bundle import load_bundle, save_bundle
+from caprank.online.catalog import catalog_from_tables, write_catalog
+from caprank.online.models import load_model_dir
+from caprank.training.trainer import Trainer
+from tests.train_fixtures import (
+    fake_encode,
+    tiny_bundle,
+    tiny_model,
+    tiny_prepared,
+    tiny_training_cfg,
+)
+
+torch.set_num_threads(1)  # the shared 2-core machine: no thread contention
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cfg, tiny_dataset, tmp_path_factory):
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=20, eval_every=10)
+    prep = tiny_prepared(tiny_dataset, cfg)
+    model = tiny_model(prep, cfg)
+    fit = Trainer(model, prep.data, cfg.training).fit()
+    return cfg, prep, model, fit
+
+
+def test_training_learns_and_reports_both_losses(trained):
+    _, prep, _, fit = trained
+    losses = [h for h in fit.history if "rank_loss" in h]
+    assert losses and all("value_loss" in h and "content_loss" in h for h in losses)
+    assert losses[-1]["rank_loss"] < losses[0]["rank_loss"]
+    assert fit.best_valid_mrr > 0.0 and prep.n_valid > 0
+
+
+def test_unseen_capability_scores_through_tools_and_text(trained):
+    _, prep, model, _ = trained
+    bundle = tiny_bundle(prep, model)
+    inp = prep.inputs
+    # a new capability made of capability 0's tools and text: no id channel, same content
+    src = 0
+    ids = [*inp.capability_ids, "brand-new"]
+    tools = [[inp.tool_ids[t] for t in row] for row in inp.capability_tools]
+    tools.append(tools[src])
+    texts = ["cap text"] * len(inp.capability_ids) + ["new capability text"]
+    new_inputs = bundle.catalog_inputs(ids, tools, texts, {}, None, fake_encode)
+    new_inputs.capability_text[-1] = inp.capability_text[src]
+    index = bundle.index(new_inputs)
+    no_id, _ = model.split_points()
+    assert np.count_nonzero(index.keys[-1, no_id:]) == 0  # neutral id channel
+    np.testing.assert_allclose(index.keys[-1, :no_id], index.keys[src, :no_id], atol=1e-5)
+    text = "find something"
+    scores = index.scores(fake_encode([text]), [text])[0]
+    assert np.isfinite(scores[-1]) and scores[-1] != 0.0
+    # a new capability of an unknown tool and text still gets a finite score
+    other = bundle.catalog_inputs(["x"], [["unknown-tool"]], ["some text"], {}, None, fake_encode)
+    assert np.isfinite(bundle.index(other).scores(fake_encode([text]), [text])).all()
+
+
+def test_bundle_loads_and_ranks_through_load_model_dir(trained, tiny_dataset, tmp_path):
+    cfg, prep, model, _ = trained
+    bundle = tiny_bundle(prep, model)
+    catalog = catalog_from_tables(tiny_dataset.tools, tiny_dataset.capabilities, "test")
+    out = save_bundle(
+        bundle,
+        tmp_path / "model" / "artifacts" / "bundle",
+        extra_files=lambda d: write_catalog(catalog, d),
+    )
+    loaded = load_model_dir(tmp_path / "model", cfg, catalog, None)
+    assert loaded.builder.kind == "shgat" and loaded.version == "test-bundle"
+    texts = ["plan a trip", "convert this file"]
+    vecs = fake_encode(texts)
+    direct = load_bundle(out).index(prep.inputs).scores(vecs, texts)
+    ranker = loaded.ranker
+    for i, text in enumerate(texts):
+        q = ranker.query(vecs[i], text)
+        np.testing.assert_allclose(ranker.score(q, None), direct[i], rtol=1e-5, atol=1e-5)
+        some = np.array([3, 0, 5])
+        np.testing.assert_allclose(ranker.score(q, some), direct[i][some], rtol=1e-5, atol=1e-5)
+        p = ranker.success_probability(vecs[i], text, some)
+        assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_cfg, tiny_dataset, tmp_path):
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=12, eval_every=4, checkpoint_every=4)
+    prep = tiny_prepared(tiny_dataset, cfg)
+    full = Trainer(tiny_model(prep, cfg), prep.data, cfg.training, tmp_path / "a").fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_10(step, metrics):
+        if step == 10:
+            raise Killed
+
+    with pytest.raises(Killed):
+        Trainer(tiny_model(prep, cfg), prep.data, cfg.training, tmp_path / "b", kill_at_10).fit()
+    resumed_model = tiny_model(prep, cfg)
+    resumed = Trainer(resumed_model, prep.data, cfg.training, tmp_path / "b").fit()
+    assert resumed.resumed_from == 8
+    assert resumed.best_valid_mrr == full.best_valid_mrr
+    assert resumed.best_step == full.best_step
+    assert [h for h in resumed.history] == [h for h in full.history]
+    ref = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    for name, value in resumed_model.state_dict().items():
+        torch.testing.assert_close(value, ref[name], rtol=0, atol=0)
