@@ -94,6 +94,9 @@ def setup(home: Path, n_caps: int) -> tuple[CaprankConfig, Path, list[str]]:
         }
     )  # fmt: skip
     t0 = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)  # setup encodes once; more threads only contend on a shared VM
     ds = synthesize(cfg)
     ds.interactions = simulate(ds, cfg)
     catalog = catalog_from_tables(ds.tools, ds.capabilities, "bench")
