@@ -95,3 +95,9 @@ bench-serve: $(STAMP)
 FEEDBACK_BENCH_ARGS ?=
 bench-feedback: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_feedback $(FEEDBACK_BENCH_ARGS)
+
+# Ranking quality on ToolLens (warm, cold, simulated logs): SHGAT vs baselines (docs/training.md).
+# QUALITY_BENCH_ARGS passes options through, e.g. "--splits warm --threads 1".
+QUALITY_BENCH_ARGS ?=
+bench-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_quality --toollens $(TOOLLENS) $(QUALITY_BENCH_ARGS)

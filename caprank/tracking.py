@@ -83,7 +83,8 @@ class Tracker:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_metrics(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
-        self.mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+        named = {metric_name(f"{prefix}{k}"): float(v) for k, v in metrics.items()}
+        self.mlflow.log_metrics(named, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=artifact_path)
@@ -119,6 +120,11 @@ class Tracker:
         )
         version = getattr(info, "registered_model_version", None)
         return None if version is None else str(version)
+
+
+def metric_name(name: str) -> str:
+    """MLflow metric names allow no '@': hit@10 -> hit_at_10."""
+    return name.replace("@", "_at_")
 
 
 def _artifact_uri(root: str) -> str:

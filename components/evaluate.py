@@ -8,15 +8,19 @@ from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
-    run_id: str,
     config_yaml: str,
     pipeline_run_id: str,
     metrics: Output[Metrics],
     report: Output[HTML],
     summary: Output[Markdown],
     embeddings: Input[Dataset] = None,
+    run_id: str = "",
 ) -> NamedTuple("EvaluateOutputs", [("improved", bool), ("version", str)]):
-    """Run ``caprank.evaluation.stage.evaluate``; ``improved`` drives the deploy branch."""
+    """Run ``caprank.evaluation.stage.evaluate``; ``improved`` drives the deploy branch.
+
+    ``run_id``: the training run; empty: the model artifact's ``mlflow_run_id`` metadata
+    (what the train component records).
+    """
     import tempfile
     from collections import namedtuple
     from pathlib import Path
@@ -28,6 +32,9 @@ def evaluate(
     from components.runtime import log_metrics, stage_config, write_text
 
     cfg = stage_config(config_yaml)
+    run_id = run_id or str(model.metadata.get("mlflow_run_id") or "")
+    if not run_id:
+        raise ValueError("evaluate needs the training run id: pass run_id or train with MLflow")
     hashes = {}
     if embeddings is not None and Path(embeddings.path).is_dir():
         hashes["embeddings"] = dir_hash(embeddings.path)

@@ -83,7 +83,16 @@ def build_pipeline(cfg: CaprankConfig):
         )
         trained.set_display_name("train")
         on_gpu_pool(trained, cfg.pipeline)
-        for task in (ingested, checked, features, watched, embedded, trained):
+        evaluated = ops.evaluate(
+            dataset=ingested.outputs["dataset"],
+            model=trained.outputs["model"],
+            embeddings=embedded.outputs["embeddings"],
+            config_yaml=config_yaml,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        evaluated.set_display_name("evaluate")
+        # evaluated.outputs["improved"] is the flag a dsl.If around deploy reads.
+        for task in (ingested, checked, features, watched, embedded, trained, evaluated):
             task.set_caching_options(False)
 
     return caprank_training

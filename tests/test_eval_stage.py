@@ -125,10 +125,11 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
     metrics = _artifact(Metrics, tmp_path / "metrics.json")
     report = _artifact(HTML, tmp_path / "report.html")
     summary = _artifact(Markdown, tmp_path / "summary.md")
+    model = _artifact(Model, model_dir)
+    model.metadata["mlflow_run_id"] = run_id  # as the train component records it
     out = ops.evaluate.python_func(
         dataset=_artifact(Dataset, Path(tiny_dataset_dir)),
-        model=_artifact(Model, model_dir),
-        run_id=run_id,
+        model=model,
         config_yaml=dump_yaml(cfg),
         pipeline_run_id="kfp-123",
         metrics=metrics,

@@ -27,17 +27,19 @@ def test_checked_in_pipeline_is_current(tmp_path):
     fresh = compile_pipeline(cfg, tmp_path / "p.yaml")
     checked_in = compiled_path(cfg)
     assert checked_in.exists(), "run `caprank pipeline compile` and commit the YAML"
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(checked_in.read_text()), (
+    # Two documents: the pipeline spec, then kfp-kubernetes' platform spec (GPU pool).
+    fresh_docs = list(yaml.safe_load_all(fresh.read_text()))
+    assert fresh_docs == list(yaml.safe_load_all(checked_in.read_text())), (
         "pipelines/compiled is out of date: run `make compile` and commit the result"
     )
 
 
 def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
-    spec = yaml.safe_load(compiled_path(_default_cfg()).read_text())
+    spec = next(yaml.safe_load_all(compiled_path(_default_cfg()).read_text()))
     text = compiled_path(_default_cfg()).read_text()
     assert "pip install" not in text
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "build-features", "embed"} <= set(tasks)
+    assert {"ingest", "validate", "build-features", "embed", "train"} <= set(tasks)
     for name, task in tasks.items():
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -143,10 +145,11 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
 
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.paths.home = tmp_path / "home"
+    cfg.training.max_steps, cfg.training.hidden_dim, cfg.training.baselines = 20, 32, []
     result = run_local(cfg, str(tiny_dataset_dir))
     assert result.ok, result.log_path.read_text()[-3000:]
     names = [s.name for s in result.stages]
-    assert names[:4] == ["ingest", "validate", "build-features", "embed"]
+    assert names[:5] == ["ingest", "validate", "build-features", "embed", "train"]
     assert (cfg.paths.home / "feast" / "online_store.db").exists()
     by_name = {s.name: s for s in result.stages}
     assert "PASSED" in by_name["validate"].summary
