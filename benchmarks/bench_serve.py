@@ -94,6 +94,9 @@ def setup(home: Path, n_caps: int) -> tuple[CaprankConfig, Path, list[str]]:
         }
     )  # fmt: skip
     t0 = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)  # setup encodes once; more threads only contend on a shared VM
     ds = synthesize(cfg)
     ds.interactions = simulate(ds, cfg)
     catalog = catalog_from_tables(ds.tools, ds.capabilities, "bench")
@@ -227,9 +230,11 @@ def measure(name: str, server: ServerProcess, ids, seconds: float, sizes, warm_h
             _post(conn, path, body)
         lat_miss, err_miss = open_loop(server.port, path, miss, RATE)
         lat_hit, err_hit = open_loop(server.port, path, hit, RATE)
+        fresh = bodies(ids, size, n, unique=True, seed=size + 10_000)  # never seen: misses
         out[size] = {
             "miss": {**_pct(lat_miss), "errors": len(err_miss)},
             "hit": {**_pct(lat_hit), "errors": len(err_hit)},
+            "throughput_miss_rps": round(closed_loop(server.port, path, fresh, 4, seconds / 2), 1),
             "throughput_hit_rps": round(closed_loop(server.port, path, hit, 4, seconds / 2), 1),
         }
         print(name, size, json.dumps(out[size]), flush=True)
@@ -265,7 +270,25 @@ def batching(model_dir, home, ids, seconds: float) -> dict:
     return out
 
 
+def targets(fig: dict) -> dict:
+    """Issue #6's targets at 1,000 candidates: met or missed, and by how much."""
+    c, f, n = fig["caprank"], fig["noop"], fig["naive"]
+    checks = {
+        "miss_p50_le_15ms": (c["miss"]["p50_ms"], 15.0),
+        "miss_p99_le_40ms": (c["miss"]["p99_ms"], 40.0),
+        "hit_p50_within_2ms_of_noop": (c["hit"]["p50_ms"] - f["hit"]["p50_ms"], 2.0),
+    }
+    out = {k: {"value": round(v, 3), "limit": lim, "met": v <= lim} for k, (v, lim) in
+           checks.items()}  # fmt: skip
+    speedup = n["p50_ms"] / c["miss"]["p50_ms"]
+    out["naive_ge_20x_miss_p50"] = {"value": round(speedup, 1), "limit": 20.0,
+                                    "met": speedup >= 20.0}  # fmt: skip
+    return out
+
+
 def run(seconds: float = 8.0, n_caps: int = 10_000) -> dict:
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
     tmp = tempfile.TemporaryDirectory(prefix="caprank-bench-serve-")
     home = Path(tmp.name)
     cfg, model_dir, ids = setup(home, n_caps)
@@ -295,6 +318,9 @@ def run(seconds: float = 8.0, n_caps: int = 10_000) -> dict:
     return {
         "bench": "serve",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "loadavg_1m_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "targets_1000": targets(figures["1000"]) if "1000" in figures else None,
         "rate_rps": RATE,
         "seconds_per_cell": seconds,
         "catalog": len(ids),

@@ -524,7 +524,14 @@ class CanaryConfig(Section):
         2.0, gt=0.0, le=600.0, description="local mode: guardrail poll interval"
     )
     local_rate_rps: float = Field(
-        250.0, gt=0.0, le=100_000.0, description="local mode: synthetic requests per second"
+        250.0, gt=0.0, le=100_000.0, description="local mode: most synthetic requests per second"
+    )
+    local_requests: int = Field(
+        2000,
+        ge=1,
+        le=10_000_000,
+        description="local mode: synthetic requests over the window (a slow CPU stretches "
+        "the window rather than sending fewer); enough for min_requests at traffic_percent",
     )
     local_intents: int = Field(
         200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"

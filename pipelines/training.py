@@ -91,9 +91,16 @@ def build_pipeline(cfg: CaprankConfig):
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         evaluated.set_display_name("evaluate")
-        # evaluated.outputs["improved"] is the flag a dsl.If around deploy reads.
         for task in (ingested, checked, features, watched, embedded, trained, evaluated):
             task.set_caching_options(False)
+        with dsl.If(evaluated.outputs["improved"] == True, name="improved"):  # noqa: E712
+            deployed = ops.deploy(
+                model=trained.outputs["model"],
+                registered_version=evaluated.outputs["version"],
+                config_yaml=config_yaml,
+            )
+            deployed.set_display_name("deploy")
+            deployed.set_caching_options(False)
 
     return caprank_training
 

@@ -47,6 +47,7 @@ def cfg(tiny_cfg, tiny_dataset, tmp_path, shared):
     cfg.canary.min_requests = 5
     cfg.canary.max_p99_latency_ms = 30_000.0  # a shared, busy CPU must not decide these tests
     cfg.canary.local_window_s = 1.2
+    cfg.canary.local_requests = 60
     cfg.canary.local_poll_s = 0.4
     cfg.canary.local_intents = 30
     return cfg
@@ -153,11 +154,10 @@ def test_crash_mid_window_then_rerun_resumes(cfg, tmp_path, monkeypatch):
     original = SyntheticTraffic.run_for
     calls = {"n": 0}
 
-    def crashing(self, seconds):
+    def crashing(self, seconds):  # dies after the first poll's requests
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise Crash("killed mid-window")
         original(self, seconds)
+        raise Crash("killed mid-window")
 
     monkeypatch.setattr(SyntheticTraffic, "run_for", crashing)
     with pytest.raises(Crash):

@@ -249,7 +249,14 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         if state is not None and state.new_uri == uri and state.active:
             _reinstall_canary(backend, state)
             notes.append(f"resumed an unfinished local rollout from phase '{state.phase}'")
-        traffic = SyntheticTraffic(runtime, intents, cfg.canary.local_rate_rps, seed=cfg.data.seed)
+        traffic = SyntheticTraffic(
+            runtime,
+            intents,
+            cfg.canary.local_rate_rps,
+            cfg.canary.local_requests,
+            cfg.canary.local_window_s,
+            seed=cfg.data.seed,
+        )
         canary = cfg.canary.model_copy(
             update={"window_s": cfg.canary.local_window_s, "poll_s": cfg.canary.local_poll_s}
         )

@@ -3,12 +3,15 @@
 With no cluster and no users, the local rollout still needs requests for its guardrails
 to judge. These are drawn (seeded) from the dataset's own intent texts, ranked over the
 whole catalog by the real engine, so the canary's error rate and latency are measured on
-the same code path a server runs; only the users are synthetic. No outcomes are invented:
-the quality guardrail stays unmeasured in local mode.
+the same code path a server runs; only the users are synthetic. The pool's intent
+embeddings are cached first (a pool of repeated intents, as real traffic repeats), so the
+window measures the cache-hit path. No outcomes are invented: the quality guardrail stays
+unmeasured in local mode.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -66,11 +69,14 @@ def sample_intents(texts: list[str], n: int, seed: int) -> list[str]:
 
 @dataclass
 class SyntheticTraffic:
-    """Sends paced requests to ``runtime`` whenever the controller would sleep."""
+    """Sends paced requests to ``runtime`` whenever the controller would sleep: ``total``
+    requests spread over a ``window_s`` observation window."""
 
     runtime: Runtime
     intents: list[str]
     rate_rps: float
+    total: int
+    window_s: float
     seed: int = 0
     top_k: int = 10
     clock: Callable[[], float] = time.monotonic
@@ -83,23 +89,32 @@ class SyntheticTraffic:
         if not self.intents:
             raise ValueError("synthetic traffic needs at least one intent text")
         self._rng = random.Random(self.seed)
+        self._warmed: set[str] = set()
+
+    def warm(self) -> None:
+        """Cache the pool's embeddings for every model now routed: the pool repeats, as
+        real traffic does, so requests are cache hits and the window gets enough of them
+        even on a slow CPU."""
+        routing = self.runtime.engine.routing
+        for model in (routing.primary, routing.second):
+            text_model = model.ranker.text_model if model is not None else None
+            if text_model is not None and text_model not in self._warmed:
+                self.runtime.engine.encoder.warm(self.intents, text_model)
+                self._warmed.add(text_model)
 
     def run_for(self, seconds: float) -> None:
-        """Send requests for ``seconds`` at up to ``rate_rps`` (fewer if ranking is slower)."""
+        """Send this interval's share of ``total`` requests (``total`` over ``window_s``),
+        paced at up to ``rate_rps``. A slow CPU stretches the interval instead of
+        starving the guardrails of evidence."""
+        self.warm()
+        n = math.ceil(self.total * max(seconds, 0.0) / self.window_s)
         start = self.clock()
-        deadline = start + max(seconds, 0.0)
         interval = 1.0 / self.rate_rps
-        n = 0
-        while True:
-            due = start + n * interval
-            now = self.clock()
-            if now >= deadline:
-                return
-            if due > now:
-                time.sleep(min(due, deadline) - now)
-                continue
+        for i in range(n):
+            delay = start + i * interval - self.clock()
+            if delay > 0:
+                time.sleep(delay)
             self.send_one()
-            n += 1
 
     def send_one(self) -> None:
         body = {"intent": self._rng.choice(self.intents), "top_k": self.top_k}

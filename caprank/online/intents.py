@@ -169,6 +169,16 @@ class IntentEncoder:
         self.cache.put(model, text, vec)
         return vec, False
 
+    def warm(self, texts: list[str], model: str) -> int:
+        """Encode the uncached ``texts`` in one batch and cache them (known frequent
+        intents, the local canary's traffic pool); returns how many were encoded."""
+        missing = [t for t in dict.fromkeys(texts) if self.cache.get(model, t) is None]
+        if missing:
+            vecs = np.ascontiguousarray(self._encode(missing, model), dtype=np.float32)
+            for text, vec in zip(missing, vecs, strict=True):
+                self.cache.put(model, text, vec)
+        return len(missing)
+
     def close(self) -> None:
         for b in list(self._batchers.values()):
             b.close()
