@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from caprank.config import CaprankConfig, dump_yaml
 from caprank.errors import CaprankError
@@ -127,15 +128,14 @@ class RegisteredVersion:
 def client(cfg: CaprankConfig):
     """An MLflow client on the configured tracking store (also the registry).
 
-    The process-wide URIs are set too: MLflow's SQL registry looks a logged model up
-    through a default ``MlflowClient()`` when a version is created from it.
+    The process-wide tracking URI is set too: MLflow's SQL registry looks a logged model
+    up through a default ``MlflowClient()`` when a version is created from it.
     """
     import mlflow
     from mlflow import MlflowClient
 
     uri = cfg.mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -236,6 +236,9 @@ def register_version(
 
 
 def get_version(cfg: CaprankConfig, version: str) -> RegisteredVersion:
+    """The registered ``version`` (a number); ``RegistryError`` when there is none."""
+    if not str(version).isdigit():
+        raise RegistryError(f"registered model version must be a number, got '{version}'")
     try:
         mv = client(cfg).get_model_version(cfg.services.model_name, str(version))
     except Exception as exc:
@@ -274,3 +277,31 @@ def production_version(cfg: CaprankConfig) -> RegisteredVersion | None:
 
 def challenger_version(cfg: CaprankConfig) -> RegisteredVersion | None:
     return alias_version(cfg, CHALLENGER)
+
+
+def version_storage_uri(cfg: CaprankConfig, version: str) -> str:
+    """Where the files of ``version`` live (s3://, gs://, a path): what KServe's storage
+    initializer downloads into ``/mnt/models``."""
+    import mlflow.exceptions
+
+    name = cfg.services.model_name
+    try:
+        uri = client(cfg).get_model_version_download_uri(name, str(version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"no storage URI for '{name}' version {version}: {exc}") from exc
+    return storage_location(uri, cfg.services.mlflow_artifacts_destination)
+
+
+def storage_location(uri: str, artifacts_destination: str) -> str:
+    """``uri`` as KServe can read it: an MLflow server that proxies artifacts answers
+    ``mlflow-artifacts:/<path>``, stored at ``<artifacts_destination>/<path>``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "mlflow-artifacts":
+        return uri
+    path = parsed.path.lstrip("/")  # mlflow-artifacts://host:port/<path>: host is the server
+    if not artifacts_destination:
+        raise RegistryError(
+            f"{uri} is proxied by the MLflow server; set "
+            "services.mlflow_artifacts_destination to its --artifacts-destination"
+        )
+    return f"{artifacts_destination.rstrip('/')}/{path}"

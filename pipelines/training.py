@@ -72,35 +72,38 @@ def build_pipeline(cfg: CaprankConfig):
             retrain_policy=retrain_policy,
         )
         watched.set_display_name("monitor")
-        # watched.outputs["should_train"] is the flag a dsl.If around train reads.
         embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         embedded.set_display_name("embed").after(features)
-        trained = ops.train(
-            dataset=ingested.outputs["dataset"],
-            embeddings=embedded.outputs["embeddings"],
-            features=features.outputs["features"],
-            config_yaml=config_yaml,
-        )
-        trained.set_display_name("train")
-        on_gpu_pool(trained, cfg.pipeline)
-        evaluated = ops.evaluate(
-            dataset=ingested.outputs["dataset"],
-            model=trained.outputs["model"],
-            embeddings=embedded.outputs["embeddings"],
-            config_yaml=config_yaml,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        )
-        evaluated.set_display_name("evaluate")
-        for task in (ingested, checked, features, watched, embedded, trained, evaluated):
+        for task in (ingested, checked, features, watched, embedded):
             task.set_caching_options(False)
-        with dsl.If(evaluated.outputs["improved"] == True, name="improved"):  # noqa: E712
-            deployed = ops.deploy(
-                model=trained.outputs["model"],
-                registered_version=evaluated.outputs["version"],
+        # The monitor decides whether this run retrains (retrain_policy: always / on_drift).
+        with dsl.If(watched.outputs["should_train"] == True, name="retrain"):  # noqa: E712
+            trained = ops.train(
+                dataset=ingested.outputs["dataset"],
+                embeddings=embedded.outputs["embeddings"],
+                features=features.outputs["features"],
                 config_yaml=config_yaml,
             )
-            deployed.set_display_name("deploy")
-            deployed.set_caching_options(False)
+            trained.set_display_name("train")
+            on_gpu_pool(trained, cfg.pipeline)
+            evaluated = ops.evaluate(
+                dataset=ingested.outputs["dataset"],
+                model=trained.outputs["model"],
+                embeddings=embedded.outputs["embeddings"],
+                config_yaml=config_yaml,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            evaluated.set_display_name("evaluate")
+            for task in (trained, evaluated):
+                task.set_caching_options(False)
+            with dsl.If(evaluated.outputs["improved"] == True, name="improved"):  # noqa: E712
+                deployed = ops.deploy(
+                    model=trained.outputs["model"],
+                    registered_version=evaluated.outputs["version"],
+                    config_yaml=config_yaml,
+                )
+                deployed.set_display_name("deploy")
+                deployed.set_caching_options(False)
 
     return caprank_training
 

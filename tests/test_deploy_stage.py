@@ -13,13 +13,13 @@ from fake_kserve import FakeCluster, Scenario, inference_service
 from kfp.dsl import Markdown, Metrics, Model
 
 from caprank.config import dump_yaml
-from caprank.deploy.aliases import PRODUCTION, RegistryError, alias_version, set_production
 from caprank.deploy.kserve import KServeBackend
-from caprank.deploy.stage import deploy, local_state_file, resolve_target
+from caprank.deploy.stage import deploy, local_state_file, production_of, resolve_target
 from caprank.deploy.state import RolloutState
 from caprank.deploy.traffic import SyntheticTraffic, sample_intents
 from caprank.online.models import DENSE_FILE, save_dense_model
 from caprank.online.runtime import default_model_ref
+from caprank.registry import PRODUCTION, RegistryError, set_alias
 from pipelines.training import make_components
 
 
@@ -99,7 +99,7 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
     v1 = register(cfg, v1_dir)
     decision, summary, metrics = run_component(cfg, v1, v1_dir, tmp_path / "o1")
     assert decision == "promoted", summary
-    assert alias_version(cfg, PRODUCTION) == v1
+    assert production_of(cfg) == v1
     assert "promoted" in summary and "dense" in summary  # replaced the dense ranker
     assert metrics["promoted"] == 1.0 and metrics["requests"] >= cfg.canary.min_requests
     state = RolloutState.from_json(local_state_file(cfg).read_text(), "state")
@@ -114,7 +114,7 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
     v2 = register(cfg, v2_dir)
     result = deploy(cfg, v2, model_dir=v2_dir)
     assert result.outcome == "promoted", result.reason
-    assert result.previous == v1 and alias_version(cfg, PRODUCTION) == v2
+    assert result.previous == v1 and production_of(cfg) == v2
     assert result.traffic["by_version"].get(v2, 0) >= cfg.canary.min_requests
     assert result.traffic["by_version"].get(v1, 0) > 0
     assert result.unmeasured == ["success_rate"]
@@ -124,7 +124,7 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
 @pytest.mark.slow
 def test_rollback_leaves_production(cfg, tmp_path):
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
-    set_production(cfg, v1)
+    set_alias(cfg, PRODUCTION, v1)
     slow = cfg.model_copy(deep=True)
     slow.canary.max_p99_latency_ms = 0.001  # no real model answers in a microsecond
     v2_dir = dense_dir(cfg, tmp_path / "m2")
@@ -132,7 +132,7 @@ def test_rollback_leaves_production(cfg, tmp_path):
     decision, summary, metrics = run_component(slow, v2, v2_dir, tmp_path / "o2")
     assert decision == "rolled_back"
     assert "p99 latency" in summary and metrics["promoted"] == 0.0
-    assert alias_version(cfg, PRODUCTION) == v1
+    assert production_of(cfg) == v1
 
     broken = tmp_path / "m3"
     broken.mkdir()
@@ -140,7 +140,7 @@ def test_rollback_leaves_production(cfg, tmp_path):
     v3 = register(cfg, broken)
     result = deploy(cfg, v3, model_dir=broken)
     assert result.outcome == "rolled_back" and "failed" in result.reason
-    assert "format 1" in result.reason and alias_version(cfg, PRODUCTION) == v1
+    assert "format 1" in result.reason and production_of(cfg) == v1
 
 
 class Crash(Exception):
@@ -163,19 +163,19 @@ def test_crash_mid_window_then_rerun_resumes(cfg, tmp_path, monkeypatch):
     with pytest.raises(Crash):
         deploy(cfg, v1, model_dir=v1_dir)
     state = RolloutState.from_json(local_state_file(cfg).read_text(), "state")
-    assert state.phase == "observing" and alias_version(cfg, PRODUCTION) is None
+    assert state.phase == "observing" and production_of(cfg) is None
 
     monkeypatch.setattr(SyntheticTraffic, "run_for", original)
     result = deploy(cfg, v1, model_dir=v1_dir)
     assert result.outcome == "promoted", result.reason
     assert any("resumed" in n for n in result.notes)
-    assert alias_version(cfg, PRODUCTION) == v1
+    assert production_of(cfg) == v1
 
 
 def test_unfinished_rollout_of_another_model_is_abandoned_locally(cfg, tmp_path):
     v1_dir = dense_dir(cfg, tmp_path / "m1")
     v1 = register(cfg, v1_dir)
-    set_production(cfg, v1)
+    set_alias(cfg, PRODUCTION, v1)
     stale = RolloutState("/gone/model", "0", "dense", 50, "local", "observing", 1.0)
     local_state_file(cfg).parent.mkdir(parents=True, exist_ok=True)
     local_state_file(cfg).write_text(stale.to_json())
@@ -218,7 +218,7 @@ def test_cluster_mode_against_fake_kserve(cfg, tmp_path, prometheus, outcome):
 
     cfg.canary.window_s, cfg.canary.poll_s, cfg.canary.ready_timeout_s = 60.0, 10.0, 100.0
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
-    set_production(cfg, v1)
+    set_alias(cfg, PRODUCTION, v1)
     v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
     isvc = inference_service(cfg.services.inference_service, "caprank", OLD, "Serverless")
     with FakeCluster(isvc, Scenario(prometheus=prometheus)) as c:
@@ -231,11 +231,11 @@ def test_cluster_mode_against_fake_kserve(cfg, tmp_path, prometheus, outcome):
     assert result.outcome == outcome and result.target == "cluster"
     assert result.previous == OLD and result.metrics["error_rate"] == prometheus["error_rate"]
     assert served == (NEW if outcome == "promoted" else OLD)
-    assert alias_version(cfg, PRODUCTION) == (v2 if outcome == "promoted" else v1)
+    assert production_of(cfg) == (v2 if outcome == "promoted" else v1)
 
 
 def test_cluster_storage_uri_defaults_to_the_registry(cfg, tmp_path):
-    from caprank.deploy.aliases import version_storage_uri
+    from caprank.registry import version_storage_uri
 
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
     uri = version_storage_uri(cfg, v1)
@@ -269,7 +269,7 @@ def test_serve_default_model_follows_the_registry(cfg, tmp_path):
     client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
     client.set_registered_model_alias(cfg.services.model_name, "challenger", v1)
     assert default_model_ref(cfg) == v1
-    set_production(cfg, v2)
+    set_alias(cfg, PRODUCTION, v2)
     assert default_model_ref(cfg) == v2
     cfg.serving.model_ref = v1
     assert default_model_ref(cfg) == v1
@@ -279,7 +279,7 @@ def test_serve_default_model_follows_the_registry(cfg, tmp_path):
 
 
 def test_proxied_mlflow_artifacts_map_to_their_storage():
-    from caprank.deploy.aliases import storage_location
+    from caprank.registry import storage_location
 
     dest = "s3://mlflow/artifacts"
     assert storage_location("mlflow-artifacts:/1/abc/artifacts/model", dest) == (

@@ -28,17 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 from caprank.config import CaprankConfig
-from caprank.deploy.aliases import (
-    PRODUCTION,
-    alias_version,
-    check_version,
-    set_production,
-    version_storage_uri,
-)
 from caprank.deploy.backend import RolloutBackend
 from caprank.deploy.controller import RolloutResult, run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.state import RolloutState
+from caprank.registry import PRODUCTION, get_version, set_alias, version_storage_uri
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +116,7 @@ def deploy(
     registry). ``backend`` replaces the KServe backend (tests use a fake API).
     """
     version = str(model_version).strip()
-    check_version(cfg, version)
+    get_version(cfg, version)
     target = target or resolve_target(cfg)
     if target == "cluster":
         return _deploy_cluster(cfg, version, storage_uri, backend, now, sleep)
@@ -131,7 +125,7 @@ def deploy(
 
 def _promote_hook(cfg: CaprankConfig) -> Callable[[RolloutState], None]:
     def hook(state: RolloutState) -> None:
-        set_production(cfg, state.model_version)
+        set_alias(cfg, PRODUCTION, state.model_version)
         log.info("alias %s -> version %s", PRODUCTION, state.model_version)
 
     return hook
@@ -149,7 +143,7 @@ def _from_rollout(
         previous=state.previous_uri if state else uri,
         reason=result.reason,
         resumed=result.resumed,
-        production_version=alias_version(cfg, PRODUCTION),
+        production_version=production_of(cfg),
         metrics=dict(state.metrics) if state else {},
         unmeasured=list(result.unmeasured),
     )
@@ -226,7 +220,7 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         notes.append(f"an unfinished local rollout of {state.new_uri} was marked abandoned")
         state = None
 
-    production = alias_version(cfg, PRODUCTION)
+    production = production_of(cfg)
     if production == version and (state is None or state.new_uri != uri):
         reason = f"version {version} is already `{PRODUCTION}`"
         return DeployResult(
@@ -278,3 +272,11 @@ def _reinstall_canary(backend, state: RolloutState) -> None:
         state = replace(state, phase="canary", started_at=time.time(), observe_started_at=None)
     if state.phase in ("canary", "promoting"):
         backend.set_canary(state)
+
+
+def production_of(cfg: CaprankConfig) -> str | None:
+    """The version number behind `production`, or None before the first promotion."""
+    from caprank.registry import production_version
+
+    found = production_version(cfg)
+    return found.version if found else None

@@ -145,9 +145,9 @@ def load_model_dir(
 
 
 def _registry_client(cfg: CaprankConfig):
-    import mlflow
+    from caprank.registry import client
 
-    return mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
+    return client(cfg)
 
 
 def registry_version(cfg: CaprankConfig, ref: str) -> str:
