@@ -7,20 +7,20 @@ from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
 def deploy(
     model: Input[Model],
-    registered_version: str,
+    registered: Input[Model],
     config_yaml: str,
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", [("decision", str)]):
-    """Roll ``registered_version`` out (cluster: KServe; local: the in-process canary) and
-    output the decision: promoted, rolled_back or unchanged."""
+    """Roll out the version ``registered`` names (the evaluate step's output): cluster:
+    KServe; local: the in-process canary. Outputs promoted, rolled_back or unchanged."""
     from collections import namedtuple
 
     from caprank.deploy.stage import deploy as run_deploy
     from components.runtime import log_metrics, stage_config, write_text
 
     cfg = stage_config(config_yaml)
-    result = run_deploy(cfg, registered_version, model_dir=model.path)
+    result = run_deploy(cfg, str(registered.metadata["version"]), model_dir=model.path)
     values = {k: v for k, v in result.metrics.items() if v is not None}
     values["promoted"] = result.outcome == "promoted"
     values["requests_sent"] = result.traffic.get("requests", 0)

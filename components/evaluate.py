@@ -1,7 +1,5 @@
 """Evaluate: score the candidate, gate it against production, register it as challenger."""
 
-from typing import NamedTuple
-
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 
@@ -13,16 +11,19 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[HTML],
     summary: Output[Markdown],
+    registered: Output[Model],
     embeddings: Input[Dataset] = None,
     run_id: str = "",
-) -> NamedTuple("EvaluateOutputs", [("improved", bool), ("version", str)]):
-    """Run ``caprank.evaluation.stage.evaluate``; ``improved`` drives the deploy branch.
+) -> bool:
+    """Run ``caprank.evaluation.stage.evaluate``; returns ``improved``, which drives the
+    deploy branch. ``registered`` names the new registry version (metadata ``name``,
+    ``version``, ``uri`` = ``models:/<name>/<version>``) for the deploy step.
 
     ``run_id``: the training run; empty: the model artifact's ``mlflow_run_id`` metadata
     (what the train component records).
     """
+    import json
     import tempfile
-    from collections import namedtuple
     from pathlib import Path
 
     from caprank.data.dataset import load_dataset
@@ -67,5 +68,11 @@ def evaluate(
         },
     )
     print(head)
-    outputs = namedtuple("EvaluateOutputs", ["improved", "version"])
-    return outputs(result.improved, result.version)
+    ref = {
+        "name": result.model_name,
+        "version": str(result.version),
+        "uri": f"models:/{result.model_name}/{result.version}",
+    }
+    registered.metadata.update(ref)
+    write_text(registered.path, json.dumps(ref))
+    return bool(result.improved)

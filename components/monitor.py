@@ -1,7 +1,5 @@
 """Monitor: drift between the log's reference and current windows; should this run train?"""
 
-from typing import NamedTuple
-
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
 
 
@@ -13,12 +11,13 @@ def monitor(
     summary: Output[Markdown],
     metrics: Output[Metrics],
     drift_report: Output[Dataset],
-) -> NamedTuple("MonitorOutputs", [("should_train", bool), ("drifted", bool)]):
-    """Run ``caprank.monitoring.monitor``; ``should_train`` gates the training branch.
+) -> bool:
+    """Run ``caprank.monitoring.monitor``; returns ``should_train``, which gates the
+    training branch (``drifted`` is in ``metrics``). A single return value: KFP's local
+    runner resolves only a task's ``Output`` in a ``dsl.If`` condition.
 
     ``retrain_policy``: ``always`` or ``on_drift``; empty: ``monitoring.retrain_policy``.
     """
-    from collections import namedtuple
     from pathlib import Path
 
     from caprank.data.dataset import load_dataset
@@ -50,5 +49,4 @@ def monitor(
     )
     write_text(summary.path, result.to_markdown())
     print(result.to_markdown())
-    outputs = namedtuple("MonitorOutputs", ["should_train", "drifted"])
-    return outputs(result.should_train, drifted)
+    return bool(result.should_train)

@@ -77,7 +77,7 @@ def build_pipeline(cfg: CaprankConfig):
         for task in (ingested, checked, features, watched, embedded):
             task.set_caching_options(False)
         # The monitor decides whether this run retrains (retrain_policy: always / on_drift).
-        with dsl.If(watched.outputs["should_train"] == True, name="retrain"):  # noqa: E712
+        with dsl.If(watched.outputs["Output"] == True, name="retrain"):  # noqa: E712
             trained = ops.train(
                 dataset=ingested.outputs["dataset"],
                 embeddings=embedded.outputs["embeddings"],
@@ -96,10 +96,10 @@ def build_pipeline(cfg: CaprankConfig):
             evaluated.set_display_name("evaluate")
             for task in (trained, evaluated):
                 task.set_caching_options(False)
-            with dsl.If(evaluated.outputs["improved"] == True, name="improved"):  # noqa: E712
+            with dsl.If(evaluated.outputs["Output"] == True, name="improved"):  # noqa: E712
                 deployed = ops.deploy(
                     model=trained.outputs["model"],
-                    registered_version=evaluated.outputs["version"],
+                    registered=evaluated.outputs["registered"],
                     config_yaml=config_yaml,
                 )
                 deployed.set_display_name("deploy")

@@ -85,7 +85,9 @@ def run_component(cfg, version: str, model_dir: Path, out: Path):
     metrics = Metrics(name="metrics", uri=str(out / "metrics.json"), metadata={})
     decision = make_components(cfg).deploy.python_func(
         model=Model(name="model", uri=str(model_dir), metadata={}),
-        registered_version=version,
+        registered=Model(
+            name="registered", uri=str(out / "registered"), metadata={"version": version}
+        ),
         config_yaml=dump_yaml(cfg),
         summary=Markdown(name="summary", uri=str(out / "summary.md"), metadata={}),
         metrics=metrics,

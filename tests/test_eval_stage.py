@@ -126,6 +126,7 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
     report = _artifact(HTML, tmp_path / "report.html")
     summary = _artifact(Markdown, tmp_path / "summary.md")
     model = _artifact(Model, model_dir)
+    registered = _artifact(Model, tmp_path / "registered")
     model.metadata["mlflow_run_id"] = run_id  # as the train component records it
     out = ops.evaluate.python_func(
         dataset=_artifact(Dataset, Path(tiny_dataset_dir)),
@@ -135,8 +136,10 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
         metrics=metrics,
         report=report,
         summary=summary,
+        registered=registered,
     )
-    assert out.improved is True and out.version == "1"
+    assert out is True and registered.metadata["version"] == "1"
+    assert registered.metadata["uri"] == f"models:/{cfg.services.model_name}/1"
     assert metrics.metadata["mrr"] > 0.2 and metrics.metadata["improved"] == 1.0
     assert "hit@10" in metrics.metadata
     assert "<html" in Path(report.path).read_text()
