@@ -38,8 +38,17 @@ def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
     spec = next(yaml.safe_load_all(compiled_path(_default_cfg()).read_text()))
     text = compiled_path(_default_cfg()).read_text()
     assert "pip install" not in text
-    tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "build-features", "embed", "train"} <= set(tasks)
+    # Tasks of the root DAG and of the condition sub-DAGs (retrain, improved).
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    tasks = {name: task for dag in dags for name, task in dag["tasks"].items()}
+    stages = {"ingest", "validate", "build-features", "monitor", "embed", "train", "evaluate"}
+    assert stages | {"deploy"} <= set(tasks)
+    conditions = {
+        name: task["triggerPolicy"]["condition"]
+        for name, task in tasks.items()
+        if "condition" in task.get("triggerPolicy", {})
+    }
+    assert len(conditions) == 2, conditions  # retrain (monitor) and improved (evaluate)
     for name, task in tasks.items():
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
