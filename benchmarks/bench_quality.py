@@ -34,17 +34,59 @@ from caprank.data.toollens import import_toollens
 from caprank.data.world import bm25_scores, capability_texts
 from caprank.embeddings.cache import embed_texts
 from caprank.embeddings.stage import embed
+from caprank.evaluation.baselines import LogisticBaseline, dense_scores
+from caprank.evaluation.bootstrap import mean_interval
 from caprank.evaluation.metrics import ranking_metrics
 from caprank.online.catalog import catalog_from_tables
 from caprank.online.models import load_model_dir
 from caprank.training.stage import test_queries, train
 
 KEEP = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
+CI_KEEP = ("mrr", "hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10", "map")
 
 
 def metrics(scores: np.ndarray, rel: list[dict]) -> dict[str, float]:
     m = ranking_metrics(scores, rel, [1, 3, 10]).means()
     return {k: round(float(m[k]), 4) for k in KEEP}
+
+
+def metrics_ci(scores: np.ndarray, rel: list[dict], cfg) -> dict[str, list[float]]:
+    """Every metric as [mean, low, high]: a percentile bootstrap over test queries
+    (``evaluation.bootstrap_samples`` resamples at ``evaluation.confidence``)."""
+    per_query = ranking_metrics(scores, rel, [1, 3, 5, 10]).per_query
+    ev = cfg.evaluation
+    out = {}
+    for k in CI_KEEP:
+        iv = mean_interval(per_query[k], ev.bootstrap_samples, ev.confidence, ev.seed)
+        out[k] = [round(iv.estimate, 4), round(iv.low, 4), round(iv.high, 4)]
+    return out
+
+
+def baseline_scores(ds, cfg, texts: list[str], vecs: np.ndarray) -> dict[str, np.ndarray]:
+    """BM25, dense cosine and logistic regression (fit on the train labels) on the test
+    intents, scored here so that each gets per-query values for its interval."""
+    caps = ds.capabilities["capability_id"].to_pylist()
+    rows = {c: i for i, c in enumerate(caps)}
+    out = {
+        "bm25": bm25_scores(capability_texts(ds), texts),
+        "dense": dense_scores(vecs, embed_texts(capability_texts(ds), cfg)[0]),
+    }
+    ids, intent_texts = ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist()
+    text = dict(zip(ids, intent_texts, strict=True))
+    train = [
+        (text[q], rows[c])
+        for q, c, split in zip(
+            ds.labels["intent_id"].to_pylist(),
+            ds.labels["capability_id"].to_pylist(),
+            ds.labels["split"].to_pylist(),
+            strict=True,
+        )
+        if split != "test"
+    ]
+    train_vecs, _ = embed_texts([t for t, _ in train], cfg)
+    lr = LogisticBaseline(len(caps), seed=cfg.training.seed)
+    out["logreg"] = lr.fit(train_vecs, np.array([r for _, r in train])).scores(vecs)
+    return out
 
 
 def served_scores(bundle_dir: Path, cfg, ds, texts: list[str], vecs: np.ndarray) -> np.ndarray:
@@ -63,13 +105,12 @@ def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg) -> dict:
     wall = time.perf_counter() - started
     texts, rel = test_queries(ds, ds.capabilities["capability_id"].to_pylist())
     vecs, _ = embed_texts(texts, cfg)
-    row = {"shgat": metrics(served_scores(result.bundle_dir, cfg, ds, texts, vecs), rel)}
-    for base, m in result.test_metrics.items():
-        if base != "shgat":
-            row[base] = {k: round(v, 4) for k, v in m.items()}
-    if name == "logs":
-        policy = bm25_scores(capability_texts(ds), texts)
-        row["logging_policy_bm25"] = metrics(policy, rel)
+    scored = {"shgat": served_scores(result.bundle_dir, cfg, ds, texts, vecs)}
+    scored.update(baseline_scores(ds, cfg, texts, vecs))
+    if name == "logs":  # the simulator's logging policy ranks by BM25 (plus exploration)
+        scored["logging_policy_bm25"] = scored.pop("bm25")
+    row = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
+    row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
     row["train"] = {
         "steps": result.fit.steps,
         "best_step": result.fit.best_step,
