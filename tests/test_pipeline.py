@@ -6,13 +6,22 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from kfp.dsl import HTML, Dataset, Markdown, Metrics
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 
+from caprank import registry
 from caprank.config import dump_yaml, resolve
 from caprank.data.dataset import load_dataset, write_dataset
 from caprank.errors import DataError
+from caprank.online.catalog import load_catalog
+from caprank.online.models import (
+    download_registry_model,
+    find_model_root,
+    latest_registry_version,
+    load_model_dir,
+)
 from pipelines.training import compile_pipeline, compiled_path, make_components
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +68,17 @@ def _artifact(cls, path: Path):
     return cls(name=path.name, uri=str(path), metadata={})
 
 
+@pytest.mark.slow
 def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
+    """ingest -> validate -> build_features -> embed -> train -> evaluate, as python_func:
+    train logs to MLflow, evaluate registers, and the registered version's artifacts hold
+    the bundle that serving loads by version."""
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.paths.home = tmp_path / "home"
+    small = {"hidden_dim": 32, "heads": 2, "layers": 1, "lexical_dim": 16, "batch_size": 64}
+    steps = {"max_steps": 20, "eval_every": 10, "checkpoint_every": 10, "baselines": ["bm25"]}
+    for key, value in {**small, **steps}.items():
+        setattr(cfg.training, key, value)
     ops = make_components(cfg)
     config_yaml = dump_yaml(cfg)
 
@@ -121,6 +138,51 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     vec = online["hybrid_embedding"][0]
     assert vec is not None and abs(sum(v * v for v in vec) - 1.0) < 1e-3
     assert online["tool_count"][0] >= 1
+
+    model = _artifact(Model, tmp_path / "model")
+    train_metrics = _artifact(Metrics, tmp_path / "tmetrics.json")
+    ops.train.python_func(
+        dataset=dataset,
+        embeddings=embeddings,
+        features=features,
+        config_yaml=config_yaml,
+        model=model,
+        summary=_artifact(Markdown, tmp_path / "train.md"),
+        metrics=train_metrics,
+    )
+    assert (Path(model.path) / "bundle" / "bundle.json").is_file()
+    assert train_metrics.metadata["steps"] == 20.0
+    assert 0.0 < train_metrics.metadata["test_shgat.mrr"] <= 1.0
+    assert "test_bm25.mrr" in train_metrics.metadata
+    client = registry.client(cfg)
+    run = client.get_run(model.metadata["mlflow_run_id"])
+    assert run.data.tags["git_revision"] and run.data.tags["dataset_hash"]
+    assert "best_valid_mrr" in run.data.metrics and "training.lr" in run.data.params
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "rank_loss")]
+    assert latest_registry_version(cfg) is None  # train logs the model, evaluate registers
+
+    registered = _artifact(Model, tmp_path / "registered")
+    ops.evaluate.python_func(
+        dataset=dataset,
+        model=model,
+        config_yaml=config_yaml,
+        pipeline_run_id="kfp-run-1",
+        metrics=_artifact(Metrics, tmp_path / "evmetrics.json"),
+        report=_artifact(HTML, tmp_path / "evreport.html"),
+        summary=_artifact(Markdown, tmp_path / "evaluate.md"),
+        registered=registered,
+        embeddings=embeddings,
+    )
+    version = registered.metadata["version"]
+    assert version == "1" and registry.challenger_version(cfg).version == "1"
+    local = download_registry_model(cfg, version)
+    root = find_model_root(local)
+    assert (root / "bundle.json").is_file() and (root / "catalog").is_dir()
+    catalog = load_catalog(cfg, root)
+    loaded = load_model_dir(local, cfg, catalog, None, version=version)
+    unit = np.ones(384, dtype=np.float32) / np.sqrt(384.0)
+    q = loaded.ranker.query(unit, "convert a document")
+    assert loaded.ranker.score(q, None).shape == (len(catalog),)
 
 
 def test_validate_component_fails_with_report(tiny_cfg, tiny_dataset, tmp_path):
