@@ -6,7 +6,8 @@ is relevant. Those are different quantities, so a map is fitted at the end of tr
 on the validation intents (their top-k capabilities, outcome = relevant or not) and
 stored with the bundle. Fitting needs scikit-learn; applying is numpy only (serving).
 
-Methods: ``platt`` (1-D logistic regression on the logit of the clipped raw value),
+Methods: ``platt`` (1-D logistic regression on the raw value: the head is an
+unbounded regressor, often outside [0, 1], so its value is the score, not a logit),
 ``isotonic`` (monotone step function, linear between its thresholds) and ``identity``
 (the raw value clipped to [0, 1]: what bundles without a calibration get).
 """
@@ -21,16 +22,11 @@ import numpy as np
 from caprank.errors import CaprankError
 
 Method = Literal["identity", "platt", "isotonic"]
-EPS = 1e-4  # raw values are clipped to [EPS, 1 - EPS] before the logit
+EPS = 1e-4  # keeps a constant (one-class) Platt fit finite
 
 
 class CalibrationError(CaprankError):
     """Calibration parameters are missing, malformed or cannot be fitted."""
-
-
-def _logit(raw: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(raw, dtype=np.float64), EPS, 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 @dataclass(frozen=True)
@@ -44,8 +40,8 @@ class Calibration:
         if self.method == "identity":
             out = raw
         elif self.method == "platt":
-            z = self.params["a"] * _logit(raw) + self.params["b"]
-            out = 1.0 / (1.0 + np.exp(-z))
+            z = self.params["a"] * raw + self.params["b"]
+            out = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic, without overflow
         else:
             out = np.interp(raw, self.params["x"], self.params["y"])
         return np.clip(out, 0.0, 1.0)
@@ -112,5 +108,5 @@ def fit_calibration(raw: np.ndarray, outcomes: np.ndarray, method: Method) -> Ca
         return Calibration("platt", {"a": 0.0, "b": float(np.log(rate / (1.0 - rate)))})
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(raw)[:, None], y.astype(int))
+    lr = LogisticRegression(C=1e4, max_iter=1000).fit(raw[:, None], y.astype(int))
     return Calibration("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
