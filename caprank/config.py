@@ -329,6 +329,11 @@ class TrainingConfig(Section):
     baselines: list[Literal["bm25", "dense", "logreg"]] = Field(
         ["bm25", "dense", "logreg"], description="baselines trained and evaluated beside it"
     )
+    calibration: Literal["platt", "isotonic", "identity"] = Field(
+        "platt",
+        description="value head -> success probability map fitted on the validation intents' "
+        "top-k (docs/training.md); identity: the raw value clipped to [0, 1]",
+    )
     per: PERConfig = PERConfig()
     td: TDConfig = TDConfig()
     reward: RewardConfig = RewardConfig()

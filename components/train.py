@@ -27,6 +27,9 @@ def train(
         "train_seconds": result.fit.seconds,
         "experiences_per_s": result.fit.experiences_per_s,
     }
+    values.update(
+        {k: v for k, v in result.calibration.items() if k in ("valid_ece_raw", "valid_ece")}
+    )
     values.update({f"test_{name}": m for name, m in result.test_metrics.items()})
     log_metrics(metrics, values)
     write_text(summary.path, result.to_markdown())

@@ -217,12 +217,26 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.paths.home = tmp_path / "home"
     cfg.training.max_steps, cfg.training.hidden_dim, cfg.training.baselines = 20, 32, []
+    # a short local canary: ~40 of 400 synthetic requests reach it over 3 s
+    c = cfg.canary
+    c.local_window_s, c.local_poll_s, c.local_requests, c.local_intents = 3.0, 1.0, 400, 40
+    c.min_requests = 20
     result = run_local(cfg, str(tiny_dataset_dir))
     assert result.ok, result.log_path.read_text()[-3000:]
     names = [s.name for s in result.stages]
-    assert names[:5] == ["ingest", "validate", "build-features", "embed", "train"]
+    assert names == [
+        "ingest", "validate", "build-features", "embed", "monitor", "train", "evaluate", "deploy"
+    ]  # fmt: skip
     assert (cfg.paths.home / "feast" / "online_store.db").exists()
     by_name = {s.name: s for s in result.stages}
     assert "PASSED" in by_name["validate"].summary
     assert by_name["validate"].metrics["failed_checks"] == 0
     assert by_name["build-features"].metrics["rows"] > 0
+    # no production model yet: the calibrated value head passes the ECE guardrail, the
+    # candidate is improved and the local canary decides with a reason
+    assert by_name["evaluate"].metrics["improved"] == 1
+    assert by_name["evaluate"].metrics["ece"] <= cfg.evaluation.max_ece
+    assert by_name["train"].metrics["valid_ece"] <= by_name["train"].metrics["valid_ece_raw"]
+    deploy = by_name["deploy"]
+    assert "**promoted**" in deploy.summary or "**rolled_back**" in deploy.summary, deploy.summary
+    assert "| reason |" in deploy.summary

@@ -2,7 +2,8 @@
 
 Layout of a bundle directory (what ``caprank.online.models`` finds by ``bundle.json``)::
 
-    bundle.json     format, kind, text model, dims, ids, feature scaler, hybrid weights
+    bundle.json     format, kind, text model, dims, ids, feature scaler, hybrid weights,
+                    value-head calibration (absent in older bundles: identity)
     weights.pt      the SHGAT state dict (loaded with ``weights_only=True``)
     lexicon.json    the lexical channel's vocabulary and idf
     vectors.npz     training catalog tool (hybrid) and capability (text) vectors
@@ -26,6 +27,7 @@ import torch
 
 from caprank.errors import CaprankError
 from caprank.files import atomic_dir
+from caprank.model.calibration import Calibration, CalibrationError
 from caprank.model.features import FeatureScaler
 from caprank.model.index import RankIndex
 from caprank.model.inputs import CatalogInputs, catalog_graph
@@ -56,6 +58,7 @@ class Bundle:
     capability_text: np.ndarray
     id_capabilities: list[str]  # rows of the id channel
     hybrid: dict = field(default_factory=dict)  # text_weight, graph_weight, method
+    calibration: Calibration = field(default_factory=Calibration)  # value head -> P(relevant)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -124,7 +127,13 @@ class Bundle:
         """Precompute every capability's key (and value-head inputs) for ``inputs``."""
         graph = catalog_graph(inputs, self.tool_rows, self.id_rows)
         return RankIndex.build(
-            self.model, self.lexicon, graph, inputs.capability_ids, self.text_model, device
+            self.model,
+            self.lexicon,
+            graph,
+            inputs.capability_ids,
+            self.text_model,
+            device,
+            self.calibration,
         )
 
 
@@ -143,6 +152,7 @@ def save_bundle(
         "id_capabilities": bundle.id_capabilities,
         "features": bundle.scaler.to_json(),
         "hybrid": bundle.hybrid,
+        "calibration": bundle.calibration.to_json(),
         **bundle.meta,
     }
     with atomic_dir(directory) as tmp:
@@ -187,6 +197,7 @@ def load_bundle(directory: str | Path) -> Bundle:
         "id_capabilities",
         "features",
         "hybrid",
+        "calibration",
     }
     return Bundle(
         model=model,
@@ -199,5 +210,13 @@ def load_bundle(directory: str | Path) -> Bundle:
         capability_text=vectors["capability_text"],
         id_capabilities=list(meta["id_capabilities"]),
         hybrid=dict(meta.get("hybrid") or {}),
+        calibration=_calibration(path, meta.get("calibration")),
         meta={k: v for k, v in meta.items() if k not in known},
     )
+
+
+def _calibration(path: Path, data) -> Calibration:
+    try:
+        return Calibration.from_json(data)
+    except CalibrationError as exc:
+        raise BundleError(f"{path}: {exc}") from exc

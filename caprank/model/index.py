@@ -2,17 +2,19 @@
 
 Keys (C, K) are computed once; an intent costs its query vector (two small matmuls and
 a lexical bag) and one matrix-vector product. Training validation, the benchmarks and
-serving all score through this class, so they rank identically.
+serving all score through this class, so they rank identically; likewise the success
+probability is the value head mapped through the bundle's calibration here only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from caprank.model.calibration import Calibration
 from caprank.model.inputs import intent_batch
 from caprank.model.lexicon import Lexicon
 from caprank.model.shgat import SHGAT, Graph
@@ -28,6 +30,7 @@ class RankIndex:
     capability_ids: list[str]
     text_model: str
     device: str = "cpu"
+    calibration: Calibration = field(default_factory=Calibration)
 
     @classmethod
     def build(
@@ -38,6 +41,7 @@ class RankIndex:
         capability_ids: Sequence[str],
         text_model: str,
         device: str = "cpu",
+        calibration: Calibration | None = None,
     ) -> RankIndex:
         was_training = model.training
         model.eval()
@@ -55,6 +59,7 @@ class RankIndex:
             list(capability_ids),
             text_model,
             device,
+            calibration or Calibration(),
         )
 
     def __len__(self) -> int:
@@ -93,3 +98,10 @@ class RankIndex:
             v = self.model.value(state, self.cap_repr[idx], self.cap_feat[idx])
             self.model.train(was)
         return v.float().cpu().numpy()
+
+    def success_probability(
+        self, dense: np.ndarray, text: str, candidate_idx: np.ndarray
+    ) -> np.ndarray:
+        """Calibrated probability that each candidate is relevant (``values`` mapped
+        through the bundle's calibration)."""
+        return self.calibration.apply(self.values(dense, text, candidate_idx))

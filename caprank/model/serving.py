@@ -3,7 +3,8 @@
 ``build(catalog, features)`` precomputes a ``RankIndex`` for the serving catalog's order
 (new capabilities and tools are encoded from text through the embedding cache); the
 ranker's ``query`` is the intent's query vector, ``score`` one matrix product, and
-``success_probability`` the value head's expected reward clipped to [0, 1].
+``success_probability`` the value head's expected reward through the bundle's
+calibration (``caprank.model.calibration``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class BundleRanker:
     def success_probability(
         self, intent_vec: np.ndarray, text: str, candidate_idx: np.ndarray
     ) -> np.ndarray:
-        return np.clip(self.index.values(intent_vec, text, candidate_idx), 0.0, 1.0)
+        return self.index.success_probability(intent_vec, text, candidate_idx)
 
 
 @dataclass(frozen=True)

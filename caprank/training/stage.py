@@ -3,7 +3,8 @@
 What the KFP component and ``caprank train`` call. It loads the embed stage's vectors
 (and the latest capability features when given), prepares experiences, trains with
 checkpoints under ``<out_dir>/checkpoints`` (a re-run with the same inputs resumes),
-writes the bundle to ``<out_dir>/bundle``, evaluates it and the baselines on the test
+fits the value head's calibration on the validation intents (``calibrate``), writes
+the bundle to ``<out_dir>/bundle``, evaluates it and the baselines on the test
 labels through the serving scoring path, and records everything in MLflow.
 """
 
@@ -30,6 +31,8 @@ from caprank.embeddings.stage import load_embeddings
 from caprank.errors import DataError
 from caprank.files import atomic_write_text, dir_hash
 from caprank.model.bundle import Bundle, save_bundle
+from caprank.model.calibration import Calibration, fit_calibration
+from caprank.model.index import RankIndex
 from caprank.model.shgat import SHGAT, ModelDims
 from caprank.training.data import Prepared, prepare
 from caprank.training.trainer import FitResult, Trainer
@@ -46,6 +49,7 @@ class TrainResult:
     summary: dict
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     run_id: str | None = None
+    calibration: dict = field(default_factory=dict)  # see ``calibrate``
 
     def to_markdown(self) -> str:
         f = self.fit
@@ -60,6 +64,14 @@ class TrainResult:
             f"{self.summary['experiences']:,} ({self.summary['positives']:,} positives); "
             f"bundle `{self.bundle_dir}`.  ",
         ]
+        c = self.calibration
+        if c.get("n"):
+            lines.append(
+                f"value head calibration ({c['method']}) on {c['n']:,} validation top-k "
+                f"items: ECE {c['valid_ece_raw']:.4f} -> {c['valid_ece']:.4f}.  "
+            )
+        else:
+            lines.append("value head not calibrated: no validation intents.  ")
         if self.run_id:
             lines.append(f"MLflow run `{self.run_id}` (the evaluate stage registers the model).\n")
         if self.test_metrics:
@@ -127,6 +139,44 @@ def test_queries(ds: Dataset, capability_ids: list[str]) -> tuple[list[str], lis
             rel.setdefault(q, {})[rows[c]] = float(g)
     order = sorted(rel)
     return [text[q] for q in order], [rel[q] for q in order]
+
+
+def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Calibration, dict]:
+    """Fit ``training.calibration`` on what evaluate judges, but on the validation intents:
+    each one's top-k capabilities (k = max(evaluation.ks)) over the whole catalog, raw
+    value-head output vs whether the capability is relevant. Returns the calibration and
+    the validation ECE before (raw value clipped, the identity) and after."""
+    from caprank.evaluation.metrics import calibration_metrics
+
+    d = prep.data
+    rows = d.valid_intents
+    method = cfg.training.calibration
+    if len(rows) == 0:
+        return Calibration(), {"method": "identity", "n": 0}
+    texts = [prep.intent_texts[r] for r in rows]
+    dense = d.intent_dense[rows]
+    scores = index.scores(dense, texts)
+    k = min(max(cfg.evaluation.ks), scores.shape[1])
+    raw = np.empty((len(rows), k))
+    outcome = np.empty((len(rows), k))
+    for i, (vec, text) in enumerate(zip(dense, texts, strict=True)):
+        top = np.argsort(-scores[i], kind="stable")[:k]
+        raw[i] = index.values(vec, text, top)
+        outcome[i] = np.isin(top, d.valid_relevant[i])
+    cal = fit_calibration(raw, outcome, method)
+    bins = cfg.evaluation.calibration_bins
+    before = calibration_metrics(Calibration().apply(raw), outcome, bins)
+    after = calibration_metrics(cal.apply(raw), outcome, bins)
+    return cal, {
+        "method": cal.method,
+        "n": int(raw.size),
+        "k": int(k),
+        "valid_ece_raw": round(before.ece, 6),
+        "valid_ece": round(after.ece, 6),
+        "valid_brier_raw": round(before.brier, 6),
+        "valid_brier": round(after.brier, 6),
+        "valid_positive_rate": round(float(outcome.mean()), 6),
+    }
 
 
 def evaluate_test(
@@ -258,6 +308,9 @@ def train(
             },
         )
 
+        bundle.calibration, calibration = calibrate(bundle.index(prep.inputs), prep, cfg)
+        bundle.meta["calibration_fit"] = calibration
+
         def extra(tmp: Path) -> None:
             from caprank.online.catalog import catalog_from_tables, write_catalog
 
@@ -266,7 +319,8 @@ def train(
         bundle_dir = save_bundle(bundle, out_dir / BUNDLE_DIR, extra_files=extra)
         summary = dict(prep.summary)
         summary["train_seconds"] = round(time.perf_counter() - start, 3)
-        result = TrainResult(bundle_dir, fit, summary)
+        summary["calibration"] = calibration
+        result = TrainResult(bundle_dir, fit, summary, calibration=calibration)
         if evaluate:
             result.test_metrics = evaluate_test(ds, cfg, prep, bundle, encode)
         if tracker is not None:
@@ -297,6 +351,9 @@ def _track(tracker, cfg, ds, embeddings_dir, features_path, result: TrainResult,
             "experiences_per_s": f.experiences_per_s,
         },
     )
+    cal = {k: v for k, v in result.calibration.items() if k.startswith("valid_")}
+    if cal:
+        tracker.log_metrics(f.steps, cal)
     for name, metrics in result.test_metrics.items():
         tracker.log_metrics(f.steps, metrics, prefix=f"test.{name}.")
     tracker.log_dict(result.summary, "train_summary.json")
