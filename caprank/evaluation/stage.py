@@ -36,7 +36,7 @@ from caprank.evaluation.queries import QuerySet, queries_from_labels
 from caprank.evaluation.report import ModelSummary, ReportInputs, summarize_model, write_report
 from caprank.files import atomic_write_json
 from caprank.online.catalog import Catalog, catalog_from_tables
-from caprank.online.features import FeatureSnapshot
+from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.models import LoadedModel, load_model_dir, resolve_model_ref
 
 # A baseline is a score matrix over (test queries x catalog), or a function making one.
@@ -273,6 +273,7 @@ def evaluate(
 
     ``baselines`` default to ``default_baselines``; ``data_hashes`` to the dataset's
     content hash (the component adds the embeddings'). ``drift`` is shown in the report.
+    ``features`` default to the online store's snapshot, as the server reads them.
     """
     out = Path(out_dir)
     ds = load_dataset(dataset_dir)
@@ -283,6 +284,8 @@ def evaluate(
     ev = cfg.evaluation
     m = ev.primary_metric
 
+    if features is None:  # what serving does: the capability features of the online store
+        features = read_snapshot(cfg, catalog.ids)
     candidate = load_model_dir(model_dir, cfg, catalog, features, source="candidate")
     ch_scored = score_model(candidate, queries, cfg, "challenger")
     ch = offline_metrics(ch_scored, queries, cfg)
