@@ -297,6 +297,14 @@ class TrainingConfig(Section):
     id_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of capabilities whose id channel is dropped"
     )
+    cosine_weight: float = Field(
+        8.0,
+        gt=0.0,
+        le=100.0,
+        description="starting weight of the raw intent-capability text cosine channel (learned "
+        "from there, slowly); a large start keeps capabilities without training positives "
+        "ranked by their text instead of by the content channel fitted to trained ones",
+    )
     content_loss_weight: float = Field(
         1.0, ge=0.0, description="InfoNCE on the id-free channels (what new capabilities get)"
     )

@@ -12,7 +12,8 @@ The score of capability c for an intent is the sum of four channels:
 
 * content: mean over heads of the cosine between projected intent and capability
   representation (times a learned scale), the part that generalizes to new capabilities;
-* cosine: a learned weight times cos(intent text vector, capability text vector);
+* cosine: a learned weight (starting at ``cos_weight``) times cos(intent text vector,
+  capability text vector);
 * features: a per-capability term from its features plus an intent-conditioned one;
 * id: a learned per-capability embedding against [intent vector, lexical bag] plus a
   bias: a supervised, LR-like channel that exists only for capabilities with training
@@ -46,6 +47,7 @@ class ModelDims:
     layers: int = 2
     lexical_dim: int = 128
     dropout: float = 0.0
+    cos_weight: float = 1.0  # initial weight of the raw text cosine channel
     value_hidden: tuple[int, ...] = (256, 128, 64)
 
     def to_json(self) -> dict:
@@ -135,7 +137,7 @@ class SHGAT(nn.Module):
         self.k_proj = nn.Linear(h, h)
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         # raw cosine and feature channels
-        self.cos_weight = nn.Parameter(torch.tensor(1.0))
+        self.cos_weight = nn.Parameter(torch.tensor(float(dims.cos_weight)))
         self.feat_bias = nn.Linear(dims.n_features, 1, bias=False)
         self.feat_query = nn.Linear(dims.text_dim, dims.n_features, bias=False)
         nn.init.zeros_(self.feat_bias.weight)

@@ -265,6 +265,7 @@ def train(
         layers=tc.layers,
         lexical_dim=tc.lexical_dim,
         dropout=tc.dropout,
+        cos_weight=tc.cosine_weight,
     )
     import torch
 
