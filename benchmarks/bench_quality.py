@@ -37,6 +37,7 @@ from caprank.embeddings.stage import embed
 from caprank.evaluation.baselines import LogisticBaseline, dense_scores
 from caprank.evaluation.bootstrap import mean_interval
 from caprank.evaluation.metrics import ranking_metrics
+from caprank.files import atomic_write_json
 from caprank.online.catalog import catalog_from_tables
 from caprank.online.models import load_model_dir
 from caprank.training.stage import test_queries, train
@@ -98,20 +99,12 @@ def served_scores(bundle_dir: Path, cfg, ds, texts: list[str], vecs: np.ndarray)
     )
 
 
-def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg) -> dict:
-    ds = load_dataset(ds_dir)
+def train_split(ds, emb_dir: Path, out: Path, cfg) -> dict:
+    """Train from scratch (no tracking, no resume); the figures of the training run."""
     started = time.perf_counter()
-    result = train(ds, cfg, emb_dir, out / name, track=False, resume=False)
+    result = train(ds, cfg, emb_dir, out, track=False, resume=False)
     wall = time.perf_counter() - started
-    texts, rel = test_queries(ds, ds.capabilities["capability_id"].to_pylist())
-    vecs, _ = embed_texts(texts, cfg)
-    scored = {"shgat": served_scores(result.bundle_dir, cfg, ds, texts, vecs)}
-    scored.update(baseline_scores(ds, cfg, texts, vecs))
-    if name == "logs":  # the simulator's logging policy ranks by BM25 (plus exploration)
-        scored["logging_policy_bm25"] = scored.pop("bm25")
-    row = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
-    row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
-    row["train"] = {
+    return {
         "steps": result.fit.steps,
         "best_step": result.fit.best_step,
         "best_valid_mrr": round(result.fit.best_valid_mrr, 4),
@@ -121,6 +114,26 @@ def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg) -> dict:
         "experiences": result.summary["experiences"],
         "sources": result.summary["sources"],
     }
+
+
+def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg, reuse: bool) -> dict:
+    ds = load_dataset(ds_dir)
+    bundle_dir, train_file = out / name / "bundle", out / name / "train.json"
+    if reuse and (bundle_dir / "bundle.json").is_file():  # score the bundle trained before
+        train_row = json.loads(train_file.read_text()) if train_file.is_file() else None
+    else:
+        train_row = train_split(ds, emb_dir, out / name, cfg)
+        atomic_write_json(train_file, train_row)
+    texts, rel = test_queries(ds, ds.capabilities["capability_id"].to_pylist())
+    vecs, _ = embed_texts(texts, cfg)
+    scored = {"shgat": served_scores(bundle_dir, cfg, ds, texts, vecs)}
+    scored.update(baseline_scores(ds, cfg, texts, vecs))
+    if name == "logs":  # the simulator's logging policy ranks by BM25 (plus exploration)
+        scored["logging_policy_bm25"] = scored.pop("bm25")
+        del scored["logreg"]  # it learns from labels, which this setting has none of
+    row = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
+    row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
+    row["train"] = train_row
     print(f"{name}: {json.dumps(row)}", flush=True)
     return row
 
@@ -133,6 +146,9 @@ def main() -> None:
     parser.add_argument("--splits", default="warm,cold,logs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--reuse", action="store_true", help="score bundles a previous run left in --work"
+    )
     args = parser.parse_args()
     work = Path(args.work)
     cfg = load_config(
@@ -162,7 +178,7 @@ def main() -> None:
     }
     for name in args.splits.split(","):
         ds_dir, run_cfg = plan[name]
-        out[name] = run_split(name, ds_dir, emb_dir, work / "runs", run_cfg)
+        out[name] = run_split(name, ds_dir, emb_dir, work / "runs", run_cfg, args.reuse)
     out["machine"] = f"{os.cpu_count()}-core CPU VM, no GPU, torch threads {args.threads}"
     print(json.dumps(out))
 
