@@ -33,6 +33,7 @@ from caprank.data.simulate import simulate, simulation_metadata
 from caprank.data.toollens import import_toollens
 from caprank.data.world import bm25_scores, capability_texts
 from caprank.embeddings.cache import embed_texts
+from caprank.embeddings.catalog_text import capability_texts as catalog_texts
 from caprank.embeddings.stage import embed
 from caprank.evaluation.baselines import LogisticBaseline, dense_scores
 from caprank.evaluation.bootstrap import mean_interval
@@ -68,9 +69,10 @@ def baseline_scores(ds, cfg, texts: list[str], vecs: np.ndarray) -> dict[str, np
     intents, scored here so that each gets per-query values for its interval."""
     caps = ds.capabilities["capability_id"].to_pylist()
     rows = {c: i for i, c in enumerate(caps)}
+    catalog = catalog_texts(ds.capabilities, ds.tools)  # what the embed stage encodes
     out = {
-        "bm25": bm25_scores(capability_texts(ds), texts),
-        "dense": dense_scores(vecs, embed_texts(capability_texts(ds), cfg)[0]),
+        "bm25": bm25_scores(catalog, texts),
+        "dense": dense_scores(vecs, embed_texts(catalog, cfg)[0]),
     }
     ids, intent_texts = ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist()
     text = dict(zip(ids, intent_texts, strict=True))
@@ -128,8 +130,8 @@ def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg, reuse: boo
     vecs, _ = embed_texts(texts, cfg)
     scored = {"shgat": served_scores(bundle_dir, cfg, ds, texts, vecs)}
     scored.update(baseline_scores(ds, cfg, texts, vecs))
-    if name == "logs":  # the simulator's logging policy ranks by BM25 (plus exploration)
-        scored["logging_policy_bm25"] = scored.pop("bm25")
+    if name == "logs":  # the simulator's policy: BM25 over its catalog text (+ exploration)
+        scored["logging_policy_bm25"] = bm25_scores(capability_texts(ds), texts)
         del scored["logreg"]  # it learns from labels, which this setting has none of
     row = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
     row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
