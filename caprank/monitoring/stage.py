@@ -5,7 +5,9 @@ the nightly run should train.
 ``on_drift`` trains when a drift check fired (and ``monitoring.retrain_on_drift``) or
 when no model is in production yet. Windows with fewer than
 ``monitoring.min_window_events`` events are not judged (too little data to tell drift
-from noise); the result says so.
+from noise); the result says so. Besides ``detect_drift``'s checks, the verdict includes
+``launch_demand`` (``caprank.monitoring.launches``) when capabilities launched in the
+current window.
 """
 
 from __future__ import annotations
