@@ -418,6 +418,13 @@ class MonitoringConfig(Section):
     min_window_events: int = Field(
         200, ge=2, description="monitor: fewer events in a window and drift is not judged"
     )
+    launch_pvalue: float = Field(
+        0.04,
+        gt=0.0,
+        lt=1.0,
+        description="monitor: launched capabilities draw more requests/day than established "
+        "ones at this one-sided Mann-Whitney p (with ks_pvalue, a 5% family-wise level)",
+    )
     retrain_policy: Literal["always", "on_drift"] = Field(
         "always",
         description="nightly run: train every night, or only on drift (or with no production "

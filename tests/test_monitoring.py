@@ -1,5 +1,6 @@
 """Monitoring on simulated logs: no false alarm in 20 drift-free seeds (<= 5% allowed),
-injected drifts detected, Evidently and the scipy fast path agree, should_train policy."""
+injected drifts (intent mix, tool reliability, new-capability launch) detected, Evidently
+and the scipy fast path agree, should_train policy."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_no_drift_false_alarm_rate(catalog):
     for seed in range(20):
         drift, bounds, why = judge_drift(_logs(catalog, _cfg(seed)), _cfg(seed))
         assert bounds.reference_events >= 200 and bounds.current_events >= 200
+        assert drift.checks["launch_demand"].details["launched"]  # ordinary launches
         if drift.drifted:
             alarms.append((seed, why))
     assert len(alarms) <= 1, alarms  # <= 5% of 20
@@ -73,6 +75,42 @@ def test_tool_reliability_drop_is_detected(catalog):
         tool = simulation_metadata(ds.interactions)["drift"]["tool_reliability"]["tool_id"]
         cols = drift.checks["feature_drift"].details["drifted_columns"]
         assert f"tool_success.{tool}" in cols, (tool, cols)
+
+
+def test_new_capability_launch_is_detected(catalog):
+    """Launches with 4x demand from day 6; the catalog launches the same capabilities
+    (at 1x) in the drift-free seeds above, so only the boost can fire the check."""
+    from caprank.data.simulate import simulation_metadata
+
+    fired = []
+    for seed in range(100, 105):
+        cfg = _cfg(seed, drift_new_capabilities_day=6)
+        ds = _logs(catalog, cfg)
+        drift, _, _ = judge_drift(ds, cfg)
+        check = drift.checks["launch_demand"]
+        boosted = simulation_metadata(ds.interactions)["drift"]["new_capabilities"]
+        assert check.details["launched"] == sorted(boosted["capability_ids"])
+        fired.append(check.drifted and drift.retrain)
+    assert sum(fired) >= 4, fired
+
+
+def test_launch_demand_needs_launches(catalog):
+    from caprank.monitoring.launches import launch_demand
+    from caprank.monitoring.windows import split_windows_with_events
+
+    cfg = _cfg(3)
+    ds = _logs(catalog, cfg)
+    _, _, bounds, events = split_windows_with_events(ds, cfg.monitoring)
+    check = launch_demand(ds, events, bounds.current_start, bounds.end, cfg.monitoring)
+    assert check is not None and 0.0 < check.value <= 1.0
+    # a window that ends before any launch has nothing to compare
+    early = bounds.current_start - (bounds.end - bounds.current_start)
+    assert (
+        launch_demand(
+            ds, events, early - (bounds.end - bounds.current_start), early, cfg.monitoring
+        )
+        is None
+    )
 
 
 def test_evidently_report_agrees_with_fast_path(catalog):

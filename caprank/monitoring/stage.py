@@ -5,7 +5,9 @@ the nightly run should train.
 ``on_drift`` trains when a drift check fired (and ``monitoring.retrain_on_drift``) or
 when no model is in production yet. Windows with fewer than
 ``monitoring.min_window_events`` events are not judged (too little data to tell drift
-from noise); the result says so.
+from noise); the result says so. Besides ``detect_drift``'s checks, the verdict includes
+``launch_demand`` (``caprank.monitoring.launches``) when capabilities launched in the
+current window.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
 from caprank.data.schemas import CAPABILITY_FEATURES_FILE
 from caprank.evaluation.drift import DriftResult, detect_drift
-from caprank.monitoring.windows import WindowBounds, split_windows
+from caprank.monitoring.launches import launch_demand
+from caprank.monitoring.windows import WindowBounds, split_windows_with_events
 
 
 @dataclass
@@ -93,7 +96,7 @@ def judge_drift(
     ``html``: run the feature check through Evidently and keep its report; without it the
     same KS p-values come from scipy (fast, for tests and sweeps)."""
     mon = cfg.monitoring
-    reference, current, bounds = split_windows(ds, mon)
+    reference, current, bounds, cur_events = split_windows_with_events(ds, mon)
     small = min(bounds.reference_events, bounds.current_events)
     if small < mon.min_window_events:
         return (
@@ -107,6 +110,11 @@ def judge_drift(
     current.feature_timestamps = _latest_feature_times(features_dir)
     now = bounds.end - timedelta(microseconds=1)
     drift = detect_drift(reference, current, mon, now=now, html=html, evidently=html)
+    launch = launch_demand(ds, cur_events, bounds.current_start, bounds.end, mon)
+    if launch is not None:
+        drift.checks[launch.name] = launch
+        drift.drifted = drift.drifted or launch.drifted
+        drift.retrain = drift.drifted and mon.retrain_on_drift
     fired = [n for n, c in drift.checks.items() if c.drifted]
     return drift, bounds, ("drift: " + ", ".join(fired)) if fired else "no drift"
 

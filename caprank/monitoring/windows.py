@@ -153,6 +153,14 @@ def split_windows(
     ds: Dataset, cfg: MonitoringConfig, end: datetime | None = None
 ) -> tuple[DriftWindow, DriftWindow, WindowBounds]:
     """Reference and current ``DriftWindow``s (features only) of the dataset's log."""
+    reference, current, bounds, _ = split_windows_with_events(ds, cfg, end)
+    return reference, current, bounds
+
+
+def split_windows_with_events(
+    ds: Dataset, cfg: MonitoringConfig, end: datetime | None = None
+) -> tuple[DriftWindow, DriftWindow, WindowBounds, pa.Table]:
+    """``split_windows`` and the current window's kept events (first of each session)."""
     log = ds.interactions
     if log.num_rows == 0:
         raise DataError("interactions", "no events: nothing to monitor")
@@ -181,4 +189,4 @@ def split_windows(
         features=event_frame(ref_events, ds, reference_start, categories, tools)
     )
     current = DriftWindow(features=event_frame(cur_events, ds, current_start, categories, tools))
-    return reference, current, bounds
+    return reference, current, bounds, cur_events
