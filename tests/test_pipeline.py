@@ -224,9 +224,10 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     result = run_local(cfg, str(tiny_dataset_dir))
     assert result.ok, result.log_path.read_text()[-3000:]
     names = [s.name for s in result.stages]
-    assert names == [
-        "ingest", "validate", "build-features", "embed", "monitor", "train", "evaluate", "deploy"
-    ]  # fmt: skip
+    # monitor and embed both follow build-features; the runner may take either first
+    assert names[:3] == ["ingest", "validate", "build-features"]
+    assert sorted(names[3:5]) == ["embed", "monitor"]
+    assert names[5:] == ["train", "evaluate", "deploy"]
     assert (cfg.paths.home / "feast" / "online_store.db").exists()
     by_name = {s.name: s for s in result.stages}
     assert "PASSED" in by_name["validate"].summary
