@@ -220,9 +220,14 @@ def encode_cached(
 
 
 def embed_texts(
-    texts: Sequence[str], cfg: CaprankConfig, use_cache: bool = True
+    texts: Sequence[str],
+    cfg: CaprankConfig,
+    use_cache: bool = True,
+    text_model: str | None = None,
 ) -> tuple[np.ndarray, CacheStats]:
-    """Encode catalog texts or intents with the configured model (and cache)."""
+    """Encode catalog texts or intents with the configured model, or ``text_model`` (the
+    model a trained bundle was built with), through the on-disk cache."""
     emb = cfg.embedding
-    cache = EmbeddingCache.for_config(cfg) if use_cache else None
-    return encode_cached(texts, emb.text_model, cache, emb.batch_size, emb.device)
+    model = text_model or emb.text_model
+    cache = EmbeddingCache(cfg.embedding_cache_dir(), model) if use_cache else None
+    return encode_cached(texts, model, cache, emb.batch_size, emb.device)

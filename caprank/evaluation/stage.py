@@ -108,13 +108,9 @@ class EvaluationResult:
 
 def encode_intents(texts: list[str], text_model: str, cfg: CaprankConfig) -> np.ndarray:
     """Intent embeddings through the on-disk cache (what serving encodes per request)."""
-    from caprank.embeddings.cache import EmbeddingCache, encode_cached
+    from caprank.embeddings.cache import embed_texts
 
-    cache = EmbeddingCache(str(cfg.embedding_cache_dir()), text_model)
-    vecs, _ = encode_cached(
-        texts, text_model, cache, cfg.embedding.batch_size, cfg.embedding.device
-    )
-    return np.asarray(vecs, dtype=np.float32)
+    return np.asarray(embed_texts(texts, cfg, text_model=text_model)[0], dtype=np.float32)
 
 
 def score_model(
