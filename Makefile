@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 TOOLLENS ?= ../shared/data/toollens
 
-.PHONY: help install run test lint fmt compile \
+.PHONY: help install lock run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
         bench-simulate bench-validate bench-eval bench-feedback pins images push kind-up kind-down kind-smoke
 
@@ -18,11 +18,23 @@ help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
 	@echo "make test   lint and run the tests"
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock pins (every transitive dependency, the dev tools
+# included), then the project itself without resolving again: a fresh clone next month
+# installs what CI tested. `make lock` regenerates the lock after a change to pyproject.toml.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet "$$(grep -E '^pip==' requirements.lock)"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# pip-compile resolves pyproject.toml (with the dev extra) into exact pins. torch's local
+# label (+cpu, from this machine's wheel cache) is dropped: `torch==X` still takes the
+# local CPU wheel here and the ordinary wheel elsewhere.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	sed -i -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' requirements.lock
 
 install: $(STAMP)
 
