@@ -537,21 +537,13 @@ class CanaryConfig(Section):
         description="where the deploy stage rolls out: cluster (the KServe "
         "InferenceService), local (the in-process canary); auto: cluster inside a pod",
     )
-    local_window_s: float = Field(
-        10.0, gt=0.0, le=3600.0, description="local mode: guardrail window (replaces window_s)"
-    )
-    local_poll_s: float = Field(
-        2.0, gt=0.0, le=600.0, description="local mode: guardrail poll interval"
-    )
-    local_rate_rps: float = Field(
-        250.0, gt=0.0, le=100_000.0, description="local mode: most synthetic requests per second"
-    )
     local_requests: int = Field(
         2000,
         ge=1,
         le=10_000_000,
-        description="local mode: synthetic requests over the window (a slow CPU stretches "
-        "the window rather than sending fewer); enough for min_requests at traffic_percent",
+        description="local mode: synthetic requests spread over the window, which runs on a "
+        "virtual clock (a busy CPU slows the run, never thins the evidence); topped up until "
+        "each arm has min_requests",
     )
     local_intents: int = Field(
         200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,9 @@ def cfg(tiny_cfg, tiny_dataset, tmp_path, shared):
     cfg.canary.traffic_percent = 50
     cfg.canary.min_requests = 5
     cfg.canary.max_p99_latency_ms = 30_000.0  # a shared, busy CPU must not decide these tests
-    cfg.canary.local_window_s = 1.2
+    cfg.canary.window_s = 1.2
+    cfg.canary.poll_s = 0.4
     cfg.canary.local_requests = 60
-    cfg.canary.local_poll_s = 0.4
     cfg.canary.local_intents = 30
     return cfg
 
@@ -121,6 +122,36 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
     assert result.traffic["by_version"].get(v1, 0) > 0
     assert result.unmeasured == ["success_rate"]
     assert default_model_ref(cfg) == v2  # what `caprank serve` loads next
+
+
+@pytest.mark.slow
+def test_local_canary_counts_requests_not_seconds_on_a_busy_machine(cfg, tmp_path, monkeypatch):
+    """Every request takes longer than the whole window (a saturated CPU): the canary
+    still gets min_requests on both arms, with the same split on every run."""
+    from caprank.online.runtime import Runtime
+
+    busy = cfg.model_copy(deep=True)
+    c = busy.canary
+    c.traffic_percent, c.min_requests, c.local_requests = 10, 5, 20
+    c.window_s, c.poll_s = 0.002, 0.001
+    original = Runtime.rank
+
+    def slow_rank(self, body, request_id=None):
+        time.sleep(0.004)  # two whole windows per request
+        return original(self, body, request_id)
+
+    monkeypatch.setattr(Runtime, "rank", slow_rank)
+    v1 = register(busy, dense_dir(busy, tmp_path / "m1"))
+    set_alias(busy, PRODUCTION, v1)
+    splits = []
+    for i in (2, 3):
+        version = register(busy, dense_dir(busy, tmp_path / f"m{i}"))
+        result = deploy(busy, version, model_dir=tmp_path / f"m{i}")
+        assert result.outcome == "promoted", result.reason
+        by_version = result.traffic["by_version"]
+        assert by_version[version] >= 5 and by_version[result.previous] >= 5, by_version
+        splits.append(result.traffic["by_arm"])
+    assert splits[0] == splits[1]  # seeded request ids: the same split each run
 
 
 @pytest.mark.slow

@@ -217,9 +217,9 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.paths.home = tmp_path / "home"
     cfg.training.max_steps, cfg.training.hidden_dim, cfg.training.baselines = 20, 32, []
-    # a short local canary: ~40 of 400 synthetic requests reach it over 3 s
+    # a short local canary: 400 synthetic requests, topped up to 20 per arm
     c = cfg.canary
-    c.local_window_s, c.local_poll_s, c.local_requests, c.local_intents = 3.0, 1.0, 400, 40
+    c.window_s, c.poll_s, c.local_requests, c.local_intents = 3.0, 1.0, 400, 40
     c.min_requests = 20
     result = run_local(cfg, str(tiny_dataset_dir))
     assert result.ok, result.log_path.read_text()[-3000:]

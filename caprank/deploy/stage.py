@@ -8,8 +8,9 @@ One function, two targets, the same controller (``run_rollout``):
   feedback log, then promote or roll back.
 - **local** (``make run``, no cluster): an in-process predictor serving what `caprank
   serve` would serve now (the `production` version, else the dense ranker) gets the new
-  version as its canary; synthetic-but-real requests run through the engine during the
-  window (``canary.local_*``), and the same guardrails decide.
+  version as its canary; ``canary.local_requests`` synthetic-but-real requests run
+  through the engine over the window (topped up until each arm has
+  ``canary.min_requests``), on a virtual clock, and the same guardrails decide.
 
 Only a promotion moves the MLflow alias `production`. The rollout record (an annotation
 on the InferenceService, or ``<home>/deploy/local-rollout.json``) makes a re-run after a
@@ -190,9 +191,10 @@ def _finished(state: RolloutState) -> bool:
 
 def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
     from caprank.deploy.local import LocalBackend
-    from caprank.deploy.traffic import SyntheticTraffic, local_inputs
+    from caprank.deploy.traffic import SyntheticTraffic, VirtualClock, local_inputs
     from caprank.files import atomic_write_text
     from caprank.online.runtime import DENSE_REF, Runtime
+    from caprank.online.stats import VersionStats
 
     local_dir = Path(model_dir).resolve() if model_dir and Path(model_dir).is_dir() else None
     uri = storage_uri or (str(local_dir) if local_dir else version)
@@ -243,19 +245,25 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         if state is not None and state.new_uri == uri and state.active:
             _reinstall_canary(backend, state)
             notes.append(f"resumed an unfinished local rollout from phase '{state.phase}'")
+        canary = cfg.canary
         traffic = SyntheticTraffic(
             runtime,
             intents,
-            cfg.canary.local_rate_rps,
-            cfg.canary.local_requests,
-            cfg.canary.local_window_s,
+            total=canary.local_requests,
+            window_s=canary.window_s,
+            min_per_model=canary.min_requests,
             seed=cfg.data.seed,
         )
-        canary = cfg.canary.model_copy(
-            update={"window_s": cfg.canary.local_window_s, "poll_s": cfg.canary.local_poll_s}
-        )
+        clock = VirtualClock(traffic.run_for)
+        runtime.engine.stats = VersionStats(clock.now)
         result = run_rollout(
-            backend, uri, version, canary, on_promote=_promote_hook(cfg), sleep=traffic.run_for
+            backend,
+            uri,
+            version,
+            canary,
+            on_promote=_promote_hook(cfg),
+            now=clock.now,
+            sleep=clock.sleep,
         )
         out = _from_rollout("local", cfg, version, uri, result)
         out.traffic = traffic.summary()

@@ -30,6 +30,11 @@ class VersionStats:
                 q = self._events[version] = deque(maxlen=self._max)
             q.append((self._clock(), latency_ms, error))
 
+    def count(self, version: str) -> int:
+        """Requests of ``version`` held (answered or failed)."""
+        with self._lock:
+            return len(self._events.get(version, ()))
+
     def window(self, version: str, window_s: float) -> tuple[int, float | None, float | None]:
         """(requests, error rate, p99 latency ms) of ``version`` in the last ``window_s``."""
         since = self._clock() - window_s
