@@ -21,6 +21,9 @@ SMALL = {
             "n_capabilities": 60,
             "intents_per_capability": 6,
             "days": 10,
+            # Fixed: the simulator draws each period's events from its start date, so a
+            # start relative to today made the false-alarm count change from day to day.
+            "start_date": "2026-11-20",
         },
         "simulate": {"events_per_day": 300, "n_users": 50},
     },
@@ -79,11 +82,13 @@ def test_tool_reliability_drop_is_detected(catalog):
 
 def test_new_capability_launch_is_detected(catalog):
     """Launches with 4x demand from day 6; the catalog launches the same capabilities
-    (at 1x) in the drift-free seeds above, so only the boost can fire the check."""
+    (at 1x) in the drift-free seeds above, so only the boost can fire the check. Its
+    power at this traffic is modest (34 of 60 seeds over three start dates, against
+    about 3 of 60 false alarms of this check without the boost): at least 5 of 12."""
     from caprank.data.simulate import simulation_metadata
 
     fired = []
-    for seed in range(100, 105):
+    for seed in range(100, 112):
         cfg = _cfg(seed, drift_new_capabilities_day=6)
         ds = _logs(catalog, cfg)
         drift, _, _ = judge_drift(ds, cfg)
@@ -91,7 +96,7 @@ def test_new_capability_launch_is_detected(catalog):
         boosted = simulation_metadata(ds.interactions)["drift"]["new_capabilities"]
         assert check.details["launched"] == sorted(boosted["capability_ids"])
         fired.append(check.drifted and drift.retrain)
-    assert sum(fired) >= 4, fired
+    assert sum(fired) >= 5, fired
 
 
 def test_launch_demand_needs_launches(catalog):
