@@ -109,7 +109,15 @@ def judge_drift(
         )
     current.feature_timestamps = _latest_feature_times(features_dir)
     now = bounds.end - timedelta(microseconds=1)
-    drift = detect_drift(reference, current, mon, now=now, html=html, evidently=html)
+    drift = detect_drift(
+        reference,
+        current,
+        mon,
+        now=now,
+        html=html,
+        evidently=html,
+        max_staleness_hours=cfg.features.max_staleness_hours,
+    )
     launch = launch_demand(ds, cur_events, bounds.current_start, bounds.end, mon)
     if launch is not None:
         drift.checks[launch.name] = launch
