@@ -478,9 +478,6 @@ class MonitoringConfig(Section):
         description="embedding_variance: floor on the current embeddings' total variance "
         "(trace of the covariance); lower means collapse",
     )
-    retrain_on_drift: bool = Field(
-        True, description="a fired drift check requests retraining (retrain_policy on_drift)"
-    )
     reference_days: int = Field(
         14, ge=1, le=3650, description="monitor: days of log before the current window"
     )
@@ -503,10 +500,10 @@ class MonitoringConfig(Section):
         description="monitor: launched capabilities draw more requests/day than established "
         "ones at this one-sided Mann-Whitney p (with ks_pvalue, a 5% family-wise level)",
     )
-    retrain_policy: Literal["always", "on_drift"] = Field(
+    retrain_policy: Literal["always", "on_drift", "never"] = Field(
         "always",
-        description="nightly run: train every night, or only on drift (or with no production "
-        "model yet)",
+        description="when the nightly run trains: always; on_drift: when a drift check fired; "
+        "never: drift is reported only. Each also trains while no model is in production",
     )
 
 

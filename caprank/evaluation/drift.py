@@ -67,7 +67,7 @@ class DriftCheck:
 @dataclass
 class DriftResult:
     """Every check that ran; ``drifted`` when any fired, ``retrain`` when that should
-    trigger retraining (``monitoring.retrain_on_drift``)."""
+    trigger retraining (``monitoring.retrain_policy`` is not ``never``)."""
 
     checks: dict[str, DriftCheck]
     drifted: bool
@@ -423,4 +423,5 @@ def detect_drift(
     if not checks:
         raise ValueError("no drift check has inputs: give features, embeddings or scores")
     drifted = any(c.drifted for c in checks.values())
-    return DriftResult(checks, drifted, drifted and cfg.retrain_on_drift, report_html)
+    retrain = drifted and cfg.retrain_policy != "never"
+    return DriftResult(checks, drifted, retrain, report_html)
