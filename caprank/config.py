@@ -334,7 +334,7 @@ class TrainingConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="training device; auto: cuda when available"
     )
-    threads: int = Field(
+    torch_threads: int = Field(
         1, ge=0, le=256, description="torch CPU threads while training; 0: torch's default"
     )
     seed: int = Field(7, ge=0, description="initialization, sampling and dropout")

@@ -269,8 +269,8 @@ def train(
     )
     import torch
 
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(tc.seed)
     model = SHGAT(dims)
     features_hash = "" if features is None else str(features.num_rows)
