@@ -519,6 +519,50 @@ class PrivacyConfig(Section):
     )
 
 
+class IntentEncodingConfig(Section):
+    """How the server turns intent texts into vectors: an LRU cache, then a micro-batcher."""
+
+    cache_size: int = Field(10_000, ge=0, description="intent vectors kept in the LRU cache")
+    cache_ttl_s: float = Field(3600.0, gt=0.0, description="a cached intent vector expires then")
+    batch: bool = Field(
+        True,
+        description="encode concurrent cache-missing intents together (max_batch_size, "
+        "max_batch_wait_ms); see docs/serving.md for the measured effect",
+    )
+    max_batch_size: int = Field(16, ge=1, description="intents the batcher encodes at once")
+    max_batch_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="how long the intent batcher waits for more texts; 0: it takes what "
+        "queued while the previous batch encoded (no added latency when idle)",
+    )
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="intra-op threads of the intent encoder; 0: torch's default. One thread "
+        "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
+    )
+
+
+class FeedbackConfig(Section):
+    """The feedback path: served rankings kept in memory, and the log feedback is written to."""
+
+    dir: Path | None = Field(None, description="the feedback log; empty: <home>/feedback")
+    request_store_size: int = Field(
+        50_000, ge=1, le=10_000_000, description="served rankings kept for feedback"
+    )
+    request_store_ttl_s: float = Field(
+        6 * 3600.0, gt=0.0, description="feedback for a ranking older than this is refused"
+    )
+    segment_events: int = Field(
+        5000, ge=1, le=10_000_000, description="write-ahead log segment size before rotation"
+    )
+    compact_s: float = Field(
+        60.0, gt=0.0, description="how often closed log segments become Parquet parts"
+    )
+
+
 class ServingConfig(Section):
     """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
 
@@ -532,8 +576,6 @@ class ServingConfig(Section):
     model_ref: str = Field(
         "production", description="MLflow alias, version number, or a model directory"
     )
-    cache_size: int = Field(10_000, ge=0, description="intent vectors kept in the LRU cache")
-    cache_ttl_s: float = Field(3600.0, gt=0.0, description="a cached intent vector expires then")
     feature_refresh_s: float = Field(
         300.0, gt=0.0, description="how often online features are re-read from the store"
     )
@@ -542,46 +584,16 @@ class ServingConfig(Section):
     max_candidates: int = Field(10_000, ge=1, description="candidate ids a request may pass")
     max_intent_chars: int = Field(2000, ge=1, description="longest intent text accepted")
     max_payload_bytes: int = Field(1_000_000, ge=1024, description="largest request body")
-    max_batch_size: int = Field(16, ge=1, description="intents the batcher encodes at once")
-    max_batch_wait_ms: float = Field(
-        0.0,
-        ge=0.0,
-        description="how long the intent batcher waits for more texts; 0: it takes what "
-        "queued while the previous batch encoded (no added latency when idle)",
-    )
     boost: dict[str, float] = Field({}, description="capability id -> score added")
     penalty: dict[str, float] = Field({}, description="capability id -> score subtracted")
-    feedback_dir: Path | None = Field(None, description="empty: <home>/feedback")
-    batch_intents: bool = Field(
-        True,
-        description="encode concurrent cache-missing intents together (max_batch_size, "
-        "max_batch_wait_ms); see docs/serving.md for the measured effect",
-    )
     worker_threads: int = Field(
         4, ge=1, le=64, description="threads that run ranking off the server's event loop"
-    )
-    torch_threads: int = Field(
-        1,
-        ge=0,
-        le=64,
-        description="intra-op threads of the intent encoder; 0: torch's default. One thread "
-        "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
     )
     fallback_on_error: bool = Field(
         True, description="answer with the dense fallback ranker when the model fails"
     )
-    request_store_size: int = Field(
-        50_000, ge=1, le=10_000_000, description="served rankings kept for feedback"
-    )
-    request_store_ttl_s: float = Field(
-        6 * 3600.0, gt=0.0, description="feedback for a ranking older than this is refused"
-    )
-    feedback_segment_events: int = Field(
-        5000, ge=1, le=10_000_000, description="write-ahead log segment size before rotation"
-    )
-    feedback_compact_s: float = Field(
-        60.0, gt=0.0, description="how often closed log segments become Parquet parts"
-    )
+    intents: IntentEncodingConfig = IntentEncodingConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
 
 class CanaryConfig(Section):
@@ -759,7 +771,7 @@ class CaprankConfig(Section):
         return self.embedding.cache_dir or self.paths.home / "embedding-cache"
 
     def feedback_dir(self) -> Path:
-        return self.serving.feedback_dir or self.paths.home / "feedback"
+        return self.serving.feedback.dir or self.paths.home / "feedback"
 
     def features_dir(self) -> Path:
         return self.paths.features or self.paths.home / "features"
