@@ -411,7 +411,7 @@ class TrainingConfig(Section):
 class EvaluationConfig(Section):
     """Offline evaluation, protocols, counterfactual estimates and the promotion gate."""
 
-    ks: list[Annotated[int, annotated_types.Ge(1), annotated_types.Le(10_000)]] = Field(
+    cutoffs: list[Annotated[int, annotated_types.Ge(1), annotated_types.Le(10_000)]] = Field(
         [1, 3, 5, 10], min_length=1, description="cutoffs k of hit@k, ndcg@k and map@k"
     )
     primary_metric: Literal["mrr", "ndcg@10", "hit@1", "hit@10", "map"] = Field(
@@ -453,8 +453,10 @@ class EvaluationConfig(Section):
     @model_validator(mode="after")
     def _primary_metric_is_computed(self) -> EvaluationConfig:
         _, _, k = self.primary_metric.partition("@")
-        if k and int(k) not in self.ks:
-            raise ValueError(f"primary_metric {self.primary_metric!r} needs {k} in ks {self.ks}")
+        if k and int(k) not in self.cutoffs:
+            raise ValueError(
+                f"primary_metric {self.primary_metric!r} needs {k} in cutoffs {self.cutoffs}"
+            )
         return self
 
 
