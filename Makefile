@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install lock run test lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        bench-simulate bench-validate bench-eval bench-feedback pins images push kind-up kind-down kind-smoke
+        bench-simulate bench-validate bench-eval bench-feedback config-doc pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -55,6 +55,10 @@ test: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+# docs/configuration.md is generated from caprank/config.py (tests/test_config_doc.py checks it)
+config-doc: $(STAMP)
+	$(BIN)/python -m caprank config doc --out docs/configuration.md
 
 # --- cluster delivery (docs/cluster.md). REGISTRY/TAG default to pipeline.image_registry
 # and pipeline.image_tag of the resolved config; Docker and kind are needed for these.

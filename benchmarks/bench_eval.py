@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cfg = EvaluationConfig()
-    ks = list(cfg.ks)
+    ks = list(cfg.cutoffs)
     scores, rel = make_data(args.queries, args.items, cfg.seed)
     print(f"data: {args.queries} queries x {args.items} items, {rel.nnz} relevant entries")
 

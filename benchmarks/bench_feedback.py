@@ -72,7 +72,7 @@ def run(
     home = Path(home)
     cfg = CaprankConfig.model_validate({"paths": {"home": str(home)}})
     model_dir = make_model_dir(cfg, home)
-    overrides = ["serving.feedback_compact_s=5", "serving.feedback_segment_events=2000"]
+    overrides = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000"]
     server = ServerProcess(model_dir, home, overrides=overrides).start()
     rate = rate_per_min / 60.0
     n_events = int(rate * duration_s) + threads * 50  # enough for the stream past the kill

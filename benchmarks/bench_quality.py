@@ -154,7 +154,11 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     cfg = load_config(
-        overrides=[f"paths.home={args.home}", f"training.threads={args.threads}", *args.overrides]
+        overrides=[
+            f"paths.home={args.home}",
+            f"training.torch_threads={args.threads}",
+            *args.overrides,
+        ]
     )
     emb_dir = work / "embeddings"
     datasets = {}

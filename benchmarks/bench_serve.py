@@ -261,7 +261,7 @@ def batching(model_dir, home, ids, seconds: float) -> dict:
     out = {}
     payloads = bodies(ids, 1000, 400, unique=True, seed=99)
     for on in (True, False):
-        srv = ServerProcess(model_dir, home, overrides=[f"serving.batch_intents={str(on).lower()}",
+        srv = ServerProcess(model_dir, home, overrides=[f"serving.intents.batch={str(on).lower()}",
                             f"embedding.cache_dir={CACHE}"]).start()  # fmt: skip
         path = f"/v1/models/{srv.model_name}:predict"
         out["on" if on else "off"] = round(closed_loop(srv.port, path, payloads, 8, seconds), 1)

@@ -65,10 +65,10 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     cfg = load_config(None, args.overrides)
-    if cfg.serving.torch_threads:  # the same encoder settings as the predictor
+    if cfg.serving.intents.torch_threads:  # the same encoder settings as the predictor
         import torch
 
-        torch.set_num_threads(cfg.serving.torch_threads)
+        torch.set_num_threads(cfg.serving.intents.torch_threads)
     model = NoopModel(args.model_name) if args.kind == "noop" else NaiveModel(args.model_name, cfg)
     model.ready = True
     repo = ModelRepository()

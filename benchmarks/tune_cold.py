@@ -58,7 +58,11 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     cfg = load_config(
-        overrides=[f"paths.home={args.home}", f"training.threads={args.threads}", *args.overrides]
+        overrides=[
+            f"paths.home={args.home}",
+            f"training.torch_threads={args.threads}",
+            *args.overrides,
+        ]
     )
     ds_dir = pseudo_cold(
         work / "toollens-cold", work / "toollens-pseudocold", args.fraction, args.seed

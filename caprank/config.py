@@ -51,7 +51,6 @@ class PathsConfig(Section):
     data: Path | None = Field(
         None, description="input dataset directory; empty: synthesize the embedded default"
     )
-    feature_repo: Path = Field(Path("feature_repo"), description="Feast repository")
     features: Path | None = Field(
         None, description="offline feature tables (Feast sources); empty: <home>/features"
     )
@@ -60,13 +59,19 @@ class PathsConfig(Section):
 class SynthConfig(Section):
     """The embedded default dataset (`caprank data synth`)."""
 
-    n_tools: int = Field(240, ge=10, le=100_000)
+    n_tools: int = Field(240, ge=10, le=100_000, description="tools in the catalog")
     n_categories: int = Field(12, ge=2, le=16, description="at most the 16 built-in categories")
-    n_capabilities: int = Field(300, ge=5, le=1_000_000)
-    max_tools_per_capability: int = Field(4, ge=1, le=16)
-    intents_per_capability: int = Field(12, ge=1, le=1000)
-    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    days: int = Field(30, ge=1, le=3650)
+    n_capabilities: int = Field(
+        300, ge=5, le=1_000_000, description="capabilities (tool compositions) in the catalog"
+    )
+    max_tools_per_capability: int = Field(4, ge=1, le=16, description="tools one capability uses")
+    intents_per_capability: int = Field(
+        12, ge=1, le=1000, description="labeled intents written per capability"
+    )
+    test_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="share of labeled intents in the test split"
+    )
+    days: int = Field(30, ge=1, le=3650, description="days of catalog history")
     start_date: str | None = Field(
         None,
         description="ISO date of the first day; empty: `days` days before today (UTC), "
@@ -99,20 +104,26 @@ class SynthConfig(Section):
 class SimulateConfig(Section):
     """Interaction-log simulator (`caprank data simulate`) and its user model."""
 
-    policy: Literal["bm25", "popularity", "random"] = "bm25"
+    policy: Literal["bm25", "popularity", "random"] = Field(
+        "bm25", description="logging policy that ranks the shown slates"
+    )
     epsilon: float = Field(0.2, ge=0.0, le=1.0, description="exploration rate")
-    slate_size: int = Field(10, ge=1, le=100)
-    events_per_day: int = Field(400, ge=1, le=10_000_000)
-    session_length_mean: float = Field(3.0, ge=1.0, le=100.0)
+    slate_size: int = Field(10, ge=1, le=100, description="capabilities shown per request")
+    events_per_day: int = Field(400, ge=1, le=10_000_000, description="requests per day")
+    session_length_mean: float = Field(
+        3.0, ge=1.0, le=100.0, description="mean requests per user session"
+    )
     session_topic_stickiness: float = Field(
         0.7, ge=0.0, le=1.0, description="chance a session's next request stays in its category"
     )
-    n_users: int = Field(500, ge=1, le=10_000_000)
+    n_users: int = Field(500, ge=1, le=10_000_000, description="distinct simulated users")
     popularity_sigma: float = Field(
         1.0, ge=0.0, le=5.0, description="skew of capability traffic (lognormal sigma)"
     )
     position_bias: float = Field(0.6, gt=0.0, le=1.0, description="examination decay per rank")
-    feedback_rate: float = Field(0.3, ge=0.0, le=1.0)
+    feedback_rate: float = Field(
+        0.3, ge=0.0, le=1.0, description="share of events that carry an explicit 1-5 rating"
+    )
     partial_relevance: float = Field(
         0.5, ge=0.0, le=1.0, description="relevance of a capability sharing all tools with a label"
     )
@@ -147,10 +158,14 @@ class SimulateConfig(Section):
 
 
 class DataConfig(Section):
-    seed: int = Field(42, ge=0)
+    """Input data: the embedded generators and the dataset validation rules."""
+
+    seed: int = Field(42, ge=0, description="seed of the synthesizer and the simulator")
     synth: SynthConfig = SynthConfig()
     simulate: SimulateConfig = SimulateConfig()
-    max_future_skew_s: int = Field(300, ge=0, description="tolerated clock skew for timestamps")
+    max_future_skew_s: int = Field(
+        300, ge=0, description="tolerated clock skew for timestamps in the future"
+    )
     max_age_days: int = Field(
         400, ge=1, description="freshness: newest event must be younger than this"
     )
@@ -165,7 +180,9 @@ class FeaturesConfig(Section):
     windows_days: list[Annotated[int, Field(ge=1, le=3650)]] = Field(
         [1, 7, 30], min_length=1, description="usage_count_<d>d windows, in days"
     )
-    feature_version: int = Field(1, ge=1)
+    feature_version: int = Field(
+        1, ge=1, description="version stamped on every feature row (bump when definitions change)"
+    )
     success_prior_strength: float = Field(
         5.0, ge=0.0, description="pseudo-events pulling success_rate toward the global rate"
     )
@@ -175,9 +192,13 @@ class FeaturesConfig(Section):
     partial_success_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="a 'partial' outcome counts as this much success"
     )
-    pagerank_damping: float = Field(0.85, gt=0.0, lt=1.0)
+    pagerank_damping: float = Field(
+        0.85, gt=0.0, lt=1.0, description="PageRank damping factor on the capability-tool graph"
+    )
     pagerank_tol: float = Field(1e-10, gt=0.0, lt=1.0, description="L1 change per node to stop")
-    pagerank_max_iter: int = Field(1000, ge=1, le=100_000)
+    pagerank_max_iter: int = Field(
+        1000, ge=1, le=100_000, description="PageRank power iterations at most"
+    )
     graph_co_usage: bool = Field(
         False, description="add capability-context tool edges from past events to PageRank"
     )
@@ -187,6 +208,12 @@ class FeaturesConfig(Section):
     ttl_days: int = Field(3650, ge=1, description="Feast feature view TTL")
     feast_project: str = Field(
         "caprank", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$", description="Feast project name"
+    )
+    max_staleness_hours: float = Field(
+        48.0,
+        gt=0.0,
+        description="a feature row computed longer ago than this is stale: serving ranks "
+        "without it and the monitor's feature_staleness check fires",
     )
 
     @field_validator("windows_days")
@@ -200,15 +227,15 @@ class FeaturesConfig(Section):
 class Node2VecConfig(Section):
     """Biased random walks over the capability-tool graph, then skip-gram (docs/embeddings.md)."""
 
-    dim: int = Field(64, ge=2, le=1024)
-    walk_length: int = Field(15, ge=2, le=1000)
-    walks_per_node: int = Field(40, ge=1, le=10_000)
-    window: int = Field(5, ge=1, le=100)
+    dim: int = Field(64, ge=2, le=1024, description="graph embedding dimension")
+    walk_length: int = Field(15, ge=2, le=1000, description="nodes per random walk")
+    walks_per_node: int = Field(40, ge=1, le=10_000, description="walks started at each node")
+    window: int = Field(5, ge=1, le=100, description="skip-gram context window (nodes each side)")
     p: float = Field(1.0, gt=0.0, description="return parameter")
     q: float = Field(1.0, gt=0.0, description="in-out parameter")
-    negatives: int = Field(5, ge=1, le=100)
-    epochs: int = Field(5, ge=1, le=1000)
-    lr: float = Field(0.01, gt=0.0)
+    negatives: int = Field(5, ge=1, le=100, description="noise nodes per context node")
+    epochs: int = Field(5, ge=1, le=1000, description="passes over the walks")
+    lr: float = Field(0.01, gt=0.0, description="skip-gram Adam learning rate")
     batch_size: int = Field(1024, ge=1, description="walks per skip-gram optimizer step")
     coselection_weight: float = Field(
         0.5,
@@ -220,77 +247,111 @@ class Node2VecConfig(Section):
 
 
 class HybridConfig(Section):
-    text_weight: float = Field(0.3, ge=0.0, le=1.0)
-    graph_weight: float = Field(0.7, ge=0.0, le=1.0)
-    method: Literal["concat", "projection"] = "concat"
+    """How the text and graph vectors combine into one capability embedding."""
+
+    text_weight: float = Field(0.3, ge=0.0, le=1.0, description="weight of the text vector")
+    graph_weight: float = Field(0.7, ge=0.0, le=1.0, description="weight of the graph vector")
+    method: Literal["concat", "projection"] = Field(
+        "concat",
+        description="concat: weighted concatenation (exact cosines); projection: both parts "
+        "projected to one fixed width and summed",
+    )
     projection_dim: int | None = Field(
         None, ge=2, le=8192, description="'projection' target dimension; empty: the text dim"
     )
 
 
 class EmbeddingConfig(Section):
+    """Text, graph and hybrid capability embeddings and their validation (docs/embeddings.md)."""
+
     text_model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers name or path; production: BAAI/bge-m3",
     )
-    batch_size: int = Field(64, ge=1, le=4096)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder call")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="text encoder device; auto: cuda when available"
+    )
     seed: int = Field(13, ge=0, description="walks, skip-gram and the hybrid projection")
     cache_dir: Path | None = Field(None, description="empty: <home>/embedding-cache")
     node2vec: Node2VecConfig = Node2VecConfig()
     hybrid: HybridConfig = HybridConfig()
-    norm_tolerance: float = Field(0.01, gt=0.0, description="allowed | ||v|| - 1 |")
-    min_variance: float = Field(
+    norm_tolerance: float = Field(
+        0.01, gt=0.0, description="validation: allowed | ||v|| - 1 | of normalized vectors"
+    )
+    min_relative_variance: float = Field(
         0.01,
         ge=0.0,
         le=1.0,
-        description="floor on each dimension's variance relative to the isotropic level "
-        "(mean squared norm / dim); see docs/embeddings.md",
+        description="validation: floor on the median dimension's variance relative to the "
+        "isotropic level (mean squared norm / dim); see docs/embeddings.md",
     )
-    max_staleness_hours: float = Field(24.0, gt=0.0)
+    max_staleness_hours: float = Field(
+        24.0,
+        gt=0.0,
+        description="validation: vectors computed longer ago than this fail the staleness check",
+    )
 
 
 class PERConfig(Section):
-    capacity: int = Field(100_000, ge=1)
-    alpha: float = Field(0.6, ge=0.0, le=1.0)
-    beta: float = Field(0.4, ge=0.0, le=1.0)
-    beta_increment: float = Field(0.001, ge=0.0, le=1.0)
-    eps: float = Field(0.01, gt=0.0)
+    """Prioritized experience replay (docs/training.md)."""
+
+    capacity: int = Field(100_000, ge=1, description="experiences the buffer holds")
+    alpha: float = Field(0.6, ge=0.0, le=1.0, description="priority exponent (0: uniform)")
+    beta: float = Field(
+        0.4, ge=0.0, le=1.0, description="starting importance-sampling correction exponent"
+    )
+    beta_increment: float = Field(
+        0.001, ge=0.0, le=1.0, description="beta grows by this per sampled batch, up to 1"
+    )
+    eps: float = Field(0.01, gt=0.0, description="added to |TD error| so no priority is 0")
 
 
 class TDConfig(Section):
-    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    """Temporal-difference targets of the value head."""
+
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount within a session")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="TD(lambda) trace decay")
 
 
 class RewardConfig(Section):
-    success: float = 1.0
-    partial: float = 0.5
-    failure: float = 0.0
-    latency_penalty_per_s: float = Field(0.0, ge=0.0)
-    feedback_weight: float = Field(0.2, ge=0.0, le=1.0)
+    """Reward of a logged outcome, shared by training and counterfactual evaluation."""
+
+    success: float = Field(1.0, description="reward of a 'success' outcome")
+    partial: float = Field(0.5, description="reward of a 'partial' outcome")
+    failure: float = Field(0.0, description="reward of a 'failure' outcome")
+    latency_penalty_per_s: float = Field(
+        0.0, ge=0.0, description="subtracted per second of tool latency"
+    )
+    feedback_weight: float = Field(
+        0.2, ge=0.0, le=1.0, description="weight of the rating, (rating - 3) / 2, added to it"
+    )
 
 
 class TrainingConfig(Section):
     """The SHGAT ranker and its training loop (docs/training.md)."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="training device; auto: cuda when available"
+    )
+    torch_threads: int = Field(
         1, ge=0, le=256, description="torch CPU threads while training; 0: torch's default"
     )
-    seed: int = Field(7, ge=0)
+    seed: int = Field(7, ge=0, description="initialization, sampling and dropout")
     source: Literal["auto", "labels", "interactions", "both"] = Field(
         "auto",
         description="experiences from labeled intents (a), interaction logs (b) or both; "
         "auto: whatever the dataset has",
     )
-    hidden_dim: int = Field(256, ge=8, le=8192)
-    heads: int = Field(4, ge=1, le=64)
-    layers: int = Field(2, ge=0, le=8)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden_dim: int = Field(256, ge=8, le=8192, description="width of the attention layers")
+    heads: int = Field(4, ge=1, le=64, description="attention heads per layer")
+    layers: int = Field(2, ge=0, le=8, description="hypergraph attention layers")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the attention layers")
     lexical_dim: int = Field(128, ge=1, le=4096, description="id channel's lexical bag width")
     lexical_min_df: int = Field(2, ge=1, description="a term must occur in this many texts")
-    lexical_max_terms: int = Field(20_000, ge=1, le=2_000_000)
+    lexical_max_terms: int = Field(
+        20_000, ge=1, le=2_000_000, description="lexicon size at most (most frequent terms)"
+    )
     lexical_dropout: float = Field(
         0.5, ge=0.0, lt=1.0, description="share of batch rows whose lexical bag is dropped"
     )
@@ -317,20 +378,20 @@ class TrainingConfig(Section):
         lt=1.0,
         description="train intents held out for early stopping when the labels have no valid split",
     )
-    lr: float = Field(1e-3, gt=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0.0)
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam moment decay rates")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay (L2)")
     grad_clip: float = Field(5.0, ge=0.0, description="max gradient norm; 0: no clipping")
     t_max: int = Field(1000, ge=1, description="cosine annealing period (steps)")
-    eta_min: float = Field(1e-6, ge=0.0)
-    batch_size: int = Field(256, ge=1)
-    max_steps: int = Field(1000, ge=1)
+    eta_min: float = Field(1e-6, ge=0.0, description="cosine annealing's lowest learning rate")
+    batch_size: int = Field(256, ge=1, description="experiences per optimizer step")
+    max_steps: int = Field(1000, ge=1, description="optimizer steps at most")
     log_every: int = Field(10, ge=1, description="steps between logged training metrics")
-    eval_every: int = Field(100, ge=1)
+    eval_every: int = Field(100, ge=1, description="steps between validation evaluations")
     patience: int = Field(5, ge=1, description="evaluations without improvement")
-    checkpoint_every: int = Field(200, ge=1)
-    temperature: float = Field(0.1, gt=0.0)
-    value_loss_weight: float = Field(0.5, ge=0.0)
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
+    temperature: float = Field(0.1, gt=0.0, description="InfoNCE softmax temperature")
+    value_loss_weight: float = Field(0.5, ge=0.0, description="weight of the value head's TD loss")
     value_detach: bool = Field(
         True, description="value head reads detached representations (does not steer ranking)"
     )
@@ -350,20 +411,32 @@ class TrainingConfig(Section):
 class EvaluationConfig(Section):
     """Offline evaluation, protocols, counterfactual estimates and the promotion gate."""
 
-    ks: list[Annotated[int, annotated_types.Ge(1), annotated_types.Le(10_000)]] = Field(
-        [1, 3, 5, 10], min_length=1
+    cutoffs: list[Annotated[int, annotated_types.Ge(1), annotated_types.Le(10_000)]] = Field(
+        [1, 3, 5, 10], min_length=1, description="cutoffs k of hit@k, ndcg@k and map@k"
     )
-    primary_metric: Literal["mrr", "ndcg@10", "hit@1", "hit@10", "map"] = "mrr"
+    primary_metric: Literal["mrr", "ndcg@10", "hit@1", "hit@10", "map"] = Field(
+        "mrr", description="the metric the promotion gate compares"
+    )
     min_primary: float = Field(0.2, ge=0.0, le=1.0, description="absolute quality floor")
     min_improvement: float = Field(0.0, ge=0.0, description="required gain over production")
-    bootstrap_samples: int = Field(1000, ge=10)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    cv_folds: int = Field(5, ge=2, le=50)
-    temporal_train_days: int = Field(21, ge=1)
-    temporal_test_days: int = Field(7, ge=1)
-    max_scoring_p99_ms: float = Field(200.0, gt=0.0)
-    max_ece: float = Field(0.25, gt=0.0, le=1.0)
-    calibration_bins: int = Field(10, ge=2, le=100)
+    bootstrap_samples: int = Field(1000, ge=10, description="resamples behind each interval")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="level of the intervals")
+    cv_folds: int = Field(5, ge=2, le=50, description="folds of the cross-validation protocol")
+    temporal_train_days: int = Field(
+        21, ge=1, description="temporal protocol: days of log to train on"
+    )
+    temporal_test_days: int = Field(
+        7, ge=1, description="temporal protocol: the following days to test on"
+    )
+    max_scoring_p99_ms: float = Field(
+        200.0, gt=0.0, description="gate: offline p99 scoring latency ceiling"
+    )
+    max_ece: float = Field(
+        0.25, gt=0.0, le=1.0, description="gate: expected calibration error ceiling"
+    )
+    calibration_bins: int = Field(
+        10, ge=2, le=100, description="equal-width bins of the calibration error"
+    )
     seed: int = Field(11, ge=0, description="bootstrap resamples, folds and holdout draws")
     holdout_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="share of query groups held out when no split is given"
@@ -373,9 +446,6 @@ class EvaluationConfig(Section):
     grade_partial: int = Field(
         1, ge=0, le=100, description="relevance of a partial event (0: not relevant)"
     )
-    ope_temperature: float = Field(
-        0.1, gt=0.0, description="softmax temperature turning scores into a target policy"
-    )
     ips_max_weight: float | None = Field(
         None, gt=0.0, description="clip importance weights at this value; empty: no clipping"
     )
@@ -383,8 +453,10 @@ class EvaluationConfig(Section):
     @model_validator(mode="after")
     def _primary_metric_is_computed(self) -> EvaluationConfig:
         _, _, k = self.primary_metric.partition("@")
-        if k and int(k) not in self.ks:
-            raise ValueError(f"primary_metric {self.primary_metric!r} needs {k} in ks {self.ks}")
+        if k and int(k) not in self.cutoffs:
+            raise ValueError(
+                f"primary_metric {self.primary_metric!r} needs {k} in cutoffs {self.cutoffs}"
+            )
         return self
 
 
@@ -394,15 +466,20 @@ class MonitoringConfig(Section):
     ks_pvalue: float = Field(
         0.01, gt=0.0, lt=1.0, description="family-wise level (Bonferroni over columns/dims)"
     )
-    psi_threshold: float = Field(0.2, gt=0.0)
+    psi_threshold: float = Field(
+        0.2, gt=0.0, description="prediction drift: score PSI above this fires"
+    )
     psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the reference scores")
     psi_epsilon: float = Field(1e-4, gt=0.0, lt=0.1, description="floor for an empty bin share")
-    max_staleness_hours: float = Field(48.0, gt=0.0)
-    max_missing_rate: float = Field(0.05, ge=0.0, le=1.0)
-    min_embedding_variance: float = Field(
-        0.01, ge=0.0, description="floor on total variance (trace of covariance)"
+    max_missing_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="missing_rate: worst column's missing share ceiling"
     )
-    retrain_on_drift: bool = True
+    min_total_variance: float = Field(
+        0.01,
+        ge=0.0,
+        description="embedding_variance: floor on the current embeddings' total variance "
+        "(trace of the covariance); lower means collapse",
+    )
     reference_days: int = Field(
         14, ge=1, le=3650, description="monitor: days of log before the current window"
     )
@@ -425,53 +502,41 @@ class MonitoringConfig(Section):
         description="monitor: launched capabilities draw more requests/day than established "
         "ones at this one-sided Mann-Whitney p (with ks_pvalue, a 5% family-wise level)",
     )
-    retrain_policy: Literal["always", "on_drift"] = Field(
+    retrain_policy: Literal["always", "on_drift", "never"] = Field(
         "always",
-        description="nightly run: train every night, or only on drift (or with no production "
-        "model yet)",
+        description="when the nightly run trains: always; on_drift: when a drift check fired; "
+        "never: drift is reported only. Each also trains while no model is in production",
     )
 
 
 class PrivacyConfig(Section):
-    retention_days: int = Field(365, ge=1)
-    scrub_pii: bool = True
-    opt_out_enabled: bool = True
-    opt_out_users: list[str] = Field([], description="users whose events are never stored")
+    """What interaction data is kept, and for how long."""
 
-
-class ServingConfig(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    model_name: str = "caprank"
-    model_ref: str = Field(
-        "production", description="MLflow alias, version number, or a model directory"
+    retention_days: int = Field(365, ge=1, description="events older than this are dropped")
+    scrub_pii: bool = Field(
+        True, description="replace e-mails, phone, card and account numbers and IPs in stored texts"
     )
-    cache_size: int = Field(10_000, ge=0)
-    cache_ttl_s: float = Field(3600.0, gt=0.0)
-    feature_refresh_s: float = Field(300.0, gt=0.0)
-    max_feature_staleness_hours: float = Field(48.0, gt=0.0)
-    default_top_k: int = Field(10, ge=1)
-    max_top_k: int = Field(100, ge=1)
-    max_candidates: int = Field(10_000, ge=1)
-    max_intent_chars: int = Field(2000, ge=1)
-    max_payload_bytes: int = Field(1_000_000, ge=1024)
-    max_batch_size: int = Field(16, ge=1)
+    opt_out_users: list[str] = Field(
+        [], description="users whose events are never stored; empty: nobody opted out"
+    )
+
+
+class IntentEncodingConfig(Section):
+    """How the server turns intent texts into vectors: an LRU cache, then a micro-batcher."""
+
+    cache_size: int = Field(10_000, ge=0, description="intent vectors kept in the LRU cache")
+    cache_ttl_s: float = Field(3600.0, gt=0.0, description="a cached intent vector expires then")
+    batch: bool = Field(
+        True,
+        description="encode concurrent cache-missing intents together (max_batch_size, "
+        "max_batch_wait_ms); see docs/serving.md for the measured effect",
+    )
+    max_batch_size: int = Field(16, ge=1, description="intents the batcher encodes at once")
     max_batch_wait_ms: float = Field(
         0.0,
         ge=0.0,
         description="how long the intent batcher waits for more texts; 0: it takes what "
         "queued while the previous batch encoded (no added latency when idle)",
-    )
-    boost: dict[str, float] = Field({}, description="capability id -> score added")
-    penalty: dict[str, float] = Field({}, description="capability id -> score subtracted")
-    feedback_dir: Path | None = Field(None, description="empty: <home>/feedback")
-    batch_intents: bool = Field(
-        True,
-        description="encode concurrent cache-missing intents together (max_batch_size, "
-        "max_batch_wait_ms); see docs/serving.md for the measured effect",
-    )
-    worker_threads: int = Field(
-        4, ge=1, le=64, description="threads that run ranking off the server's event loop"
     )
     torch_threads: int = Field(
         1,
@@ -480,33 +545,83 @@ class ServingConfig(Section):
         description="intra-op threads of the intent encoder; 0: torch's default. One thread "
         "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
     )
-    fallback_on_error: bool = Field(
-        True, description="answer with the dense fallback ranker when the model fails"
-    )
+
+
+class FeedbackConfig(Section):
+    """The feedback path: served rankings kept in memory, and the log feedback is written to."""
+
+    dir: Path | None = Field(None, description="the feedback log; empty: <home>/feedback")
     request_store_size: int = Field(
         50_000, ge=1, le=10_000_000, description="served rankings kept for feedback"
     )
     request_store_ttl_s: float = Field(
         6 * 3600.0, gt=0.0, description="feedback for a ranking older than this is refused"
     )
-    feedback_segment_events: int = Field(
+    segment_events: int = Field(
         5000, ge=1, le=10_000_000, description="write-ahead log segment size before rotation"
     )
-    feedback_compact_s: float = Field(
+    compact_s: float = Field(
         60.0, gt=0.0, description="how often closed log segments become Parquet parts"
     )
 
 
+class ServingConfig(Section):
+    """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
+
+    host: str = Field("127.0.0.1", description="`caprank serve` bind address")
+    port: int = Field(8080, ge=1, le=65535, description="`caprank serve` HTTP port")
+    endpoint_name: str = Field(
+        "caprank",
+        description="model name in the local server's /v1/models/<name> paths (on KServe, "
+        "--model_name: the InferenceService's name)",
+    )
+    model_ref: str = Field(
+        "production", description="MLflow alias, version number, or a model directory"
+    )
+    feature_refresh_s: float = Field(
+        300.0, gt=0.0, description="how often online features are re-read from the store"
+    )
+    default_top_k: int = Field(10, ge=1, description="results when a request gives no top_k")
+    max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask")
+    max_candidates: int = Field(10_000, ge=1, description="candidate ids a request may pass")
+    max_intent_chars: int = Field(2000, ge=1, description="longest intent text accepted")
+    max_payload_bytes: int = Field(1_000_000, ge=1024, description="largest request body")
+    boost: dict[str, float] = Field({}, description="capability id -> score added")
+    penalty: dict[str, float] = Field({}, description="capability id -> score subtracted")
+    worker_threads: int = Field(
+        4, ge=1, le=64, description="threads that run ranking off the server's event loop"
+    )
+    fallback_on_error: bool = Field(
+        True, description="answer with the dense fallback ranker when the model fails"
+    )
+    intents: IntentEncodingConfig = IntentEncodingConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+
+
 class CanaryConfig(Section):
-    traffic_percent: int = Field(10, ge=0, le=100)
-    mode: Literal["split", "shadow"] = "split"
+    """The deploy stage's canary rollout and its guardrails (docs/cluster.md)."""
+
+    traffic_percent: int = Field(10, ge=0, le=100, description="share of requests the canary gets")
+    mode: Literal["split", "shadow"] = Field(
+        "split",
+        description="local canary: split answers its share with the new model; shadow scores "
+        "a copy while the stable model answers",
+    )
     window_s: float = Field(600.0, gt=0.0, description="how long guardrails are watched")
-    poll_s: float = Field(10.0, gt=0.0)
-    ready_timeout_s: float = Field(900.0, gt=0.0)
-    max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
-    max_p99_latency_ms: float = Field(200.0, gt=0.0)
-    min_success_rate: float = Field(0.0, ge=0.0, le=1.0, description="quality from feedback")
-    min_requests: int = Field(100, ge=0)
+    poll_s: float = Field(10.0, gt=0.0, description="guardrail poll interval")
+    ready_timeout_s: float = Field(
+        900.0, gt=0.0, description="the canary must be ready by then, or it is rolled back"
+    )
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="guardrail: error rate ceiling")
+    max_p99_latency_ms: float = Field(
+        200.0, gt=0.0, description="guardrail: live p99 latency ceiling"
+    )
+    min_success_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="guardrail: success-rate floor from feedback"
+    )
+    min_requests: int = Field(
+        100, ge=0, description="guardrail: requests the canary must receive in the window"
+    )
     min_feedback: int = Field(
         20, ge=0, description="feedback events needed before the quality guardrail is judged"
     )
@@ -531,7 +646,7 @@ class CanaryConfig(Section):
         'namespace="$namespace", pod=~"$pod"}[$range])))',
         description="PromQL: canary p99 latency in milliseconds",
     )
-    prometheus_timeout_s: float = Field(10.0, gt=0.0)
+    prometheus_timeout_s: float = Field(10.0, gt=0.0, description="Prometheus query timeout")
     target: Literal["auto", "local", "cluster"] = Field(
         "auto",
         description="where the deploy stage rolls out: cluster (the KServe "
@@ -553,34 +668,50 @@ class CanaryConfig(Section):
 class ServicesConfig(Section):
     """Endpoints of real services. Empty values mean the embedded local default."""
 
-    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    feast_online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Feast online store: embedded SQLite or Redis"
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis online store (feast_online_store redis)"
+    )
     feast_registry: str = Field("", description="SQLAlchemy URL; empty: <home>/feast/registry.db")
     mlflow_tracking_uri: str = Field("", description="empty: sqlite:///<home>/mlflow.db")
     mlflow_artifact_root: str = Field("", description="empty: <home>/mlartifacts")
-    model_name: str = Field("caprank-ranker", description="MLflow registered model name")
+    registered_model: str = Field("caprank-ranker", description="MLflow registered model name")
     mlflow_artifacts_destination: str = Field(
         "s3://mlflow/artifacts",
         description="the MLflow server's --artifacts-destination (manifests/base/mlflow.yaml): "
         "turns proxied mlflow-artifacts:/ URIs into storage URIs KServe can download",
     )
-    kfp_host: str = ""
-    kube_namespace: str = "caprank"
-    inference_service: str = "caprank-ranker"
-    prometheus_url: str = ""
+    kfp_host: str = Field("", description="Kubeflow Pipelines API URL (submit, schedule)")
+    kube_namespace: str = Field("caprank", description="Kubernetes namespace of the deployment")
+    inference_service: str = Field(
+        "caprank-ranker", description="KServe InferenceService the deploy stage rolls out on"
+    )
+    prometheus_url: str = Field(
+        "", description="Prometheus for the cluster canary's guardrails; empty: none"
+    )
 
 
 class PipelineConfig(Section):
-    name: str = "caprank-training"
-    image_registry: str = "ghcr.io/caprank"
-    image_tag: str = "0.1.0"
+    """The Kubeflow pipeline: images, GPU placement and the nightly schedule."""
+
+    name: str = Field("caprank-training", description="KFP pipeline name")
+    image_registry: str = Field("ghcr.io/caprank", description="registry of our images")
+    image_tag: str = Field("0.1.0", description="tag of our images")
     component_image: str = Field("caprank-component", description="image name (no registry)")
     training_image: str = Field("caprank-train-gpu", description="CUDA training image name")
     serving_image: str = Field("caprank-serving", description="KServe predictor image name")
-    gpu_node_selector: dict[str, str] = {"caprank.io/pool": "gpu"}
-    gpu_toleration_key: str = "nvidia.com/gpu"
-    gpu_toleration_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
-    gpu_accelerator: str = "nvidia.com/gpu"
+    gpu_node_selector: dict[str, str] = Field(
+        {"caprank.io/pool": "gpu"}, description="node labels of the GPU pool"
+    )
+    gpu_toleration_key: str = Field("nvidia.com/gpu", description="taint key GPU tasks tolerate")
+    gpu_toleration_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "NoSchedule", description="effect of that taint"
+    )
+    gpu_accelerator: str = Field(
+        "nvidia.com/gpu", description="accelerator type requested when gpu_count > 0"
+    )
     gpu_count: int = Field(
         1, ge=0, le=16, description="accelerators per GPU task; 0: pool placement only (kind)"
     )
@@ -634,7 +765,7 @@ class CaprankConfig(Section):
         return self.embedding.cache_dir or self.paths.home / "embedding-cache"
 
     def feedback_dir(self) -> Path:
-        return self.serving.feedback_dir or self.paths.home / "feedback"
+        return self.serving.feedback.dir or self.paths.home / "feedback"
 
     def features_dir(self) -> Path:
         return self.paths.features or self.paths.home / "features"

@@ -82,7 +82,7 @@ def apply_policy(interactions: pa.Table, policy: PrivacyConfig, now: datetime) -
         return table
     cutoff = pa.scalar(now - timedelta(days=policy.retention_days), type=table["timestamp"].type)
     keep = pc.greater_equal(table["timestamp"], cutoff)
-    if policy.opt_out_enabled and policy.opt_out_users:
+    if policy.opt_out_users:
         opted = pc.is_in(table["user_id"], value_set=pa.array(policy.opt_out_users, pa.string()))
         keep = pc.and_(keep, pc.invert(pc.fill_null(opted, False)))
     table = table.filter(keep)

@@ -204,7 +204,7 @@ def register_version(
     alias: str | None = CHALLENGER,
     description: str = "",
 ) -> RegisteredVersion:
-    """Register the run's model as a new version of ``services.model_name`` with metric
+    """Register the run's model as a new version of ``services.registered_model`` with metric
     and lineage tags, log the lineage to the run, and point ``alias`` at the version."""
     import mlflow.exceptions
 
@@ -216,7 +216,7 @@ def register_version(
             "nor artifacts): log it before registering"
         )
     source, model_id = found
-    name = cfg.services.model_name
+    name = cfg.services.registered_model
     try:
         c.create_registered_model(name)
     except mlflow.exceptions.MlflowException as exc:
@@ -240,10 +240,10 @@ def get_version(cfg: CaprankConfig, version: str) -> RegisteredVersion:
     if not str(version).isdigit():
         raise RegistryError(f"registered model version must be a number, got '{version}'")
     try:
-        mv = client(cfg).get_model_version(cfg.services.model_name, str(version))
+        mv = client(cfg).get_model_version(cfg.services.registered_model, str(version))
     except Exception as exc:
         raise RegistryError(
-            f"registered model '{cfg.services.model_name}' has no version {version}: {exc}"
+            f"registered model '{cfg.services.registered_model}' has no version {version}: {exc}"
         ) from exc
     return _as_version(mv)
 
@@ -251,7 +251,7 @@ def get_version(cfg: CaprankConfig, version: str) -> RegisteredVersion:
 def set_alias(cfg: CaprankConfig, alias: str, version: str) -> RegisteredVersion:
     """Point ``alias`` at ``version`` (which must exist); returns the version."""
     get_version(cfg, version)
-    client(cfg).set_registered_model_alias(cfg.services.model_name, alias, str(version))
+    client(cfg).set_registered_model_alias(cfg.services.registered_model, alias, str(version))
     return get_version(cfg, version)
 
 
@@ -260,7 +260,7 @@ def alias_version(cfg: CaprankConfig, alias: str) -> RegisteredVersion | None:
     import mlflow.exceptions
 
     try:
-        mv = client(cfg).get_model_version_by_alias(cfg.services.model_name, alias)
+        mv = client(cfg).get_model_version_by_alias(cfg.services.registered_model, alias)
     except mlflow.exceptions.MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "INVALID_PARAMETER_VALUE" in str(
             exc.error_code
@@ -284,7 +284,7 @@ def version_storage_uri(cfg: CaprankConfig, version: str) -> str:
     initializer downloads into ``/mnt/models``."""
     import mlflow.exceptions
 
-    name = cfg.services.model_name
+    name = cfg.services.registered_model
     try:
         uri = client(cfg).get_model_version_download_uri(name, str(version))
     except mlflow.exceptions.MlflowException as exc:

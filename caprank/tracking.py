@@ -5,7 +5,7 @@ directory (``cfg.mlflow_tracking_uri()``, ``cfg.mlflow_artifact_root()``); a ser
 by config. A run records parameters, per-step metrics (through ``log_metrics`` as the
 trainer reports them), the resolved config, dataset content hashes, the git revision,
 the last checkpoint, and the bundle logged as an MLflow pyfunc model with a signature,
-which the evaluate stage registers under ``services.model_name`` (``caprank.registry``).
+which the evaluate stage registers under ``services.registered_model`` (``caprank.registry``).
 """
 
 from __future__ import annotations

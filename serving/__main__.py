@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     serve(
         cfg,
         model_ref=args.model_dir or cfg.serving.model_ref,
-        model_name=args.model_name or cfg.serving.model_name,
+        model_name=args.model_name or cfg.serving.endpoint_name,
         host=args.host or ("0.0.0.0" if args.model_dir else cfg.serving.host),
         port=args.http_port or cfg.serving.port,
     )

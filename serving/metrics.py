@@ -98,7 +98,7 @@ class _StateCollector:
         snap = rt.engine.features
         stale = GaugeMetricFamily(
             "caprank_feature_stale_capabilities",
-            "Capabilities whose online features are missing or past max_feature_staleness_hours "
+            "Capabilities whose online features are missing or past features.max_staleness_hours "
             "(served with neutral features)",
         )
         stale.add_metric([], float(snap.n_stale if snap else len(rt.engine.catalog)))

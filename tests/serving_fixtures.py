@@ -69,7 +69,7 @@ def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = Tr
     cfg.paths.home = home
     cfg.paths.data = ds.root
     cfg.serving.feature_refresh_s = 3600.0
-    cfg.serving.feedback_compact_s = 3600.0
+    cfg.serving.feedback.compact_s = 3600.0
     if publish:
         from caprank.features.stage import build_and_publish
 

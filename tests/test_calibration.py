@@ -79,7 +79,7 @@ def test_fitted_on_validation_and_applied_identically_after_save_and_load(traine
     cfg, prep, model = trained
     bundle = tiny_bundle(prep, model)
     bundle.calibration, info = calibrate(bundle.index(prep.inputs), prep, cfg)
-    k = min(max(cfg.evaluation.ks), len(prep.inputs.capability_ids))
+    k = min(max(cfg.evaluation.cutoffs), len(prep.inputs.capability_ids))
     assert bundle.calibration.method == "platt"
     assert info["n"] == prep.n_valid * k
     assert info["valid_ece"] <= info["valid_ece_raw"]

@@ -88,3 +88,31 @@ def test_derived_locations(tmp_path):
     cfg = resolve(environ={}, overrides=[f"paths.home={tmp_path}"]).config
     assert cfg.mlflow_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cfg.feedback_dir() == tmp_path / "feedback"
+
+
+@pytest.mark.parametrize(
+    "retired",
+    [
+        "paths.feature_repo=x",  # unused
+        "evaluation.ope_temperature=0.1",  # unused
+        "privacy.opt_out_enabled=false",  # an empty opt_out_users list is the off switch
+        "monitoring.retrain_on_drift=false",  # retrain_policy: never
+        "monitoring.max_staleness_hours=1",  # features.max_staleness_hours
+        "serving.max_feature_staleness_hours=1",  # features.max_staleness_hours
+        "services.model_name=x",  # services.registered_model
+        "serving.model_name=x",  # serving.endpoint_name
+        "evaluation.ks=[1]",  # evaluation.cutoffs
+    ],
+)
+def test_retired_keys_are_errors(retired):
+    with pytest.raises(ConfigError, match="unknown key"):
+        resolve(environ={}, overrides=[retired])
+
+
+def test_primary_metric_needs_its_cutoff():
+    assert resolve(environ={}, overrides=["evaluation.cutoffs=[1, 3]"]).config  # mrr: no cutoff
+    with pytest.raises(ConfigError, match="cutoffs"):
+        resolve(
+            environ={},
+            overrides=["evaluation.primary_metric=ndcg@10", "evaluation.cutoffs=[1]"],
+        )

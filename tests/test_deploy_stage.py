@@ -59,7 +59,7 @@ def register(cfg, model_dir: Path) -> str:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
-    name = cfg.services.model_name
+    name = cfg.services.registered_model
     if not client.search_registered_models(f"name='{name}'"):
         client.create_registered_model(name)
     exp = client.get_experiment_by_name("deploy-test")
@@ -300,7 +300,7 @@ def test_serve_default_model_follows_the_registry(cfg, tmp_path):
     v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
     assert default_model_ref(cfg) == v2  # no alias: the latest version
     client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
-    client.set_registered_model_alias(cfg.services.model_name, "challenger", v1)
+    client.set_registered_model_alias(cfg.services.registered_model, "challenger", v1)
     assert default_model_ref(cfg) == v1
     set_alias(cfg, PRODUCTION, v2)
     assert default_model_ref(cfg) == v2

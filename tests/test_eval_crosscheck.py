@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.slow,
 ]
 N_QUERIES = 300  # seeded sample of the official test split (MiniLM on 2 CPU cores is slow)
-KS = EvaluationConfig().ks
+KS = EvaluationConfig().cutoffs
 TOL = 1e-6
 
 

@@ -78,7 +78,7 @@ def test_feature_mean_shift_is_detected_via_evidently():
     assert result.to_dict()["fired"] == ["feature_drift"]
     assert result.drifted and result.retrain
     assert "<html" in result.html.lower() and "success_rate" in result.html
-    no_retrain = _run(ref, cur, MonitoringConfig(retrain_on_drift=False))
+    no_retrain = _run(ref, cur, MonitoringConfig(retrain_policy="never"))
     assert no_retrain.drifted and not no_retrain.retrain
 
 

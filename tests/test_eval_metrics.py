@@ -121,7 +121,7 @@ def test_segments_and_json_summary():
     per_query = {"mrr": np.array([1.0, 0.5, 0.25, 1.0])}
     seg = segment_means(per_query, ["a", "b", "a", "b"])
     assert seg == {"a": {"n_queries": 2.0, "mrr": 0.625}, "b": {"n_queries": 2.0, "mrr": 0.75}}
-    cfg = EvaluationConfig(ks=[1, 10], coverage_k=2)
+    cfg = EvaluationConfig(cutoffs=[1, 10], coverage_k=2)
     scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.1]])
     out = evaluate_scores(
         scores,

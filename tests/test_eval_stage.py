@@ -139,7 +139,7 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
         registered=registered,
     )
     assert out is True and registered.metadata["version"] == "1"
-    assert registered.metadata["uri"] == f"models:/{cfg.services.model_name}/1"
+    assert registered.metadata["uri"] == f"models:/{cfg.services.registered_model}/1"
     assert metrics.metadata["mrr"] > 0.2 and metrics.metadata["improved"] == 1.0
     assert "hit@10" in metrics.metadata
     assert "<html" in Path(report.path).read_text()

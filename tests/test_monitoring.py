@@ -145,11 +145,10 @@ def test_should_train_policy(catalog):
     )
     assert drifted.should_train and drifted.reason.startswith("drift")
     assert "should_train: true" in drifted.to_markdown()
-    drifted_cfg.monitoring.retrain_on_drift = False
-    off = monitor(
-        _logs(catalog, drifted_cfg), drifted_cfg, policy="on_drift", production_exists=True
-    )
-    assert not off.should_train and "retrain_on_drift is off" in off.reason
+    off = monitor(_logs(catalog, drifted_cfg), drifted_cfg, policy="never", production_exists=True)
+    assert off.drift.drifted and not off.should_train and "retrain policy never" in off.reason
+    bootstrap = monitor(ds, cfg, policy="never", production_exists=False)
+    assert bootstrap.should_train and "no production model" in bootstrap.reason
 
 
 def test_too_few_events_are_not_judged(catalog):

@@ -68,9 +68,7 @@ def test_apply_policy_retention_optout_scrub():
 
 def test_apply_policy_switches_off():
     now = datetime(2026, 11, 23, tzinfo=UTC)
-    policy = PrivacyConfig(
-        retention_days=1000, opt_out_users=["u3"], opt_out_enabled=False, scrub_pii=False
-    )
+    policy = PrivacyConfig(retention_days=1000, opt_out_users=[], scrub_pii=False)
     out = apply_policy(_events(now), policy, now)
     assert out.num_rows == 4
     assert "user0@mail.com" in out["intent_text"][0].as_py()

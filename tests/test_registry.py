@@ -22,7 +22,7 @@ def _cfg(tmp_path: Path, tracking_uri: str = "") -> CaprankConfig:
     cfg.paths.home = tmp_path / "home"
     cfg.services.mlflow_tracking_uri = tracking_uri
     cfg.services.mlflow_artifact_root = str(tmp_path / "artifacts")
-    cfg.services.model_name = f"test-ranker-{uuid.uuid4().hex[:6]}"
+    cfg.services.registered_model = f"test-ranker-{uuid.uuid4().hex[:6]}"
     return cfg
 
 

@@ -255,17 +255,17 @@ def test_intent_cache_hits_and_misses(served: Served):
 def test_feature_refresh_and_staleness(served: Served):
     cfg = served.runtime.cfg
     try:
-        cfg.serving.max_feature_staleness_hours = 1e6
+        cfg.features.max_staleness_hours = 1e6
         code, snap = served.call("POST", "/admin/features/refresh")
         assert code == 200 and snap["available"] and snap["stale_capabilities"] == 0
         pred = served.rank({"intent": "fresh features"})
         assert pred["features_stale"] is False and pred["feature_age_hours"] > 0
         assert served.metric("caprank_feature_stale_capabilities") == 0
-        cfg.serving.max_feature_staleness_hours = 1e-6
+        cfg.features.max_staleness_hours = 1e-6
         code, snap = served.call("POST", "/admin/features/refresh")
         assert snap["stale_capabilities"] == len(_ids(served))
         assert served.rank({"intent": "stale features"})["features_stale"] is True
         assert served.metric("caprank_feature_stale_capabilities") == len(_ids(served))
     finally:
-        cfg.serving.max_feature_staleness_hours = 48.0
+        cfg.features.max_staleness_hours = 48.0
     assert served.metric("caprank_feature_refreshes") >= 2

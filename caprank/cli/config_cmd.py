@@ -8,11 +8,13 @@ import click
 
 from caprank.cli.context import CliState, pass_state
 from caprank.config import dump_yaml
+from caprank.config_doc import render
+from caprank.files import atomic_write_text
 
 
 @click.group("config")
 def config_group() -> None:
-    """Show the resolved configuration and where each value came from."""
+    """Show the resolved configuration and where each value came from, or document it."""
 
 
 @config_group.command("show")
@@ -32,3 +34,20 @@ def show(state: CliState, fmt: str) -> None:
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
         click.echo(f"{key:<{width}}  {json.dumps(value, default=str):<40}  {source}")
+
+
+@config_group.command("doc")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the page here (e.g. docs/configuration.md) instead of printing it.",
+)
+def doc(out: str | None) -> None:
+    """Render docs/configuration.md: every setting, its meaning and default, from the code."""
+    text = render()
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    atomic_write_text(out, text)
+    click.echo(f"wrote {out}", err=True)

@@ -21,7 +21,7 @@ from caprank.cli.context import CliState, pass_state
 )
 @click.option(
     "--policy",
-    type=click.Choice(["always", "on_drift"]),
+    type=click.Choice(["always", "on_drift", "never"]),
     default=None,
     help="Retrain policy (default: monitoring.retrain_policy).",
 )

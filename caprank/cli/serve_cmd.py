@@ -34,5 +34,5 @@ def serve_cmd(
     cfg = state.config()
     ref = model_dir or model_ref or default_model_ref(cfg)
     host, port = host or cfg.serving.host, port or cfg.serving.port
-    click.echo(f"serving '{ref}' as {cfg.serving.model_name} on http://{host}:{port}", err=True)
-    serve(cfg, ref, cfg.serving.model_name, host, port)
+    click.echo(f"serving '{ref}' as {cfg.serving.endpoint_name} on http://{host}:{port}", err=True)
+    serve(cfg, ref, cfg.serving.endpoint_name, host, port)

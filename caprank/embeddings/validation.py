@@ -10,7 +10,7 @@ level ``mean ‖v‖² / dim``. For unit vectors the variances sum to ``1 - ‖m
 a healthy spread gives about ``1/dim`` per dimension (0.0026 for 384 dims, 0.001 for
 1024): a raw floor of 0.01 would reject every good high-dimensional table. Relative to
 the isotropic level a healthy dimension sits near 1, and the check fails when the
-*median* dimension falls below ``min_variance`` (0.01: a hundred times under it), which
+*median* dimension falls below ``min_relative_variance`` (0.01: a hundred times under it), which
 is what all items collapsing onto one vector, or into a narrow cone, does. The median,
 not every dimension: all-MiniLM-L6-v2 itself has three near-constant coordinates
 (127, 223, 319) on every text set we tried (ToolLens tools, capabilities and intents, the
@@ -129,8 +129,8 @@ def check_column(ids: Sequence[str], col: VectorColumn, cfg: CaprankConfig) -> l
     if len(good) >= 2:
         rel = relative_variance(matrix)
         median = float(np.median(rel))
-        if median < emb.min_variance:
-            low = np.flatnonzero(rel < emb.min_variance)
+        if median < emb.min_relative_variance:
+            low = np.flatnonzero(rel < emb.min_relative_variance)
             out.append(
                 Failure(
                     col.field,
@@ -139,7 +139,7 @@ def check_column(ids: Sequence[str], col: VectorColumn, cfg: CaprankConfig) -> l
                     int(rel.size),
                     "dimensions",
                     [f"dim {j}: {rel[j]:.2g}" for j in low[:MAX_EXAMPLES]],
-                    f"vary less than {emb.min_variance} x the isotropic level across "
+                    f"vary less than {emb.min_relative_variance} x the isotropic level across "
                     f"{len(good)} items (median dimension {median:.2g}): collapsed",
                 )
             )

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from caprank.config import MonitoringConfig
+from caprank.config import FeaturesConfig, MonitoringConfig
 from caprank.errors import DataError
 from caprank.files import atomic_write_text
 
@@ -67,7 +67,7 @@ class DriftCheck:
 @dataclass
 class DriftResult:
     """Every check that ran; ``drifted`` when any fired, ``retrain`` when that should
-    trigger retraining (``monitoring.retrain_on_drift``)."""
+    trigger retraining (``monitoring.retrain_policy`` is not ``never``)."""
 
     checks: dict[str, DriftCheck]
     drifted: bool
@@ -294,8 +294,9 @@ def prediction_drift(
     )
 
 
-def feature_staleness(timestamps: np.ndarray, now: datetime, cfg: MonitoringConfig) -> DriftCheck:
-    """Hours since the oldest current feature row was computed."""
+def feature_staleness(timestamps: np.ndarray, now: datetime, max_hours: float) -> DriftCheck:
+    """Hours since the oldest current feature row was computed (``features.max_staleness_hours``
+    is the limit: serving ignores such rows too)."""
     ts = pd.to_datetime(pd.Series(np.asarray(timestamps).ravel()), utc=True)
     if ts.isna().all():
         raise DataError("feature_timestamps", "no timestamps", field="computed_at")
@@ -307,12 +308,12 @@ def feature_staleness(timestamps: np.ndarray, now: datetime, cfg: MonitoringConf
     return DriftCheck(
         name="feature_staleness",
         value=oldest,
-        threshold=cfg.max_staleness_hours,
-        drifted=oldest > cfg.max_staleness_hours,
-        rule=f"oldest feature row older than {cfg.max_staleness_hours} h",
+        threshold=max_hours,
+        drifted=oldest > max_hours,
+        rule=f"oldest feature row older than {max_hours} h",
         details={
             "median_age_hours": float(ages.median()),
-            "stale_rows": int((ages > cfg.max_staleness_hours).sum()),
+            "stale_rows": int((ages > max_hours).sum()),
             "missing_timestamps": int(ts.isna().sum()),
         },
     )
@@ -371,9 +372,9 @@ def embedding_variance(
     return DriftCheck(
         name="embedding_variance",
         value=value,
-        threshold=cfg.min_embedding_variance,
-        drifted=value < cfg.min_embedding_variance,
-        rule=f"total embedding variance < {cfg.min_embedding_variance} (collapse)",
+        threshold=cfg.min_total_variance,
+        drifted=value < cfg.min_total_variance,
+        rule=f"total embedding variance < {cfg.min_total_variance} (collapse)",
         details=details,
     )
 
@@ -389,8 +390,10 @@ def detect_drift(
     now: datetime | None = None,
     html: bool = True,
     evidently: bool = True,
+    max_staleness_hours: float = FeaturesConfig().max_staleness_hours,
 ) -> DriftResult:
-    """Run every check whose inputs both windows provide (staleness needs ``now``).
+    """Run every check whose inputs both windows provide (staleness needs ``now``;
+    ``max_staleness_hours`` is ``features.max_staleness_hours``).
 
     ``evidently=False``: feature drift from scipy's KS alone (same p-values, no report).
     """
@@ -407,7 +410,9 @@ def detect_drift(
     if current.feature_timestamps is not None:
         if now is None:
             raise ValueError("feature staleness needs `now` (a timezone-aware datetime)")
-        checks["feature_staleness"] = feature_staleness(current.feature_timestamps, now, cfg)
+        checks["feature_staleness"] = feature_staleness(
+            current.feature_timestamps, now, max_staleness_hours
+        )
     missing = missing_rate(current, reference, cfg)
     if missing is not None:
         checks["missing_rate"] = missing
@@ -418,4 +423,5 @@ def detect_drift(
     if not checks:
         raise ValueError("no drift check has inputs: give features, embeddings or scores")
     drifted = any(c.drifted for c in checks.values())
-    return DriftResult(checks, drifted, drifted and cfg.retrain_on_drift, report_html)
+    retrain = drifted and cfg.retrain_policy != "never"
+    return DriftResult(checks, drifted, retrain, report_html)

@@ -388,9 +388,9 @@ def evaluate_scores(
     outcomes: np.ndarray | None = None,
     segments: Sequence[Any] | None = None,
 ) -> OfflineMetrics:
-    """Ranking metrics at ``cfg.ks``, diversity at ``cfg.coverage_k`` and, when predicted
+    """Ranking metrics at ``cfg.cutoffs``, diversity at ``cfg.coverage_k`` and, when predicted
     success probabilities and observed 0/1 outcomes are given, calibration."""
-    ranking = ranking_metrics(scores, relevance, cfg.ks)
+    ranking = ranking_metrics(scores, relevance, cfg.cutoffs)
     diversity = diversity_metrics(scores, cfg.coverage_k)
     calibration = None
     if probabilities is not None or outcomes is not None:

@@ -123,7 +123,7 @@ def score_model(
     n, c = len(texts), len(model.catalog)
     scores = np.empty((n, c), dtype=np.float64)
     latencies = np.empty(n, dtype=np.float64)
-    k = min(max(cfg.evaluation.ks), c)
+    k = min(max(cfg.evaluation.cutoffs), c)
     probs = np.empty((n, k)) if ranker.has_value_head else None
     for i, (vec, text) in enumerate(zip(vecs, texts, strict=True)):
         t0 = time.perf_counter()

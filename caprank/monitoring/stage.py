@@ -2,7 +2,7 @@
 the nightly run should train.
 
 ``should_train`` follows ``monitoring.retrain_policy``: ``always`` trains every run;
-``on_drift`` trains when a drift check fired (and ``monitoring.retrain_on_drift``) or
+``on_drift`` trains when a drift check fired; ``never`` only reports drift. Each trains
 when no model is in production yet. Windows with fewer than
 ``monitoring.min_window_events`` events are not judged (too little data to tell drift
 from noise); the result says so. Besides ``detect_drift``'s checks, the verdict includes
@@ -109,12 +109,20 @@ def judge_drift(
         )
     current.feature_timestamps = _latest_feature_times(features_dir)
     now = bounds.end - timedelta(microseconds=1)
-    drift = detect_drift(reference, current, mon, now=now, html=html, evidently=html)
+    drift = detect_drift(
+        reference,
+        current,
+        mon,
+        now=now,
+        html=html,
+        evidently=html,
+        max_staleness_hours=cfg.features.max_staleness_hours,
+    )
     launch = launch_demand(ds, cur_events, bounds.current_start, bounds.end, mon)
     if launch is not None:
         drift.checks[launch.name] = launch
         drift.drifted = drift.drifted or launch.drifted
-        drift.retrain = drift.drifted and mon.retrain_on_drift
+        drift.retrain = drift.drifted and mon.retrain_policy != "never"
     fired = [n for n, c in drift.checks.items() if c.drifted]
     return drift, bounds, ("drift: " + ", ".join(fired)) if fired else "no drift"
 
@@ -133,14 +141,14 @@ def monitor(
     ``production_exists`` defaults to asking the registry for the ``production`` alias.
     """
     policy = policy or cfg.monitoring.retrain_policy
-    if policy not in ("always", "on_drift"):
+    if policy not in ("always", "on_drift", "never"):
         from caprank.errors import ConfigError
 
         raise ConfigError("monitoring.retrain_policy", f"unknown policy {policy!r}")
     drift, bounds, why = judge_drift(ds, cfg, features_dir=features_dir, html=html)
     if policy == "always":
         return MonitorResult(drift, bounds, True, policy, f"trains every run; {why}")
-    if drift is not None and drift.retrain:
+    if policy == "on_drift" and drift is not None and drift.drifted:
         return MonitorResult(drift, bounds, True, policy, why)
     if production_exists is None:
         from caprank.registry import production_version
@@ -149,5 +157,5 @@ def monitor(
     if not production_exists:
         return MonitorResult(drift, bounds, True, policy, f"no production model yet; {why}")
     if drift is not None and drift.drifted:
-        why += " (monitoring.retrain_on_drift is off)"
+        why += " (retrain policy never)"
     return MonitorResult(drift, bounds, False, policy, why)

@@ -125,7 +125,7 @@ class RankEngine:
         self.fallback = fallback
         self.stats = VersionStats(clock)
         self.requests = RequestStore(
-            cfg.serving.request_store_size, cfg.serving.request_store_ttl_s
+            cfg.serving.feedback.request_store_size, cfg.serving.feedback.request_store_ttl_s
         )
         self._routing = Routing(primary=None, mode=cfg.canary.mode)
         self._lock = threading.Lock()  # serializes writers; readers never lock

@@ -3,7 +3,7 @@
 The server reads every catalog capability's features from Feast's online store in one
 batched call (``caprank.features.store.online_features``) at load time and again on
 refresh, never per request. Each row carries its snapshot time; a row older than
-``serving.max_feature_staleness_hours`` (or missing) is **not** used: the model gets a
+``features.max_staleness_hours`` (or missing) is **not** used: the model gets a
 neutral row instead (the training mean, which standardizes to zero), the count of such
 rows is exported as a metric, and responses say the features were stale.
 """
@@ -96,7 +96,7 @@ def read_snapshot(
     snapshot is empty and every row counts as stale; the server keeps serving.
     """
     now = now or datetime.now(UTC)
-    limit = cfg.serving.max_feature_staleness_hours
+    limit = cfg.features.max_staleness_hours
     ids = tuple(ids)
     if not cfg.services.feast_registry and not (cfg.feast_dir() / "registry.db").exists():
         return FeatureSnapshot(ids, None, now, limit, error="no Feast registry (never published)")

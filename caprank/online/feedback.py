@@ -6,7 +6,7 @@ Durability design (docs/serving.md):
   active segment ``<feedback_dir>/wal/seg-<n>.log`` by one writer thread. It takes every
   event queued since its last write, writes them together and calls ``fsync`` once
   (group commit); each post is acknowledged only after the fsync that covers it.
-- **Compaction.** Closed segments (rotated after ``serving.feedback_segment_events``
+- **Compaction.** Closed segments (rotated after ``serving.feedback.segment_events``
   events, on ``compact()``, and all segments found at start-up) are turned into
   ``<feedback_dir>/interactions/part-<n>.parquet`` in the data contract's
   ``INTERACTIONS`` schema (atomic write), then deleted. A crash between the two steps

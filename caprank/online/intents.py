@@ -2,8 +2,9 @@
 
 A cache hit costs a dictionary lookup; a miss costs one sentence-transformers forward
 pass (about 7-14 ms for MiniLM on a CPU core). Under concurrent load the batcher encodes
-the misses that arrive within ``max_batch_wait_ms`` of each other in one call, which
-costs less CPU per intent than one call each (docs/serving.md has the measurement).
+the misses that arrive within ``serving.intents.max_batch_wait_ms`` of each other in one
+call, which costs less CPU per intent than one call each (docs/serving.md has the
+measurement).
 """
 
 from __future__ import annotations
@@ -140,11 +141,11 @@ class IntentEncoder:
     """Embeds intent texts through the cache, and the batcher when enabled."""
 
     def __init__(self, cfg: ServingConfig, encode: Encode, clock=time.monotonic):
-        self.cache = IntentCache(cfg.cache_size, cfg.cache_ttl_s, clock)
+        self.cache = IntentCache(cfg.intents.cache_size, cfg.intents.cache_ttl_s, clock)
         self._encode = encode
-        self._batching = cfg.batch_intents and cfg.max_batch_size > 1
-        self._max_batch = cfg.max_batch_size
-        self._max_wait_s = cfg.max_batch_wait_ms / 1000.0
+        self._batching = cfg.intents.batch and cfg.intents.max_batch_size > 1
+        self._max_batch = cfg.intents.max_batch_size
+        self._max_wait_s = cfg.intents.max_batch_wait_ms / 1000.0
         self._batchers: dict[str, EncodeBatcher] = {}
         self._lock = threading.Lock()
 

@@ -153,7 +153,7 @@ def _registry_client(cfg: CaprankConfig):
 def registry_version(cfg: CaprankConfig, ref: str) -> str:
     """The registered version number ``ref`` names: a number, or an alias such as
     ``production``. Raises ``ModelLoadError`` when the registry has no such version."""
-    name = cfg.services.model_name
+    name = cfg.services.registered_model
     client = _registry_client(cfg)
     try:
         if ref.isdigit():
@@ -166,7 +166,9 @@ def registry_version(cfg: CaprankConfig, ref: str) -> str:
 def latest_registry_version(cfg: CaprankConfig) -> str | None:
     """The highest version of the registered model, or None when there is none."""
     try:
-        found = _registry_client(cfg).search_model_versions(f"name='{cfg.services.model_name}'")
+        found = _registry_client(cfg).search_model_versions(
+            f"name='{cfg.services.registered_model}'"
+        )
     except Exception:
         return None
     versions = [int(v.version) for v in found]
@@ -177,7 +179,7 @@ def download_registry_model(cfg: CaprankConfig, version: str) -> Path:
     """Download ``models:/<name>/<version>`` under ``<home>/serving/models`` (once)."""
     import mlflow
 
-    name = cfg.services.model_name
+    name = cfg.services.registered_model
     target = cfg.home() / "serving" / "models" / f"{name}-{version}"
     if (target / ".complete").is_file():
         return target

@@ -5,7 +5,7 @@ recovery; then the model named by the reference loads in a background thread. Un
 has loaded the runtime can already answer (with the fallback, counted as such) but is not
 *ready*, which is what the readiness probe reports. Background threads refresh features
 every ``serving.feature_refresh_s`` and compact the feedback log every
-``serving.feedback_compact_s``.
+``serving.feedback.compact_s``.
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ class Runtime:
         """Load everything; ``feedback=False`` (the deploy stage's in-process canary) opens no
         feedback log, so it never contends with a server's log."""
         cfg = self.cfg
-        if cfg.serving.torch_threads:
+        if cfg.serving.intents.torch_threads:
             import torch
 
-            torch.set_num_threads(cfg.serving.torch_threads)
+            torch.set_num_threads(cfg.serving.intents.torch_threads)
         catalog = self._catalog or load_catalog(
             cfg, self.model_ref if Path(self.model_ref).is_dir() else None
         )
@@ -115,7 +115,7 @@ class Runtime:
         self.engine = RankEngine(cfg, catalog, encoder, fallback)
         if feedback:
             self.feedback_log = FeedbackLog(
-                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback_segment_events
+                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events
             ).open()
             self.feedback_log.enforce_retention()
         if background_load:
@@ -206,7 +206,7 @@ class Runtime:
                 log.exception("feature refresh failed")
 
     def _compact_loop(self) -> None:
-        while not self._stop.wait(self.cfg.serving.feedback_compact_s):
+        while not self._stop.wait(self.cfg.serving.feedback.compact_s):
             try:
                 self.feedback_log.compact(rotate=True)
             except Exception:
@@ -225,7 +225,7 @@ class Runtime:
             raise UnknownRequest(
                 f"request_id '{post.request_id}' is unknown or expired: feedback must "
                 f"follow a ranking served by this replica within "
-                f"{self.cfg.serving.request_store_ttl_s:.0f}s"
+                f"{self.cfg.serving.feedback.request_store_ttl_s:.0f}s"
             )
         return build_event(post, served, self.cfg.privacy, datetime.now(UTC)), post
 

@@ -1,9 +1,10 @@
 """Served rankings kept in memory so feedback can be turned into interaction events.
 
 A feedback post names only the request id; the intent text, context, shown ranking and
-model version come from here. The store is bounded (``serving.request_store_size``) and
-entries expire after ``serving.request_store_ttl_s``: feedback for an unknown or expired
-request id is refused with HTTP 404 rather than stored without its context.
+model version come from here. The store is bounded
+(``serving.feedback.request_store_size``) and entries expire after
+``serving.feedback.request_store_ttl_s``: feedback for an unknown or expired request id is
+refused with HTTP 404 rather than stored without its context.
 """
 
 from __future__ import annotations

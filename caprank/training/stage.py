@@ -143,7 +143,7 @@ def test_queries(ds: Dataset, capability_ids: list[str]) -> tuple[list[str], lis
 
 def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Calibration, dict]:
     """Fit ``training.calibration`` on what evaluate judges, but on the validation intents:
-    each one's top-k capabilities (k = max(evaluation.ks)) over the whole catalog, raw
+    each one's top-k capabilities (k = max(evaluation.cutoffs)) over the whole catalog, raw
     value-head output vs whether the capability is relevant. Returns the calibration and
     the validation ECE before (raw value clipped, the identity) and after."""
     from caprank.evaluation.metrics import calibration_metrics
@@ -156,7 +156,7 @@ def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Cal
     texts = [prep.intent_texts[r] for r in rows]
     dense = d.intent_dense[rows]
     scores = index.scores(dense, texts)
-    k = min(max(cfg.evaluation.ks), scores.shape[1])
+    k = min(max(cfg.evaluation.cutoffs), scores.shape[1])
     raw = np.empty((len(rows), k))
     outcome = np.empty((len(rows), k))
     for i, (vec, text) in enumerate(zip(dense, texts, strict=True)):
@@ -190,7 +190,7 @@ def evaluate_test(
     texts, rel = test_queries(ds, cap_ids)
     if not texts:
         return {}
-    ks = sorted(set(cfg.evaluation.ks) | {1, 3, 10})
+    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 10})
     keep = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
 
     def metrics(scores: np.ndarray) -> dict[str, float]:
@@ -269,8 +269,8 @@ def train(
     )
     import torch
 
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(tc.seed)
     model = SHGAT(dims)
     features_hash = "" if features is None else str(features.num_rows)
