@@ -29,12 +29,12 @@ from caprank import registry
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, dataset_hash, load_dataset
 from caprank.errors import DataError
-from caprank.evaluation.drift import DriftResult
 from caprank.evaluation.gate import GateDecision, decide
 from caprank.evaluation.metrics import OfflineMetrics, evaluate_scores, segment_means
 from caprank.evaluation.queries import QuerySet, queries_from_labels
 from caprank.evaluation.report import ModelSummary, ReportInputs, summarize_model, write_report
 from caprank.files import atomic_write_json
+from caprank.monitoring.drift import DriftResult
 from caprank.online.catalog import Catalog, catalog_from_tables
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.models import LoadedModel, load_model_dir, resolve_model_ref
