@@ -7,7 +7,10 @@ whole catalog. The production model (registry alias ``production``), when there 
 is scored on the same queries, and the gate (``caprank.evaluation.gate.decide``) decides
 with a paired bootstrap on the primary metric plus the guardrails. The candidate is then
 registered with lineage and alias ``challenger``; the report goes to ``out_dir`` and
-into the training run.
+into the training run. This stage alone computes test metrics: the report sets the
+candidate beside production and the three baselines of ``caprank.evaluation.baselines``
+(BM25, dense cosine, logistic regression), and shows the drift verdict the monitor stage
+wrote (its ``drift_report``), never a drift recomputed here.
 
 Scoring latency is the time of ``ranker.query`` + ``ranker.score`` over the whole
 catalog for one intent, in this process; the intent encoding is excluded (the server
@@ -179,7 +182,8 @@ def default_baselines(ds: Dataset, cfg: CaprankConfig, text_model: str) -> dict[
     """The ``training.baselines`` of ``caprank.evaluation.baselines`` on the test queries:
     BM25 over the capability texts the catalog serves, dense cosine and logistic
     regression (fit on the non-test labels; left out below two labeled capabilities)
-    over ``text_model``'s embeddings, the candidate's, through the embedding cache."""
+    over ``text_model``'s embeddings, the candidate's, through the embedding cache. The
+    catalog a baseline is called with is in the dataset's capability order."""
     from caprank.evaluation.baselines import bm25_scores, dense_scores, logistic_scores
 
     wanted = cfg.training.baselines
@@ -369,6 +373,25 @@ def _report_metadata(
     }
 
 
+def _result(version, decision: GateDecision, sc: _Scored, queries: QuerySet, segments):
+    pr = sc.production_metrics
+    return EvaluationResult(
+        improved=decision.improved,
+        model_name=version.name,
+        version=version.version,
+        decision=decision,
+        metrics=sc.challenger.summary(),
+        production_version=None if sc.production is None else sc.production.version,
+        production_metrics=None if pr is None else pr.summary(),
+        baselines=sc.baselines,
+        scoring_p50_ms=sc.challenger_scored.p50_ms,
+        scoring_p99_ms=sc.challenger_scored.p99_ms,
+        n_queries=len(queries),
+        n_items=queries.n_items,
+        segments=segments,
+    )
+
+
 def _resolve_drift(drift: DriftResult | str | Path | Mapping | None) -> DriftResult | None:
     if drift is None or isinstance(drift, DriftResult):
         return drift
@@ -424,21 +447,7 @@ def evaluate(
     hashes.setdefault("dataset", dataset_hash(dataset_dir))
     version = _register(cfg, run_id, model_dir, hashes, pipeline_run_id, sc, decision)
     segments = query_segments(ds, queries, ch.ranking.per_query)
-    result = EvaluationResult(
-        improved=decision.improved,
-        model_name=version.name,
-        version=version.version,
-        decision=decision,
-        metrics=ch.summary(),
-        production_version=None if sc.production is None else sc.production.version,
-        production_metrics=None if pr is None else pr.summary(),
-        baselines=sc.baselines,
-        scoring_p50_ms=sc.challenger_scored.p50_ms,
-        scoring_p99_ms=sc.challenger_scored.p99_ms,
-        n_queries=len(queries),
-        n_items=queries.n_items,
-        segments=segments,
-    )
+    result = _result(version, decision, sc, queries, segments)
     inputs = ReportInputs(
         title=f"caprank evaluation: {version.name} v{version.version}",
         primary_metric=m,

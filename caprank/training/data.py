@@ -183,7 +183,6 @@ def prepare(
     if "interactions" in sources:
         parts.append(from_interactions(ds.interactions, texts, cap_rows, tc.reward))
     exp = Experiences.concat(parts)
-
     # the lexicon learns from what training sees: its intents and the catalog texts
     train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
     cap_texts = [t for t in ds.capabilities["description"].to_pylist()]
@@ -206,19 +205,26 @@ def prepare(
         valid_intents=valid_rows,
         valid_relevant=valid_relevant,
     )
-    summary = {
-        "sources": sources,
+    prep = Prepared(
+        data, inputs, lexicon, scaler, tool_rows, id_caps, intent_texts, sources, len(valid_rows),
+        {},
+    )  # fmt: skip
+    prep.summary = _summary(prep)
+    return prep
+
+
+def _summary(prep: Prepared) -> dict:
+    """What the train stage reports and tracks about its inputs."""
+    exp = prep.data.experiences
+    return {
+        "sources": prep.sources,
         "experiences": len(exp),
         "positives": int((exp.positive > 0).sum()),
-        "intents": len(intent_texts),
-        "valid_intents": len(valid_rows),
-        "capabilities": len(cap_ids),
-        "capabilities_with_positives": len(id_caps),
-        "tools": len(tool_ids),
-        "vocab": len(lexicon),
-        "features": list(scaler.columns),
+        "intents": len(prep.intent_texts),
+        "valid_intents": prep.n_valid,
+        "capabilities": len(prep.inputs.capability_ids),
+        "capabilities_with_positives": len(prep.id_capabilities),
+        "tools": len(prep.inputs.tool_ids),
+        "vocab": len(prep.lexicon),
+        "features": list(prep.scaler.columns),
     }
-    return Prepared(
-        data, inputs, lexicon, scaler, tool_rows, id_caps, intent_texts, sources, len(valid_rows),
-        summary,
-    )  # fmt: skip
