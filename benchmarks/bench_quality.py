@@ -31,28 +31,26 @@ from caprank.config import load_config
 from caprank.data.dataset import load_dataset, write_dataset
 from caprank.data.simulate import simulate, simulation_metadata
 from caprank.data.toollens import import_toollens
-from caprank.data.world import bm25_scores, capability_texts
-from caprank.embeddings.cache import embed_texts
-from caprank.embeddings.catalog_text import capability_texts as catalog_texts
 from caprank.embeddings.stage import embed
-from caprank.evaluation.baselines import LogisticBaseline, dense_scores
 from caprank.evaluation.bootstrap import mean_interval
 from caprank.evaluation.metrics import ranking_metrics
+from caprank.evaluation.queries import queries_from_labels
+from caprank.evaluation.stage import default_baselines, encode_intents
 from caprank.files import atomic_write_json
 from caprank.online.catalog import catalog_from_tables
 from caprank.online.models import load_model_dir
-from caprank.training.stage import test_queries, train
+from caprank.training.stage import train
 
 KEEP = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
 CI_KEEP = ("mrr", "hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10", "map")
 
 
-def metrics(scores: np.ndarray, rel: list[dict]) -> dict[str, float]:
+def metrics(scores: np.ndarray, rel) -> dict[str, float]:
     m = ranking_metrics(scores, rel, [1, 3, 10]).means()
     return {k: round(float(m[k]), 4) for k in KEEP}
 
 
-def metrics_ci(scores: np.ndarray, rel: list[dict], cfg) -> dict[str, list[float]]:
+def metrics_ci(scores: np.ndarray, rel, cfg) -> dict[str, list[float]]:
     """Every metric as [mean, low, high]: a percentile bootstrap over test queries
     (``evaluation.bootstrap_samples`` resamples at ``evaluation.confidence``)."""
     per_query = ranking_metrics(scores, rel, [1, 3, 5, 10]).per_query
@@ -64,37 +62,16 @@ def metrics_ci(scores: np.ndarray, rel: list[dict], cfg) -> dict[str, list[float
     return out
 
 
-def baseline_scores(ds, cfg, texts: list[str], vecs: np.ndarray) -> dict[str, np.ndarray]:
-    """BM25, dense cosine and logistic regression (fit on the train labels) on the test
-    intents, scored here so that each gets per-query values for its interval."""
-    caps = ds.capabilities["capability_id"].to_pylist()
-    rows = {c: i for i, c in enumerate(caps)}
-    catalog = catalog_texts(ds.capabilities, ds.tools)  # what the embed stage encodes
-    out = {
-        "bm25": bm25_scores(catalog, texts),
-        "dense": dense_scores(vecs, embed_texts(catalog, cfg)[0]),
-    }
-    ids, intent_texts = ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist()
-    text = dict(zip(ids, intent_texts, strict=True))
-    train = [
-        (text[q], rows[c])
-        for q, c, split in zip(
-            ds.labels["intent_id"].to_pylist(),
-            ds.labels["capability_id"].to_pylist(),
-            ds.labels["split"].to_pylist(),
-            strict=True,
-        )
-        if split != "test"
-    ]
-    train_vecs, _ = embed_texts([t for t, _ in train], cfg)
-    lr = LogisticBaseline(len(caps), seed=cfg.training.seed)
-    out["logreg"] = lr.fit(train_vecs, np.array([r for _, r in train])).scores(vecs)
-    return out
+def baseline_scores(ds, cfg, queries, catalog) -> dict[str, np.ndarray]:
+    """The evaluate stage's baselines (BM25, dense cosine, logistic regression fit on the
+    non-test labels) on the test queries, so that each gets per-query values for its
+    interval."""
+    baselines = default_baselines(ds, cfg, cfg.embedding.text_model)
+    return {name: make(queries, catalog) for name, make in baselines.items()}
 
 
-def served_scores(bundle_dir: Path, cfg, ds, texts: list[str], vecs: np.ndarray) -> np.ndarray:
+def served_scores(bundle_dir: Path, cfg, catalog, texts: list[str], vecs: np.ndarray) -> np.ndarray:
     """Scores through the serving path: load_model_dir(...).ranker, one intent at a time."""
-    catalog = catalog_from_tables(ds.tools, ds.capabilities, "toollens")
     ranker = load_model_dir(bundle_dir, cfg, catalog, None).ranker
     return np.stack(
         [ranker.score(ranker.query(v, t), None) for v, t in zip(vecs, texts, strict=True)]
@@ -126,13 +103,16 @@ def run_split(name: str, ds_dir: Path, emb_dir: Path, out: Path, cfg, reuse: boo
     else:
         train_row = train_split(ds, emb_dir, out / name, cfg)
         atomic_write_json(train_file, train_row)
-    texts, rel = test_queries(ds, ds.capabilities["capability_id"].to_pylist())
-    vecs, _ = embed_texts(texts, cfg)
-    scored = {"shgat": served_scores(bundle_dir, cfg, ds, texts, vecs)}
-    scored.update(baseline_scores(ds, cfg, texts, vecs))
-    if name == "logs":  # the simulator's policy: BM25 over its catalog text (+ exploration)
-        scored["logging_policy_bm25"] = bm25_scores(capability_texts(ds), texts)
-        del scored["logreg"]  # it learns from labels, which this setting has none of
+    queries = queries_from_labels(ds, "test")
+    catalog = catalog_from_tables(ds.tools, ds.capabilities, "toollens")
+    texts, rel = [str(t) for t in queries.texts], queries.relevance
+    vecs = encode_intents(texts, cfg.embedding.text_model, cfg)
+    scored = {"shgat": served_scores(bundle_dir, cfg, catalog, texts, vecs)}
+    scored.update(baseline_scores(ds, cfg, queries, catalog))
+    if name == "logs":
+        # the simulator's logging policy ranks by the same BM25 over the same capability
+        # text (plus exploration): its greedy ranking is the bm25 row
+        scored.pop("logreg", None)  # it learns from labels, which this setting does not use
     row = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
     row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
     row["train"] = train_row

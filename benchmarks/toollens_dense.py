@@ -1,9 +1,11 @@
 """ToolLens dense text baseline: cosine(intent, capability text) with the packaged model.
 
-Ranks all 463 capabilities for each of the 1,877 intents of the official test split and
-scores the rankings with ir-measures (MRR, Hit@1, Hit@10, NDCG@10). Two capability texts
-are compared: the importer's description alone, and ``capability_text`` (description plus
-each tool's name and description), which is what the embed stage encodes.
+Ranks all 463 capabilities for each of the 1,877 intents of the official test split
+(``caprank.evaluation.baselines.dense_scores``) and scores the rankings with
+``caprank.evaluation.metrics`` (MRR, Hit@1, Hit@10, NDCG@10; the metrics equal trec_eval's,
+``tests/test_eval_crosscheck.py``). Two capability texts are compared: the importer's
+description alone, and ``capability_text`` (description plus each tool's name and
+description), which is what the embed stage encodes.
 
     python -m benchmarks.toollens_dense --toollens ../shared/data/toollens
 """
@@ -17,30 +19,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import ir_measures
 import numpy as np
-from ir_measures import RR, Success, nDCG
 
 from caprank.config import load_config
 from caprank.data.toollens import import_toollens
 from caprank.embeddings.cache import embed_texts
 from caprank.embeddings.catalog_text import capability_texts
+from caprank.evaluation.baselines import dense_scores
+from caprank.evaluation.metrics import ranking_metrics
 
-MEASURES = {"mrr": RR, "hit@1": Success @ 1, "hit@10": Success @ 10, "ndcg@10": nDCG @ 10}
+KEEP = ("mrr", "hit@1", "hit@10", "ndcg@10")
 
 
 def rank_metrics(
     intent_ids: list[str], cap_ids: list[str], scores: np.ndarray, relevant: dict[str, set[str]]
 ) -> dict[str, float]:
-    """ir-measures over full rankings; ``scores[i, j]`` scores capability j for intent i."""
-    qrels = [ir_measures.Qrel(q, c, 1) for q in intent_ids for c in sorted(relevant[q])]
-    run = [
-        ir_measures.ScoredDoc(q, c, float(s))
-        for q, row in zip(intent_ids, scores, strict=True)
-        for c, s in zip(cap_ids, row, strict=True)
-    ]
-    agg = ir_measures.calc_aggregate(list(MEASURES.values()), qrels, run)
-    return {name: round(float(agg[m]), 4) for name, m in MEASURES.items()}
+    """The evaluation library's metrics; ``scores[i, j]`` scores capability j for intent i."""
+    col = {c: j for j, c in enumerate(cap_ids)}
+    rel = [{col[c]: 1.0 for c in relevant[q]} for q in intent_ids]
+    means = ranking_metrics(scores, rel, [1, 10]).means()
+    return {name: round(float(means[name]), 4) for name in KEEP}
 
 
 def dense_baseline(toollens: str | Path, home: str | Path) -> dict:
@@ -67,7 +65,7 @@ def dense_baseline(toollens: str | Path, home: str | Path) -> dict:
     out: dict = {"intents": len(intent_ids), "capabilities": len(cap_ids)}
     for name, texts in variants.items():
         caps, _ = embed_texts(texts, cfg)
-        out[name] = rank_metrics(intent_ids, cap_ids, intents @ caps.T, relevant)
+        out[name] = rank_metrics(intent_ids, cap_ids, dense_scores(intents, caps), relevant)
     out["seconds"] = round(time.perf_counter() - start, 2)
     out["model"] = cfg.embedding.text_model
     return out

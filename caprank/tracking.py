@@ -111,3 +111,57 @@ def _artifact_uri(root: str) -> str:
     if "://" in root:
         return root
     return Path(root).resolve().as_uri()
+
+
+# --------------------------------------------------------------------------- an ended run
+
+
+def metric_history(
+    cfg: CaprankConfig, run_id: str, *, skip_prefix: str = "", limit: int | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """``{metric: [(step, value), ...]}`` of a run's metrics logged at more than one step
+    (by name; names starting with ``skip_prefix`` left out; at most ``limit`` of them)."""
+    from caprank.registry import client
+
+    c = client(cfg)
+    names = sorted(c.get_run(run_id).data.metrics)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        history = c.get_metric_history(run_id, name)
+        if len(history) < 2:
+            continue
+        out[name] = [(int(m.step), float(m.value)) for m in history]
+        if limit is not None and len(out) == limit:
+            break
+    return out
+
+
+def log_to_ended_run(
+    cfg: CaprankConfig,
+    run_id: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifacts_dir: str | Path | None = None,
+    artifact_path: str | None = None,
+) -> None:
+    """Add metrics (step 0, non-finite values dropped, batches of 500), tags and a folder
+    of artifacts to a run that already ended (the evaluate stage's report, in the
+    training run)."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    from caprank.registry import client
+
+    c = client(cfg)
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
+    for start in range(0, len(batch), 500):
+        c.log_batch(run_id, metrics=batch[start : start + 500])
+    for key, value in tags.items():
+        c.set_tag(run_id, key, value)
+    if artifacts_dir is not None:
+        c.log_artifacts(run_id, str(artifacts_dir), artifact_path)

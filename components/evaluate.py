@@ -13,6 +13,7 @@ def evaluate(
     summary: Output[Markdown],
     registered: Output[Model],
     embeddings: Input[Dataset] = None,
+    drift_report: Input[Dataset] = None,
     run_id: str = "",
 ) -> bool:
     """Run ``caprank.evaluation.stage.evaluate``; returns ``improved``, which drives the
@@ -20,16 +21,15 @@ def evaluate(
     ``version``, ``uri`` = ``models:/<name>/<version>``) for the deploy step.
 
     ``run_id``: the training run; empty: the model artifact's ``mlflow_run_id`` metadata
-    (what the train component records).
+    (what the train component records). ``drift_report``: the monitor's artifact of that
+    name; its verdict is shown in the report as the monitor judged it (none when absent).
     """
     import json
     import tempfile
     from pathlib import Path
 
-    from caprank.data.dataset import load_dataset
     from caprank.evaluation.stage import evaluate as run_evaluate
     from caprank.files import dir_hash
-    from caprank.monitoring import judge_drift
     from components.runtime import log_metrics, stage_config, write_text
 
     cfg = stage_config(config_yaml)
@@ -39,7 +39,9 @@ def evaluate(
     hashes = {}
     if embeddings is not None and Path(embeddings.path).is_dir():
         hashes["embeddings"] = dir_hash(embeddings.path)
-    drift, _, _ = judge_drift(load_dataset(dataset.path), cfg)  # None: too few events
+    drift = None
+    if drift_report is not None and Path(drift_report.path).is_dir():
+        drift = drift_report.path
     with tempfile.TemporaryDirectory() as out:
         result = run_evaluate(
             cfg,

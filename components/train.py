@@ -30,7 +30,7 @@ def train(
     values.update(
         {k: v for k, v in result.calibration.items() if k in ("valid_ece_raw", "valid_ece")}
     )
-    values.update({f"test_{name}": m for name, m in result.test_metrics.items()})
+    values.update({f"valid_{name}": m for name, m in result.valid_metrics.items()})
     log_metrics(metrics, values)
     write_text(summary.path, result.to_markdown())
     print(result.to_markdown())

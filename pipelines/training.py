@@ -90,6 +90,7 @@ def build_pipeline(cfg: CaprankConfig):
                 dataset=ingested.outputs["dataset"],
                 model=trained.outputs["model"],
                 embeddings=embedded.outputs["embeddings"],
+                drift_report=watched.outputs["drift_report"],
                 config_yaml=config_yaml,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )

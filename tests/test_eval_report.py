@@ -15,7 +15,6 @@ import pytest
 
 from caprank.config import CaprankConfig
 from caprank.evaluation.counterfactual import estimate_policy_value
-from caprank.evaluation.drift import DriftWindow, detect_drift
 from caprank.evaluation.gate import decide
 from caprank.evaluation.metrics import evaluate_scores
 from caprank.evaluation.protocols import FoldResult, ProtocolResult
@@ -26,6 +25,7 @@ from caprank.evaluation.report import (
     summarize_model,
     write_report,
 )
+from caprank.monitoring.drift import DriftWindow, detect_drift
 
 CHROMIUM = Path("/usr/bin/chromium")
 N_QUERIES, N_ITEMS = 300, 60

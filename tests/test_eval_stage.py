@@ -18,6 +18,27 @@ from caprank.online.models import save_dense_model
 from tests.test_registry import new_run
 
 TEXT_MODEL = "all-MiniLM-L6-v2"
+MONITOR_DRIFT = {  # DriftResult.to_dict() of a monitor run where one check fired
+    "drifted": True,
+    "retrain": True,
+    "fired": ["launch_demand"],
+    "checks": {
+        "launch_demand": {
+            "value": 0.4,
+            "threshold": 0.1,
+            "drifted": True,
+            "rule": "share of requests for launched capabilities > threshold",
+            "details": {"launched": ["c1"]},
+        },
+        "feature_staleness": {
+            "value": 2.0,
+            "threshold": 48.0,
+            "drifted": False,
+            "rule": "hours > threshold",
+            "details": {},
+        },
+    },
+}
 
 
 @pytest.fixture
@@ -47,6 +68,10 @@ def test_first_model_then_same_model_again(cfg, tiny_dataset_dir, model_dir, tmp
     assert "calibration not checked" in first.decision.reason  # dense: no value head
     assert 0.2 <= first.metrics["mrr"] <= 1.0 and first.n_items == 60
     assert first.metrics["mrr"] > first.baselines["bm25"]["mrr"]  # sanity: MiniLM beats BM25
+    # all three baselines by default; the dense model *is* the dense cosine baseline
+    assert set(first.baselines) == {"bm25", "dense", "logreg"}
+    assert first.baselines["dense"]["mrr"] == pytest.approx(first.metrics["mrr"], abs=1e-6)
+    assert 0.0 < first.baselines["logreg"]["mrr"] <= 1.0
     assert {"size 1", "warm"} <= set(first.segments)
     v1 = registry.get_version(cfg, "1")
     assert v1.aliases == ("challenger",)
@@ -56,13 +81,20 @@ def test_first_model_then_same_model_again(cfg, tiny_dataset_dir, model_dir, tmp
 
     # Report files, and the same report plus eval.* metrics in the training run.
     html = (tmp_path / "eval1" / "report.html").read_text()
-    assert "Gate decision" in html and "bm25 (baseline)" in html and "Learning curves" in html
+    assert "Gate decision" in html and "Learning curves" in html
+    for name in ("bm25", "dense cosine", "logistic regression"):
+        assert f"{name} (baseline)" in html, name
+        assert f"{name} (baseline)" in (tmp_path / "eval1" / "report.md").read_text()
     assert "IMPROVED" in (tmp_path / "eval1" / "report.md").read_text()
     saved = json.loads((tmp_path / "eval1" / "evaluation.json").read_text())
     assert saved["version"] == "1" and saved["improved"] is True
     c = registry.client(cfg)
     run = c.get_run(run1)
     assert run.data.metrics["eval.mrr"] == pytest.approx(first.metrics["mrr"])
+    for name in ("bm25", "dense", "logreg"):
+        assert run.data.metrics[f"eval.baseline.{name}.mrr"] == pytest.approx(
+            first.baselines[name]["mrr"]
+        )
     assert run.data.tags["caprank.eval.version"] == "1"
     logged = {a.path for a in c.list_artifacts(run1, "evaluation")}
     assert {"evaluation/report.html", "evaluation/report.md"} <= logged
@@ -85,11 +117,21 @@ def test_thresholds_from_config(cfg, tiny_dataset_dir, model_dir, tmp_path):
     """A floor above the model's MRR, or a latency budget it cannot meet, blocks it."""
     cfg.evaluation.min_primary = 0.999
     cfg.evaluation.max_scoring_p99_ms = 1e-6
-    res = evaluate(cfg, tiny_dataset_dir, model_dir, new_run(cfg), tmp_path / "e", baselines={})
+    res = evaluate(
+        cfg,
+        tiny_dataset_dir,
+        model_dir,
+        new_run(cfg),
+        tmp_path / "e",
+        baselines={},
+        drift={"drift": MONITOR_DRIFT},  # the monitor's report as a dict
+    )
     assert not res.improved
     assert res.decision.checks == {"latency": False, "floor": False}
     assert "p99" in res.decision.reason and "floor" in res.decision.reason
     assert res.baselines == {}
+    md = (tmp_path / "e" / "report.md").read_text()
+    assert "launch_demand" in md and "(baseline)" not in md
     # Still registered as the challenger, marked not improved.
     assert registry.challenger_version(cfg).tags["caprank.improved"] == "false"
 
@@ -128,6 +170,9 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
     model = _artifact(Model, model_dir)
     registered = _artifact(Model, tmp_path / "registered")
     model.metadata["mlflow_run_id"] = run_id  # as the train component records it
+    drift_dir = tmp_path / "drift"  # the monitor component's drift_report, as it writes it
+    drift_dir.mkdir()
+    (drift_dir / "monitor.json").write_text(json.dumps({"drift": MONITOR_DRIFT}))
     out = ops.evaluate.python_func(
         dataset=_artifact(Dataset, Path(tiny_dataset_dir)),
         model=model,
@@ -137,11 +182,15 @@ def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_pat
         report=report,
         summary=summary,
         registered=registered,
+        drift_report=_artifact(Dataset, drift_dir),
     )
     assert out is True and registered.metadata["version"] == "1"
     assert registered.metadata["uri"] == f"models:/{cfg.services.registered_model}/1"
     assert metrics.metadata["mrr"] > 0.2 and metrics.metadata["improved"] == 1.0
     assert "hit@10" in metrics.metadata
-    assert "<html" in Path(report.path).read_text()
+    html = Path(report.path).read_text()
+    assert "<html" in html
+    # the monitor's verdict, not a drift recomputed here
+    assert "id='drift'" in html and "launch_demand" in html and "drift detected" in html
     assert "v1" in Path(summary.path).read_text()
     assert registry.get_version(cfg, "1").tags["caprank.lineage.pipeline_run_id"] == "kfp-123"

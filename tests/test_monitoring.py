@@ -5,6 +5,7 @@ and the scipy fast path agree, should_train policy."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -187,6 +188,14 @@ def test_component_and_cli(catalog, tmp_path):
     )
     assert out is True and metrics.metadata["drifted"] == 1.0
     assert (tmp_path / "drift" / "drift_report.html").is_file()
+    # what the evaluate stage reads back: the same verdict, checks and Evidently page
+    from caprank.monitoring import read_drift_report
+
+    saved = json.loads((tmp_path / "drift" / "monitor.json").read_text())
+    drift = read_drift_report(tmp_path / "drift")
+    assert drift is not None and drift.drifted and drift.html is not None
+    assert drift.to_dict() == saved["drift"]
+    assert read_drift_report({"drift": None}) is None
     assert "should_train: true" in (tmp_path / "monitor.md").read_text()
 
     cfg_file = tmp_path / "cfg.yaml"

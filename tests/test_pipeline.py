@@ -152,8 +152,9 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     )
     assert (Path(model.path) / "bundle" / "bundle.json").is_file()
     assert train_metrics.metadata["steps"] == 20.0
-    assert 0.0 < train_metrics.metadata["test_shgat.mrr"] <= 1.0
-    assert "test_bm25.mrr" in train_metrics.metadata
+    assert 0.0 < train_metrics.metadata["valid_shgat.mrr"] <= 1.0
+    assert "valid_bm25.mrr" in train_metrics.metadata
+    assert not [k for k in train_metrics.metadata if k.startswith("test")]  # evaluate's job
     client = registry.client(cfg)
     run = client.get_run(model.metadata["mlflow_run_id"])
     assert run.data.tags["git_revision"] and run.data.tags["dataset_hash"]

@@ -17,6 +17,7 @@ from caprank.config import CaprankConfig
 from caprank.data.schemas import INTERACTIONS
 from caprank.data.simulate import build_world, simulate, simulate_logs, simulation_metadata
 from caprank.data.synth import start_datetime, synthesize
+from caprank.embeddings.catalog_text import capability_texts
 from caprank.errors import ConfigError, DataError
 
 
@@ -104,17 +105,10 @@ def test_ids_exist_and_no_test_intents(tiny_dataset):
 
 
 def _independent_greedy(ds, cfg, seed_world):
-    """Greedy bm25 slates recomputed with rank_bm25 itself, per intent text and day."""
-    names = dict(zip(ds.tools["tool_id"].to_pylist(), ds.tools["name"].to_pylist(), strict=True))
+    """Greedy bm25 slates recomputed with rank_bm25 itself, per intent text and day, over
+    the documented capability text (the embed stage's ``capability_texts``)."""
     tok = re.compile(r"[a-z0-9]+")
-    docs = [
-        tok.findall((d + " " + " ".join(names[t] for t in ts)).lower())
-        for d, ts in zip(
-            ds.capabilities["description"].to_pylist(),
-            ds.capabilities["tool_ids"].to_pylist(),
-            strict=True,
-        )
-    ]
+    docs = [tok.findall(text.lower()) for text in capability_texts(ds.capabilities, ds.tools)]
     model = BM25Okapi(docs)
     start = start_datetime(cfg.data.synth)
     created = [(c - start).days for c in ds.capabilities["created_at"].to_pylist()]

@@ -134,17 +134,20 @@ def test_intents_vary_and_are_not_just_catalog_words():
 
 def test_bm25_is_a_weak_but_real_ranker():
     """Lexical matching helps but is far from solving the task."""
-    from caprank.data.world import bm25_scores, capability_texts
+    from caprank.embeddings.catalog_text import capability_texts
+    from caprank.evaluation.baselines import bm25_scores
+    from caprank.evaluation.metrics import ranking_metrics
 
     ds = synthesize(CaprankConfig())
-    scores = bm25_scores(capability_texts(ds), ds.intents["text"].to_pylist())
+    scores = bm25_scores(
+        capability_texts(ds.capabilities, ds.tools), ds.intents["text"].to_pylist()
+    )
     cap_ids = ds.capabilities["capability_id"].to_pylist()
     label = dict(
         zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist(), strict=True)
     )
-    target = np.array([cap_ids.index(label[i]) for i in ds.intents["intent_id"].to_pylist()])
-    rank = (scores > scores[np.arange(len(target)), target][:, None]).sum(axis=1) + 1
-    mrr = float(np.mean(1.0 / rank))
+    target = [cap_ids.index(label[i]) for i in ds.intents["intent_id"].to_pylist()]
+    mrr = ranking_metrics(scores, [{t: 1.0} for t in target], [1]).means()["mrr"]
     assert 0.05 < mrr < 0.6, mrr
 
 

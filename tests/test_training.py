@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,29 @@ def test_killed_run_resumes_to_the_same_result(tiny_cfg, tiny_dataset, tmp_path)
     ref = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
     for name, value in resumed_model.state_dict().items():
         torch.testing.assert_close(value, ref[name], rtol=0, atol=0)
+
+
+def test_train_stage_reports_validation_metrics_only(trained, tiny_dataset):
+    """The train stage scores SHGAT and every baseline on the validation intents (the
+    evaluate stage alone reads the test labels)."""
+    from caprank.evaluation.metrics import mean_reciprocal_rank
+    from caprank.training.stage import VALID_METRICS, TrainResult, validation_metrics
+
+    cfg, prep, model, fit = trained
+    cfg = cfg.model_copy(deep=True)
+    cfg.training.baselines = ["bm25", "dense", "logreg"]
+    got = validation_metrics(tiny_dataset, cfg, prep, tiny_bundle(prep, model))
+    assert set(got) == {"shgat", "bm25", "dense", "logreg"}
+    assert all(set(m) == set(VALID_METRICS) for m in got.values())
+    # the same validation intents early stopping judges, through the same MRR
+    d = prep.data
+    rows = d.valid_intents
+    texts = [prep.intent_texts[r] for r in rows]
+    scores = tiny_bundle(prep, model).index(prep.inputs).scores(d.intent_dense[rows], texts)
+    assert got["shgat"]["mrr"] == pytest.approx(
+        mean_reciprocal_rank(scores, d.valid_relevant), abs=1e-6
+    )
+    cfg.training.baselines = []
+    assert set(validation_metrics(tiny_dataset, cfg, prep, tiny_bundle(prep, model))) == {"shgat"}
+    text = TrainResult(Path("bundle"), fit, prep.summary, valid_metrics=got).to_markdown()
+    assert "| ranker (validation intents) |" in text and "test" not in text

@@ -36,7 +36,7 @@ from caprank.cli.context import CliState, pass_state
 @click.option("--no-resume", is_flag=True, help="Start over even if a checkpoint matches.")
 @pass_state
 def train_cmd(state: CliState, data_dir, emb_dir, out_dir, features, no_track, no_resume) -> None:
-    """Train, write <out>/bundle, evaluate on the test labels, log to MLflow."""
+    """Train, write <out>/bundle, score it on the validation intents, log to MLflow."""
     from caprank.data.dataset import load_dataset
     from caprank.training.stage import train
 
@@ -56,7 +56,7 @@ def train_cmd(state: CliState, data_dir, emb_dir, out_dir, features, no_track, n
                 "bundle": str(result.bundle_dir),
                 "run_id": result.run_id,
                 "best_valid_mrr": result.fit.best_valid_mrr,
-                "test": result.test_metrics,
+                "valid": result.valid_metrics,
             }
         )
     )

@@ -19,7 +19,6 @@ capability at the position it was executed from.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,57 +31,12 @@ import scipy.sparse as sp
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
 from caprank.data.synth import start_datetime
+from caprank.embeddings.catalog_text import capability_texts
 from caprank.errors import ConfigError, DataError
+from caprank.evaluation.baselines import bm25_scores
 
 LATENCY_SPREAD = 0.5  # per-tool log-median latency varies by N(0, spread) around the median
 LATENCY_SIGMA_RANGE = (0.25, 0.75)  # per-tool lognormal sigma, uniform in this range
-BM25_DECIMALS = 9  # bm25 scores are rounded so rankings reproduce across implementations
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase alphanumeric tokens: what the bm25 logging policy matches on."""
-    return _TOKEN.findall(text.lower())
-
-
-def capability_texts(ds: Dataset) -> list[str]:
-    """Capability text the bm25 policy ranks: its description and its tools' names."""
-    names = dict(zip(ds.tools["tool_id"].to_pylist(), ds.tools["name"].to_pylist(), strict=True))
-    return [
-        desc + " " + " ".join(names.get(t, t) for t in tools)
-        for desc, tools in zip(
-            ds.capabilities["description"].to_pylist(),
-            ds.capabilities["tool_ids"].to_pylist(),
-            strict=True,
-        )
-    ]
-
-
-def bm25_scores(docs: Sequence[str], queries: Sequence[str]) -> np.ndarray:
-    """Okapi BM25 (rank_bm25's idf and parameters) of every query against every doc.
-
-    Same values as ``BM25Okapi.get_scores`` per query, computed as one sparse product.
-    """
-    from rank_bm25 import BM25Okapi
-
-    model = BM25Okapi([tokenize(d) or [""] for d in docs])
-    vocab = {w: j for j, w in enumerate(model.idf)}
-    weights = np.zeros((len(docs), len(vocab)))
-    for d, freqs in enumerate(model.doc_freqs):
-        norm = model.k1 * (1 - model.b + model.b * model.doc_len[d] / model.avgdl)
-        for w, f in freqs.items():
-            weights[d, vocab[w]] = model.idf[w] * f * (model.k1 + 1) / (f + norm)
-    rows, cols = [], []
-    for q, text in enumerate(queries):
-        for tok in tokenize(text):
-            j = vocab.get(tok)
-            if j is not None:
-                rows.append(q)
-                cols.append(j)
-    counts = sp.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(len(queries), len(vocab))
-    )  # duplicates add up, as repeated query tokens do in rank_bm25
-    return np.round(np.asarray(counts @ weights.T), BM25_DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -109,7 +63,7 @@ class World:
     tool_ids: list[str]
     intent_ids: list[str]  # intents that get traffic: train/valid-labeled, never test
     intent_texts: list[str]
-    capability_texts: list[str]
+    capability_texts: list[str]  # ``catalog_text.capability_texts``: what the bm25 policy ranks
     categories: list[str]
     cap_category: np.ndarray  # (n_caps,) index into categories
     cap_tools: np.ndarray  # (n_caps, max_len) tool indices, -1 padded
@@ -369,22 +323,11 @@ def _check_drift_day(key: str, day: int | None, days: int) -> None:
         raise ConfigError(f"data.simulate.{key}", f"day {day} is not before the end ({days} days)")
 
 
-def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
-    """The ground truth for simulating ``ds`` under ``cfg`` (seeded by ``cfg.data.seed``)."""
-    sim, synth = cfg.data.simulate, cfg.data.synth
-    rng = np.random.default_rng([cfg.data.seed, 0x301D])
-    start = start_datetime(synth)
-    days = synth.days
-    cap_ids = ds.capabilities["capability_id"].to_pylist()
-    tool_ids = ds.tools["tool_id"].to_pylist()
-    tpos = {t: j for j, t in enumerate(tool_ids)}
-    cpos = {c: j for j, c in enumerate(cap_ids)}
-    if not cap_ids or not tool_ids:
-        raise DataError("<dataset>", "the catalog needs tools and capabilities")
-
+def _capability_tools(ds: Dataset, tpos: Mapping[str, int]) -> np.ndarray:
+    """(n_caps, max tools) tool indices of each capability, -1 padded."""
     tool_lists = ds.capabilities["tool_ids"].to_pylist()
     width = max(1, *(len(t) for t in tool_lists))
-    cap_tools = np.full((len(cap_ids), width), -1, dtype=np.int64)
+    cap_tools = np.full((len(tool_lists), width), -1, dtype=np.int64)
     for k, tools in enumerate(tool_lists):
         if not tools:
             raise DataError(
@@ -394,21 +337,36 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
             if t not in tpos:
                 raise DataError("capabilities", f"unknown tool id {t!r}", row=k, field="tool_ids")
             cap_tools[k, j] = tpos[t]
+    return cap_tools
 
+
+def _capability_categories(ds: Dataset, cap_tools: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Sorted categories, and each capability's: the most common among its tools."""
     tool_cat = ds.tools["category"].to_pylist()
     categories = sorted(set(tool_cat))
     cat_of_tool = np.array([categories.index(c) for c in tool_cat])
     cap_category = np.array(
         [np.bincount(cat_of_tool[row[row >= 0]]).argmax() for row in cap_tools], dtype=np.int64
     )
+    return categories, cap_category
 
+
+def _available_from(ds: Dataset, start: datetime) -> np.ndarray:
+    """First day index each capability exists (``created_at``; 0 when unknown or earlier)."""
     created = ds.capabilities["created_at"]
-    available_from = np.zeros(len(cap_ids), dtype=np.int64)
+    available_from = np.zeros(ds.capabilities.num_rows, dtype=np.int64)
     if created.null_count < len(created):
         micros = pc.subtract(created, pa.scalar(start, created.type)).cast(pa.int64())
         day_idx = pc.fill_null(micros, 0).to_numpy() // 86_400_000_000
         available_from = np.clip(day_idx, 0, None).astype(np.int64)
+    return available_from
 
+
+def _intent_labels(
+    ds: Dataset, cpos: Mapping[str, int]
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Traffic intents, their texts, label rows (intent, capability index) and each
+    intent's home capability (its first label)."""
     intent_ids, lab_i, lab_c = _traffic_labels(ds)
     if not intent_ids:
         raise DataError("labels", "no train or valid labels: nothing to simulate")
@@ -427,36 +385,79 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
     home = np.full(len(intent_ids), -1, dtype=np.int64)
     for i, c in zip(lab_i[::-1], lab_c_idx[::-1], strict=True):
         home[i] = c  # the first label of each intent wins
+    return intent_ids, [texts[i] for i in intent_ids], lab_i, lab_c_idx, home
 
-    inc = _incidence(cap_tools, len(tool_ids))
+
+def _relevance(
+    cap_tools: np.ndarray,
+    n_tools: int,
+    n_intents: int,
+    lab_i: np.ndarray,
+    lab_c_idx: np.ndarray,
+    partial: float,
+) -> np.ndarray:
+    """q: 1 for a labeled capability, else ``partial`` times the largest tool-set Jaccard
+    with one of the intent's labeled capabilities."""
+    inc = _incidence(cap_tools, n_tools)
     size = np.asarray(inc.sum(axis=1)).ravel()
     inter = (inc[lab_c_idx] @ inc.T).toarray()
     jaccard = inter / (size[lab_c_idx][:, None] + size[None, :] - inter)
-    relevance = np.zeros((len(intent_ids), len(cap_ids)))
-    np.maximum.at(relevance, lab_i, sim.partial_relevance * jaccard)
+    relevance = np.zeros((n_intents, cap_tools.shape[0]))
+    np.maximum.at(relevance, lab_i, partial * jaccard)
     relevance[lab_i, lab_c_idx] = 1.0
+    return relevance
 
+
+def _record_mix_shares(world: World) -> None:
+    """The favoured categories' share of requests, the day before the mix drift and of."""
+    mix = world.drift.get("intent_mix")
+    if mix is None:
+        return
+    favoured = np.isin(world.intent_category(), mix["category_indices"])
+    for key, d in (("share_before", mix["day"] - 1), ("share_after", mix["day"])):
+        share = world.intent_distribution(d)[favoured].sum() if d >= 0 else None
+        mix[key] = None if share is None else float(share)
+
+
+def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
+    """The ground truth for simulating ``ds`` under ``cfg`` (seeded by ``cfg.data.seed``)."""
+    sim, synth = cfg.data.simulate, cfg.data.synth
+    rng = np.random.default_rng([cfg.data.seed, 0x301D])
+    start = start_datetime(synth)
+    cap_ids = ds.capabilities["capability_id"].to_pylist()
+    tool_ids = ds.tools["tool_id"].to_pylist()
+    if not cap_ids or not tool_ids:
+        raise DataError("<dataset>", "the catalog needs tools and capabilities")
+    cap_tools = _capability_tools(ds, {t: j for j, t in enumerate(tool_ids)})
+    categories, cap_category = _capability_categories(ds, cap_tools)
+    intent_ids, intent_texts, lab_i, lab_c_idx, home = _intent_labels(
+        ds, {c: j for j, c in enumerate(cap_ids)}
+    )
+    relevance = _relevance(
+        cap_tools, len(tool_ids), len(intent_ids), lab_i, lab_c_idx, sim.partial_relevance
+    )
+    # the draws, in this order (the seed's stream)
     popularity = rng.lognormal(0.0, sim.popularity_sigma, len(cap_ids))
     popularity /= popularity.sum()
     reliability = rng.uniform(sim.min_tool_reliability, 1.0, len(tool_ids))
     mu = np.log(sim.latency_median_ms) + rng.normal(0.0, LATENCY_SPREAD, len(tool_ids))
     sigma = rng.uniform(*LATENCY_SIGMA_RANGE, len(tool_ids))
     tie_order = np.argsort(rng.permutation(len(cap_ids)))
-
+    reward = cfg.training.reward
     world = World(
         seed=cfg.data.seed,
         start=start,
-        days=days,
+        days=synth.days,
         capability_ids=cap_ids,
         tool_ids=tool_ids,
         intent_ids=intent_ids,
-        intent_texts=[texts[i] for i in intent_ids],
-        capability_texts=capability_texts(ds),
+        intent_texts=intent_texts,
+        capability_texts=capability_texts(ds.capabilities, ds.tools),
         categories=categories,
         cap_category=cap_category,
         cap_tools=cap_tools,
         intent_home=home,
-        available_from=available_from,
+        available_from=_available_from(ds, start),
         relevance=relevance,
         capability_popularity=popularity,
         tool_reliability=reliability,
@@ -467,20 +468,11 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
         position_bias=sim.position_bias,
         partial_if_tool_fails=sim.partial_if_tool_fails,
         partial_if_unfit=sim.partial_if_unfit,
-        reward_values=(
-            cfg.training.reward.success,
-            cfg.training.reward.partial,
-            cfg.training.reward.failure,
-        ),
-        latency_penalty_per_s=cfg.training.reward.latency_penalty_per_s,
+        reward_values=(reward.success, reward.partial, reward.failure),
+        latency_penalty_per_s=reward.latency_penalty_per_s,
     )
     world.drift = _plan_drift(world, cfg, rng)
-    mix = world.drift.get("intent_mix")
-    if mix is not None:  # the favoured categories' share of requests, the day before and of
-        favoured = np.isin(world.intent_category(), mix["category_indices"])
-        for key, d in (("share_before", mix["day"] - 1), ("share_after", mix["day"])):
-            share = world.intent_distribution(d)[favoured].sum() if d >= 0 else None
-            mix[key] = None if share is None else float(share)
+    _record_mix_shares(world)
     return world
 
 

@@ -7,16 +7,18 @@ is the gain in NDCG. Queries are rows; every query needs at least one relevant i
 
 Only the ranks of the relevant items are computed (one comparison pass per relevant
 entry), never a full sort, so 20,000 queries x 1,000 items cost well under a second.
+
+scipy is imported only where a relevance matrix is built: the trainer's early stopping
+(``mean_reciprocal_rank``) runs in the slim training image, which has numpy but no scipy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from caprank.config import EvaluationConfig
 from caprank.errors import DataError
@@ -24,7 +26,13 @@ from caprank.errors import DataError
 # Upper bound on score cells copied at once when ranking relevant entries.
 _CHUNK_CELLS = 4_000_000
 
-Relevance = sp.spmatrix | sp.sparray | np.ndarray | Sequence[Mapping[int, float]]
+# a sparse or dense (queries x items) grade matrix, or one {item index: grade} per query
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    Relevance = sp.spmatrix | sp.sparray | np.ndarray | Sequence[Mapping[int, float]]
+else:
+    Relevance = Any
 
 
 # --------------------------------------------------------------------------- inputs
@@ -55,6 +63,8 @@ def relevance_matrix(
     Accepts a sparse or dense (queries x items) array, or one ``{item index: grade}``
     mapping per query. Every query must have at least one relevant item.
     """
+    import scipy.sparse as sp
+
     if isinstance(relevance, sp.spmatrix | sp.sparray | np.ndarray):
         mat = sp.csr_matrix(relevance, dtype=np.float64, copy=True)
         if mat.shape != (n_queries, n_items):
@@ -137,6 +147,28 @@ def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
             order = np.take_along_axis(cols, np.argsort(-chosen_scores, axis=1, kind="stable"), 1)
         out[start : start + block.shape[0]] = order[:, :k]
     return out
+
+
+def first_relevant_ranks(scores: np.ndarray, relevant: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per query, the 1-based rank of its best-ranked relevant item (``inf`` when it lists
+    none); ``relevant`` holds item indices per query (numpy only, no grades)."""
+    scores = check_scores(scores)
+    if len(relevant) != scores.shape[0]:
+        raise DataError("relevant", f"{len(relevant)} queries but scores have {scores.shape[0]}")
+    lengths = np.array([len(r) for r in relevant], dtype=np.int64)
+    rows = np.repeat(np.arange(scores.shape[0]), lengths)
+    cols = np.concatenate([np.asarray(r, dtype=np.int64) for r in relevant] or [np.zeros(0)])
+    first = np.full(scores.shape[0], np.inf)
+    np.minimum.at(first, rows, ranks_of(scores, rows, cols.astype(np.int64)))
+    return first
+
+
+def mean_reciprocal_rank(scores: np.ndarray, relevant: Sequence[Sequence[int]]) -> float:
+    """MRR under the module's tie rule from relevant item indices per query (a query with
+    none counts 0); 0.0 for no queries. The trainer's early stopping criterion."""
+    if len(relevant) == 0:
+        return 0.0
+    return float(np.mean(1.0 / first_relevant_ranks(scores, relevant)))
 
 
 @dataclass

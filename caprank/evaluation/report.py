@@ -24,11 +24,11 @@ from matplotlib.figure import Figure
 from caprank.config import EvaluationConfig
 from caprank.evaluation.bootstrap import Interval, mean_interval
 from caprank.evaluation.counterfactual import CounterfactualEstimate
-from caprank.evaluation.drift import DriftResult
 from caprank.evaluation.gate import GateDecision
 from caprank.evaluation.metrics import CalibrationMetrics, OfflineMetrics
 from caprank.evaluation.protocols import ProtocolResult
 from caprank.files import atomic_write_text
+from caprank.monitoring.drift import DriftResult
 
 Role = Literal["challenger", "production", "baseline"]
 _ROLE_ORDER = {"challenger": 0, "production": 1, "baseline": 2}

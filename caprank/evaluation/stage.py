@@ -7,7 +7,10 @@ whole catalog. The production model (registry alias ``production``), when there 
 is scored on the same queries, and the gate (``caprank.evaluation.gate.decide``) decides
 with a paired bootstrap on the primary metric plus the guardrails. The candidate is then
 registered with lineage and alias ``challenger``; the report goes to ``out_dir`` and
-into the training run.
+into the training run. This stage alone computes test metrics: the report sets the
+candidate beside production and the three baselines of ``caprank.evaluation.baselines``
+(BM25, dense cosine, logistic regression), and shows the drift verdict the monitor stage
+wrote (its ``drift_report``), never a drift recomputed here.
 
 Scoring latency is the time of ``ranker.query`` + ``ranker.score`` over the whole
 catalog for one intent, in this process; the intent encoding is excluded (the server
@@ -29,15 +32,17 @@ from caprank import registry
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, dataset_hash, load_dataset
 from caprank.errors import DataError
-from caprank.evaluation.drift import DriftResult
 from caprank.evaluation.gate import GateDecision, decide
 from caprank.evaluation.metrics import OfflineMetrics, evaluate_scores, segment_means
 from caprank.evaluation.queries import QuerySet, queries_from_labels
 from caprank.evaluation.report import ModelSummary, ReportInputs, summarize_model, write_report
 from caprank.files import atomic_write_json
+from caprank.monitoring import read_drift_report
+from caprank.monitoring.drift import DriftResult
 from caprank.online.catalog import Catalog, catalog_from_tables
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.models import LoadedModel, load_model_dir, resolve_model_ref
+from caprank.tracking import log_to_ended_run, metric_history
 
 # A baseline is a score matrix over (test queries x catalog), or a function making one.
 Baseline = np.ndarray | Callable[[QuerySet, Catalog], np.ndarray]
@@ -151,18 +156,61 @@ def offline_metrics(scored: ScoredModel, queries: QuerySet, cfg: CaprankConfig) 
     )
 
 
-def default_baselines(ds: Dataset) -> dict[str, Baseline]:
-    """BM25 over the capability texts the catalog serves (the simulator's logging policy).
+BASELINE_LABELS = {"bm25": "bm25", "dense": "dense cosine", "logreg": "logistic regression"}
 
-    The training stage's baselines (dense cosine, logistic regression) are passed in by
-    the caller when it has them.
-    """
-    from caprank.data.world import bm25_scores
 
-    def bm25(queries: QuerySet, catalog: Catalog) -> np.ndarray:
-        return bm25_scores(list(catalog.texts), [str(t) for t in queries.texts])
+def _labeled_pairs(ds: Dataset, item_ids: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """Texts and capability rows of every non-test label (what logreg learns from)."""
+    rows = {c: i for i, c in enumerate(item_ids)}
+    text = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    pairs = [
+        (text[q], rows[c])
+        for q, c, split in zip(
+            ds.labels["intent_id"].to_pylist(),
+            ds.labels["capability_id"].to_pylist(),
+            ds.labels["split"].to_pylist(),
+            strict=True,
+        )
+        if split != "test" and q in text and c in rows
+    ]
+    return [t for t, _ in pairs], np.array([r for _, r in pairs], dtype=np.int64)
 
-    return {"bm25": bm25}
+
+def default_baselines(ds: Dataset, cfg: CaprankConfig, text_model: str) -> dict[str, Baseline]:
+    """The ``training.baselines`` of ``caprank.evaluation.baselines`` on the test queries:
+    BM25 over the capability texts the catalog serves, dense cosine and logistic
+    regression (fit on the non-test labels; left out below two labeled capabilities)
+    over ``text_model``'s embeddings, the candidate's, through the embedding cache. The
+    catalog a baseline is called with is in the dataset's capability order."""
+    from caprank.evaluation.baselines import bm25_scores, dense_scores, logistic_scores
+
+    wanted = cfg.training.baselines
+    out: dict[str, Baseline] = {}
+    if "bm25" in wanted:
+        out["bm25"] = lambda q, cat: bm25_scores(list(cat.texts), [str(t) for t in q.texts])
+    if "dense" in wanted:
+
+        def dense(queries: QuerySet, catalog: Catalog) -> np.ndarray:
+            vecs = encode_intents([str(t) for t in queries.texts], text_model, cfg)
+            return dense_scores(vecs, encode_intents(list(catalog.texts), text_model, cfg))
+
+        out["dense"] = dense
+    texts, rows = _labeled_pairs(ds, tuple(ds.capabilities["capability_id"].to_pylist()))
+    if "logreg" in wanted and len(np.unique(rows)) >= 2:
+
+        def logreg(queries: QuerySet, catalog: Catalog) -> np.ndarray:
+            return logistic_scores(
+                encode_intents(texts, text_model, cfg),
+                rows,
+                encode_intents([str(t) for t in queries.texts], text_model, cfg),
+                len(catalog),
+                seed=cfg.training.seed,
+            )
+
+        out["logreg"] = logreg
+    return out
 
 
 # --------------------------------------------------------------------------- segments
@@ -198,44 +246,31 @@ def query_segments(ds: Dataset, queries: QuerySet, per_query: Mapping[str, np.nd
 
 def learning_curve(cfg: CaprankConfig, run_id: str) -> list[tuple[int, dict[str, float]]]:
     """The training run's metric histories as ``[(step, {name: value})]`` (metrics with
-    more than one point; at most ``MAX_CURVES`` of them, by name)."""
-    c = registry.client(cfg)
-    names = sorted(k for k in c.get_run(run_id).data.metrics if not k.startswith("eval."))
+    more than one point, ``eval.*`` aside; at most ``MAX_CURVES`` of them, by name)."""
     by_step: dict[int, dict[str, float]] = {}
-    kept = 0
-    for name in names:
-        history = c.get_metric_history(run_id, name)
-        if len(history) < 2:
-            continue
-        for m in history:
-            by_step.setdefault(int(m.step), {})[name] = float(m.value)
-        kept += 1
-        if kept == MAX_CURVES:
-            break
+    for name, points in metric_history(cfg, run_id, skip_prefix="eval.", limit=MAX_CURVES).items():
+        for step, value in points:
+            by_step.setdefault(step, {})[name] = value
     return sorted(by_step.items())
 
 
 def log_to_run(cfg: CaprankConfig, run_id: str, result: EvaluationResult, out_dir: Path) -> None:
     """Evaluation metrics (``eval.*``) and the report files into the training run."""
-    from mlflow.entities import Metric
-
-    c = registry.client(cfg)
-    now = int(time.time() * 1000)
-    values = {f"eval.{registry.mlflow_key(k)}": v for k, v in result.metrics.items()}
+    key = registry.mlflow_key
+    values = {f"eval.{key(k)}": v for k, v in result.metrics.items()}
     values["eval.improved"] = float(result.improved)
     values["eval.scoring_p99_ms"] = result.scoring_p99_ms
     if result.production_metrics is not None:
         for k, v in result.production_metrics.items():
-            values[f"eval.production.{registry.mlflow_key(k)}"] = v
+            values[f"eval.production.{key(k)}"] = v
     for name, row in result.baselines.items():
         for k, v in row.items():
-            values[f"eval.baseline.{registry.mlflow_key(name)}.{registry.mlflow_key(k)}"] = v
-    metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if np.isfinite(v)]
-    for start in range(0, len(metrics), 500):
-        c.log_batch(run_id, metrics=metrics[start : start + 500])
-    c.set_tag(run_id, "caprank.eval.version", result.version)
-    c.set_tag(run_id, "caprank.eval.improved", str(result.improved).lower())
-    c.log_artifacts(run_id, str(out_dir), "evaluation")
+            values[f"eval.baseline.{key(name)}.{key(k)}"] = v
+    tags = {
+        "caprank.eval.version": result.version,
+        "caprank.eval.improved": str(result.improved).lower(),
+    }
+    log_to_ended_run(cfg, run_id, values, tags, out_dir, "evaluation")
 
 
 # --------------------------------------------------------------------------- the stage
@@ -251,6 +286,118 @@ def _production(
     return load_model_dir(local, cfg, catalog, features, version=version, source="production")
 
 
+@dataclass
+class _Scored:
+    """Every model's metrics on the test queries, and the report's rows."""
+
+    challenger: OfflineMetrics
+    challenger_scored: ScoredModel
+    production: LoadedModel | None
+    production_metrics: OfflineMetrics | None
+    baselines: dict[str, dict[str, float]]
+    models: list[ModelSummary]
+
+
+def _score_everything(
+    cfg: CaprankConfig,
+    ds: Dataset,
+    queries: QuerySet,
+    catalog: Catalog,
+    candidate: LoadedModel,
+    features: FeatureSnapshot | None,
+    baselines: Mapping[str, Baseline] | None,
+) -> _Scored:
+    """The candidate, production (when there is one) and the baselines, same queries."""
+    ev = cfg.evaluation
+    ch_scored = score_model(candidate, queries, cfg, "challenger")
+    ch = offline_metrics(ch_scored, queries, cfg)
+    models: list[ModelSummary] = [summarize_model("candidate", "challenger", ch, ev)]
+    production = _production(cfg, catalog, features)
+    pr = None
+    if production is not None:
+        pr = offline_metrics(score_model(production, queries, cfg, "production"), queries, cfg)
+        models.append(summarize_model(f"v{production.version}", "production", pr, ev))
+    rows: dict[str, dict[str, float]] = {}
+    if baselines is None:
+        baselines = default_baselines(ds, cfg, candidate.ranker.text_model)
+    for name, base in baselines.items():
+        scores = base(queries, catalog) if callable(base) else np.asarray(base)
+        bm = evaluate_scores(scores, queries.relevance, ev)
+        rows[name] = bm.summary()
+        models.append(summarize_model(BASELINE_LABELS.get(name, name), "baseline", bm, ev))
+    return _Scored(ch, ch_scored, production, pr, rows, models)
+
+
+def _register(
+    cfg: CaprankConfig,
+    run_id: str,
+    model_dir: str | Path,
+    hashes: Mapping[str, str],
+    pipeline_run_id: str,
+    sc: _Scored,
+    decision: GateDecision,
+):
+    """Log the model directory into the run when training did not, then register it as
+    the ``challenger`` version with lineage, metrics and the gate's verdict."""
+    if registry.logged_model_source(cfg, run_id) is None:
+        registry.log_model_dir(cfg, run_id, model_dir)
+    return registry.register_version(
+        cfg,
+        run_id,
+        lineage=registry.make_lineage(cfg, dict(hashes), pipeline_run_id),
+        metrics={**sc.challenger.summary(), "scoring_p99_ms": sc.challenger_scored.p99_ms},
+        extra_tags={
+            f"{registry.TAG_PREFIX}improved": str(decision.improved).lower(),
+            f"{registry.TAG_PREFIX}gate_reason": decision.reason[:4000],
+        },
+        description=decision.reason[:4000],
+    )
+
+
+def _report_metadata(
+    version, sc: _Scored, run_id: str, pipeline_run_id: str, queries: QuerySet, hashes
+) -> dict[str, str]:
+    production = sc.production
+    ch = sc.challenger_scored
+    return {
+        "registered version": f"{version.name} v{version.version} (alias challenger)",
+        "production": "none yet"
+        if production is None
+        else f"v{production.version} (alias production)",
+        "training run": run_id,
+        "pipeline run": pipeline_run_id or "none (local call)",
+        "git revision": version.tags.get(f"{registry.TAG_PREFIX}lineage.git_revision", ""),
+        "test queries": f"{len(queries):,} over {queries.n_items:,} capabilities",
+        "scoring latency": f"p50 {ch.p50_ms:.2f} ms, p99 {ch.p99_ms:.2f} ms",
+        **{f"data hash ({k})": v[:16] for k, v in sorted(hashes.items())},
+    }
+
+
+def _result(version, decision: GateDecision, sc: _Scored, queries: QuerySet, segments):
+    pr = sc.production_metrics
+    return EvaluationResult(
+        improved=decision.improved,
+        model_name=version.name,
+        version=version.version,
+        decision=decision,
+        metrics=sc.challenger.summary(),
+        production_version=None if sc.production is None else sc.production.version,
+        production_metrics=None if pr is None else pr.summary(),
+        baselines=sc.baselines,
+        scoring_p50_ms=sc.challenger_scored.p50_ms,
+        scoring_p99_ms=sc.challenger_scored.p99_ms,
+        n_queries=len(queries),
+        n_items=queries.n_items,
+        segments=segments,
+    )
+
+
+def _resolve_drift(drift: DriftResult | str | Path | Mapping | None) -> DriftResult | None:
+    if drift is None or isinstance(drift, DriftResult):
+        return drift
+    return read_drift_report(drift)
+
+
 def evaluate(
     cfg: CaprankConfig,
     dataset_dir: str | Path,
@@ -261,17 +408,21 @@ def evaluate(
     pipeline_run_id: str = "",
     data_hashes: Mapping[str, str] | None = None,
     baselines: Mapping[str, Baseline] | None = None,
-    drift: DriftResult | None = None,
+    drift: DriftResult | str | Path | Mapping[str, Any] | None = None,
     features: FeatureSnapshot | None = None,
 ) -> EvaluationResult:
     """Evaluate the candidate in ``model_dir`` (trained in MLflow run ``run_id``) on the
     test labels of ``dataset_dir``; gate, register as ``challenger``, write the report.
 
     ``baselines`` default to ``default_baselines``; ``data_hashes`` to the dataset's
-    content hash (the component adds the embeddings'). ``drift`` is shown in the report.
-    ``features`` default to the online store's snapshot, as the server reads them.
+    content hash (the component adds the embeddings'). ``drift`` is the monitor stage's
+    verdict, shown in the report as judged there (never recomputed here): its
+    ``drift_report`` artifact (folder, ``monitor.json`` or that file's dict, read by
+    ``caprank.monitoring.read_drift_report``) or a ``DriftResult``. ``features`` default
+    to the online store's snapshot, as the server reads them.
     """
     out = Path(out_dir)
+    drift = _resolve_drift(drift)
     ds = load_dataset(dataset_dir)
     queries = queries_from_labels(ds, "test")
     catalog = catalog_from_tables(ds.tools, ds.capabilities, str(Path(dataset_dir)))
@@ -283,85 +434,30 @@ def evaluate(
     if features is None:  # what serving does: the capability features of the online store
         features = read_snapshot(cfg, catalog.ids)
     candidate = load_model_dir(model_dir, cfg, catalog, features, source="candidate")
-    ch_scored = score_model(candidate, queries, cfg, "challenger")
-    ch = offline_metrics(ch_scored, queries, cfg)
-    models: list[ModelSummary] = [summarize_model("candidate", "challenger", ch, ev)]
-
-    production = _production(cfg, catalog, features)
-    pr = None
-    if production is not None:
-        pr = offline_metrics(score_model(production, queries, cfg, "production"), queries, cfg)
-        models.append(summarize_model(f"v{production.version}", "production", pr, ev))
-
-    baseline_rows: dict[str, dict[str, float]] = {}
-    chosen = default_baselines(ds) if baselines is None else baselines
-    for name, base in chosen.items():
-        scores = base(queries, catalog) if callable(base) else np.asarray(base)
-        bm = evaluate_scores(scores, queries.relevance, ev)
-        baseline_rows[name] = bm.summary()
-        models.append(summarize_model(name, "baseline", bm, ev))
-
-    ece = ch.calibration.ece if ch.calibration is not None else None
+    sc = _score_everything(cfg, ds, queries, catalog, candidate, features, baselines)
+    ch, pr = sc.challenger, sc.production_metrics
     decision = decide(
         ch.ranking.per_query[m],
         None if pr is None else pr.ranking.per_query[m],
-        ece=ece,
-        scoring_p99_ms=ch_scored.p99_ms,
+        ece=ch.calibration.ece if ch.calibration is not None else None,
+        scoring_p99_ms=sc.challenger_scored.p99_ms,
         cfg=ev,
     )
     hashes = dict(data_hashes or {})
     hashes.setdefault("dataset", dataset_hash(dataset_dir))
-    if registry.logged_model_source(cfg, run_id) is None:
-        registry.log_model_dir(cfg, run_id, model_dir)
-    summary = ch.summary()
-    version = registry.register_version(
-        cfg,
-        run_id,
-        lineage=registry.make_lineage(cfg, hashes, pipeline_run_id),
-        metrics={**summary, "scoring_p99_ms": ch_scored.p99_ms},
-        extra_tags={
-            f"{registry.TAG_PREFIX}improved": str(decision.improved).lower(),
-            f"{registry.TAG_PREFIX}gate_reason": decision.reason[:4000],
-        },
-        description=decision.reason[:4000],
-    )
+    version = _register(cfg, run_id, model_dir, hashes, pipeline_run_id, sc, decision)
     segments = query_segments(ds, queries, ch.ranking.per_query)
-    result = EvaluationResult(
-        improved=decision.improved,
-        model_name=version.name,
-        version=version.version,
-        decision=decision,
-        metrics=summary,
-        production_version=None if production is None else production.version,
-        production_metrics=None if pr is None else pr.summary(),
-        baselines=baseline_rows,
-        scoring_p50_ms=ch_scored.p50_ms,
-        scoring_p99_ms=ch_scored.p99_ms,
-        n_queries=len(queries),
-        n_items=queries.n_items,
-        segments=segments,
-    )
+    result = _result(version, decision, sc, queries, segments)
     inputs = ReportInputs(
         title=f"caprank evaluation: {version.name} v{version.version}",
         primary_metric=m,
-        models=models,
+        models=sc.models,
         decision=decision,
         calibration=ch.calibration,
         learning_curve=learning_curve(cfg, run_id),
         segments=segments,
         drift=drift,
-        metadata={
-            "registered version": f"{version.name} v{version.version} (alias challenger)",
-            "production": "none yet"
-            if production is None
-            else f"v{production.version} (alias production)",
-            "training run": run_id,
-            "pipeline run": pipeline_run_id or "none (local call)",
-            "git revision": version.tags.get(f"{registry.TAG_PREFIX}lineage.git_revision", ""),
-            "test queries": f"{len(queries):,} over {queries.n_items:,} capabilities",
-            "scoring latency": f"p50 {ch_scored.p50_ms:.2f} ms, p99 {ch_scored.p99_ms:.2f} ms",
-            **{f"data hash ({k})": v[:16] for k, v in sorted(hashes.items())},
-        },
+        metadata=_report_metadata(version, sc, run_id, pipeline_run_id, queries, hashes),
     )
     result.paths = write_report(inputs, out)
     result.paths["json"] = atomic_write_json(out / RESULT_FILE, result.to_dict())

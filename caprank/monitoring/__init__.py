@@ -1,6 +1,7 @@
-"""Drift monitoring between the reference and current windows of the interaction log."""
+"""Drift monitoring between the reference and current windows of the interaction log:
+the checks (``drift``), the windows, the monitor stage and the reader of its report."""
 
-from caprank.monitoring.stage import MonitorResult, judge_drift, monitor
+from caprank.monitoring.stage import MonitorResult, judge_drift, monitor, read_drift_report
 from caprank.monitoring.windows import WindowBounds, event_frame, split_windows
 
 __all__ = [
@@ -9,5 +10,6 @@ __all__ = [
     "event_frame",
     "judge_drift",
     "monitor",
+    "read_drift_report",
     "split_windows",
 ]

@@ -22,7 +22,7 @@ from scipy.stats import mannwhitneyu
 
 from caprank.config import MonitoringConfig
 from caprank.data.dataset import Dataset
-from caprank.evaluation.drift import DriftCheck
+from caprank.monitoring.drift import DriftCheck
 
 
 def _labeled_capabilities(ds: Dataset) -> dict[str, list[str]]:

@@ -12,6 +12,8 @@ current window.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,9 +25,13 @@ import pyarrow.parquet as pq
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
 from caprank.data.schemas import CAPABILITY_FEATURES_FILE
-from caprank.evaluation.drift import DriftResult, detect_drift
+from caprank.errors import DataError
+from caprank.monitoring.drift import DriftResult, detect_drift
 from caprank.monitoring.launches import launch_demand
 from caprank.monitoring.windows import WindowBounds, split_windows_with_events
+
+MONITOR_FILE = "monitor.json"  # ``MonitorResult.to_dict()``, in the monitor's drift_report
+DRIFT_HTML = "drift_report.html"  # Evidently's page beside it, when the feature check ran
 
 
 @dataclass
@@ -159,3 +165,23 @@ def monitor(
     if drift is not None and drift.drifted:
         why += " (retrain policy never)"
     return MonitorResult(drift, bounds, False, policy, why)
+
+
+def read_drift_report(report: str | Path | Mapping[str, Any]) -> DriftResult | None:
+    """The drift the monitor stage judged, from its ``drift_report`` artifact: a folder
+    holding ``MONITOR_FILE`` (and ``DRIFT_HTML``), that file, or its parsed dict. None
+    when the monitor did not judge drift (windows too small)."""
+    html = None
+    if isinstance(report, Mapping):
+        data = report
+    else:
+        path = Path(report)
+        if path.is_dir():
+            path = path / MONITOR_FILE
+        if not path.is_file():
+            raise DataError(str(path), "monitor drift report not found")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        page = path.parent / DRIFT_HTML
+        html = page.read_text(encoding="utf-8") if page.is_file() else None
+    drift = data.get("drift")
+    return None if drift is None else DriftResult.from_dict(drift, html)

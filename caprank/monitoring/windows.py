@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from caprank.config import MonitoringConfig
 from caprank.data.dataset import Dataset
 from caprank.errors import DataError
-from caprank.evaluation.drift import DriftWindow
+from caprank.monitoring.drift import DriftWindow
 
 REWARD = {"success": 1.0, "partial": 0.5, "failure": 0.0}
 

@@ -65,21 +65,8 @@ def _sources(cfg: CaprankConfig, has_labels: bool, has_logs: bool) -> list[str]:
     return out
 
 
-def prepare(
-    ds,
-    cfg: CaprankConfig,
-    tool_ids: Sequence[str],
-    tool_vectors: np.ndarray,
-    capability_ids: Sequence[str],
-    capability_text: np.ndarray,
-    features: pa.Table | None,
-    encode: Encoder,
-) -> Prepared:
-    """Everything ``Trainer`` needs; ``encode`` embeds intent texts (unit vectors)."""
-    tc = cfg.training
-    rng = np.random.default_rng(tc.seed)
-    cap_ids = list(capability_ids)
-    cap_rows = {c: i for i, c in enumerate(cap_ids)}
+def _capability_tools(ds, tool_ids: Sequence[str], cap_ids: list[str]) -> list[list[int]]:
+    """Each capability's tool rows; its tools and its order must match the embeddings."""
     tool_pos = {t: i for i, t in enumerate(tool_ids)}
     cap_tools = []
     for row, tools in enumerate(ds.capabilities["tool_ids"].to_pylist()):
@@ -98,33 +85,92 @@ def prepare(
             "embeddings do not cover the dataset's capabilities in order",
             field="capability_id",
         )
+    return cap_tools
 
-    texts_by_id = dict(
-        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+
+def _carve_valid(train_q: list[str], train_c: list[str], fraction: float, rng):
+    """Hold a seeded ``fraction`` of the train intents out for validation (when the
+    labels have no valid split): (train_q, train_c, valid_q, valid_c)."""
+    uniq = sorted(set(train_q))
+    n_valid = max(1, round(fraction * len(uniq)))
+    held = set(rng.permutation(uniq)[:n_valid].tolist())
+    keep = [q not in held for q in train_q]
+    return (
+        [q for q, k in zip(train_q, keep, strict=True) if k],
+        [c for c, k in zip(train_c, keep, strict=True) if k],
+        [q for q, k in zip(train_q, keep, strict=True) if not k],
+        [c for c, k in zip(train_c, keep, strict=True) if not k],
     )
-    train_q, train_c = _labels(ds.labels, "train")
-    valid_q, valid_c = _labels(ds.labels, "valid")
-    has_logs = ds.interactions.num_rows > 0
-    sources = _sources(cfg, bool(train_q), has_logs)
-    if not valid_q and train_q:  # carve validation intents out of train
-        uniq = sorted(set(train_q))
-        n_valid = max(1, round(tc.valid_fraction * len(uniq)))
-        held = set(rng.permutation(uniq)[:n_valid].tolist())
-        keep = [q not in held for q in train_q]
-        valid_q = [q for q, k in zip(train_q, keep, strict=True) if not k]
-        valid_c = [c for c, k in zip(train_c, keep, strict=True) if not k]
-        train_q = [q for q, k in zip(train_q, keep, strict=True) if k]
-        train_c = [c for c, k in zip(train_c, keep, strict=True) if k]
 
-    # the intent table: every text the model sees, keyed by text
-    log_texts = ds.interactions["intent_text"].to_pylist() if "interactions" in sources else []
+
+def _intent_table(
+    labeled: Sequence[str], texts_by_id: dict[str, str], log_texts: Sequence[str]
+) -> dict[str, int]:
+    """Every text the model sees -> its row: labeled intents' texts, then logged texts."""
     texts: dict[str, int] = {}
-    for q in list(train_q) + list(valid_q):
+    for q in labeled:
         if q not in texts_by_id:
             raise DataError("labels.parquet", f"unknown intent {q!r}", field="intent_id")
         texts.setdefault(texts_by_id[q], len(texts))
     for t in log_texts:
         texts.setdefault(t, len(texts))
+    return texts
+
+
+def _scaled_features(
+    features: pa.Table | None, cap_ids: list[str]
+) -> tuple[FeatureScaler, np.ndarray]:
+    """The scaler fit on the latest feature row per capability, and the scaled rows
+    (no columns without features)."""
+    if features is not None and features.num_rows:
+        cols = feature_columns(features)
+        raw = latest_rows(features, cap_ids, cols)
+        scaler = FeatureScaler.fit(cols, raw)
+        return scaler, scaler.transform(raw, len(cap_ids))
+    return FeatureScaler((), np.zeros(0), np.ones(0)), np.zeros((len(cap_ids), 0), np.float32)
+
+
+def _validation(
+    valid_q: Sequence[str],
+    valid_c: Sequence[str],
+    by_id: dict[str, int],
+    cap_rows: dict[str, int],
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Validation intent rows (sorted) and each one's relevant capability rows."""
+    valid_rel: dict[int, set[int]] = {}
+    for q, c in zip(valid_q, valid_c, strict=True):
+        valid_rel.setdefault(by_id[q], set()).add(cap_rows[c])
+    rows = np.array(sorted(valid_rel), dtype=np.int64)
+    return rows, [np.array(sorted(valid_rel[r])) for r in rows]
+
+
+def prepare(
+    ds,
+    cfg: CaprankConfig,
+    tool_ids: Sequence[str],
+    tool_vectors: np.ndarray,
+    capability_ids: Sequence[str],
+    capability_text: np.ndarray,
+    features: pa.Table | None,
+    encode: Encoder,
+) -> Prepared:
+    """Everything ``Trainer`` needs; ``encode`` embeds intent texts (unit vectors)."""
+    tc = cfg.training
+    rng = np.random.default_rng(tc.seed)
+    cap_ids = list(capability_ids)
+    cap_rows = {c: i for i, c in enumerate(cap_ids)}
+    cap_tools = _capability_tools(ds, tool_ids, cap_ids)
+    texts_by_id = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    train_q, train_c = _labels(ds.labels, "train")
+    valid_q, valid_c = _labels(ds.labels, "valid")
+    sources = _sources(cfg, bool(train_q), ds.interactions.num_rows > 0)
+    if not valid_q and train_q:
+        train_q, train_c, valid_q, valid_c = _carve_valid(train_q, train_c, tc.valid_fraction, rng)
+
+    log_texts = ds.interactions["intent_text"].to_pylist() if "interactions" in sources else []
+    texts = _intent_table(list(train_q) + list(valid_q), texts_by_id, log_texts)
     intent_texts = list(texts)
     dense = encode(intent_texts).astype(np.float32)
     by_id = {q: texts[texts_by_id[q]] for q in set(train_q) | set(valid_q)}
@@ -137,20 +183,11 @@ def prepare(
     if "interactions" in sources:
         parts.append(from_interactions(ds.interactions, texts, cap_rows, tc.reward))
     exp = Experiences.concat(parts)
-
     # the lexicon learns from what training sees: its intents and the catalog texts
     train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
     cap_texts = [t for t in ds.capabilities["description"].to_pylist()]
     lexicon = Lexicon.fit(train_texts + cap_texts, tc.lexical_min_df, tc.lexical_max_terms)
-
-    if features is not None and features.num_rows:
-        cols = feature_columns(features)
-        raw = latest_rows(features, cap_ids, cols)
-        scaler = FeatureScaler.fit(cols, raw)
-        feats = scaler.transform(raw, len(cap_ids))
-    else:
-        scaler = FeatureScaler((), np.zeros(0), np.ones(0))
-        feats = np.zeros((len(cap_ids), 0), dtype=np.float32)
+    scaler, feats = _scaled_features(features, cap_ids)
 
     positives = np.zeros(len(cap_ids), dtype=bool)
     positives[exp.capability[exp.positive > 0]] = True
@@ -158,11 +195,7 @@ def prepare(
     inputs = CatalogInputs(cap_ids, list(tool_ids), cap_tools, tool_vectors, capability_text, feats)
     tool_rows = {t: i for i, t in enumerate(tool_ids)}
     graph = catalog_graph(inputs, tool_rows, {c: i for i, c in enumerate(id_caps)})
-
-    valid_rel: dict[int, set[int]] = {}
-    for q, c in zip(valid_q, valid_c, strict=True):
-        valid_rel.setdefault(by_id[q], set()).add(cap_rows[c])
-    valid_rows = np.array(sorted(valid_rel), dtype=np.int64)
+    valid_rows, valid_relevant = _validation(valid_q, valid_c, by_id, cap_rows)
     data = TrainData(
         graph=graph,
         intent_dense=dense,
@@ -170,29 +203,28 @@ def prepare(
         experiences=exp,
         rankable=positives,
         valid_intents=valid_rows,
-        valid_relevant=[np.array(sorted(valid_rel[r])) for r in valid_rows],
+        valid_relevant=valid_relevant,
     )
-    summary = {
-        "sources": sources,
+    prep = Prepared(
+        data, inputs, lexicon, scaler, tool_rows, id_caps, intent_texts, sources, len(valid_rows),
+        {},
+    )  # fmt: skip
+    prep.summary = _summary(prep)
+    return prep
+
+
+def _summary(prep: Prepared) -> dict:
+    """What the train stage reports and tracks about its inputs."""
+    exp = prep.data.experiences
+    return {
+        "sources": prep.sources,
         "experiences": len(exp),
         "positives": int((exp.positive > 0).sum()),
-        "intents": len(intent_texts),
-        "valid_intents": len(valid_rows),
-        "capabilities": len(cap_ids),
-        "capabilities_with_positives": len(id_caps),
-        "tools": len(tool_ids),
-        "vocab": len(lexicon),
-        "features": list(scaler.columns),
+        "intents": len(prep.intent_texts),
+        "valid_intents": prep.n_valid,
+        "capabilities": len(prep.inputs.capability_ids),
+        "capabilities_with_positives": len(prep.id_capabilities),
+        "tools": len(prep.inputs.tool_ids),
+        "vocab": len(prep.lexicon),
+        "features": list(prep.scaler.columns),
     }
-    return Prepared(
-        data,
-        inputs,
-        lexicon,
-        scaler,
-        tool_rows,
-        id_caps,
-        intent_texts,
-        sources,
-        len(valid_rows),
-        summary,
-    )

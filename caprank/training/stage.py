@@ -4,8 +4,9 @@ What the KFP component and ``caprank train`` call. It loads the embed stage's ve
 (and the latest capability features when given), prepares experiences, trains with
 checkpoints under ``<out_dir>/checkpoints`` (a re-run with the same inputs resumes),
 fits the value head's calibration on the validation intents (``calibrate``), writes
-the bundle to ``<out_dir>/bundle``, evaluates it and the baselines on the test
-labels through the serving scoring path, and records everything in MLflow.
+the bundle to ``<out_dir>/bundle``, scores it and the configured baselines on the
+validation intents (``validation_metrics``), and records everything in MLflow. Test
+labels are never read here: only the evaluate stage computes test metrics.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TrainResult:
     bundle_dir: Path
     fit: FitResult
     summary: dict
-    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    valid_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     run_id: str | None = None
     calibration: dict = field(default_factory=dict)  # see ``calibrate``
 
@@ -74,10 +75,12 @@ class TrainResult:
             lines.append("value head not calibrated: no validation intents.  ")
         if self.run_id:
             lines.append(f"MLflow run `{self.run_id}` (the evaluate stage registers the model).\n")
-        if self.test_metrics:
-            lines.append("\n| ranker (test labels) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |")
+        if self.valid_metrics:
+            lines.append(
+                "\n| ranker (validation intents) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |"
+            )
             lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-            for name, m in self.test_metrics.items():
+            for name, m in self.valid_metrics.items():
                 lines.append(
                     f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@3']:.4f} | "
                     f"{m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
@@ -121,26 +124,6 @@ def read_features(path: str | Path | None) -> pa.Table | None:
     return pq.read_table(path)
 
 
-def test_queries(ds: Dataset, capability_ids: list[str]) -> tuple[list[str], list[dict]]:
-    """Texts and relevance ({capability row: grade}) of the labels' test split."""
-    rows = {c: i for i, c in enumerate(capability_ids)}
-    text = dict(
-        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
-    )
-    rel: dict[str, dict[int, float]] = {}
-    for q, c, g, s in zip(
-        ds.labels["intent_id"].to_pylist(),
-        ds.labels["capability_id"].to_pylist(),
-        ds.labels["grade"].to_pylist(),
-        ds.labels["split"].to_pylist(),
-        strict=True,
-    ):
-        if s == "test":
-            rel.setdefault(q, {})[rows[c]] = float(g)
-    order = sorted(rel)
-    return [text[q] for q in order], [rel[q] for q in order]
-
-
 def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Calibration, dict]:
     """Fit ``training.calibration`` on what evaluate judges, but on the validation intents:
     each one's top-k capabilities (k = max(evaluation.cutoffs)) over the whole catalog, raw
@@ -179,58 +162,63 @@ def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Cal
     }
 
 
-def evaluate_test(
-    ds: Dataset, cfg: CaprankConfig, prep: Prepared, bundle: Bundle, encode
-) -> dict[str, dict[str, float]]:
-    """SHGAT (through its RankIndex) and the configured baselines on the test labels."""
-    from caprank.evaluation.baselines import LogisticBaseline, bm25_scores, dense_scores
-    from caprank.evaluation.metrics import ranking_metrics
+VALID_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
 
-    cap_ids = prep.inputs.capability_ids
-    texts, rel = test_queries(ds, cap_ids)
-    if not texts:
-        return {}
-    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 10})
-    keep = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
 
-    def metrics(scores: np.ndarray) -> dict[str, float]:
-        m = ranking_metrics(scores, rel, ks).means()
-        return {k: round(float(m[k]), 6) for k in keep}
+def baseline_score_matrices(
+    ds: Dataset, cfg: CaprankConfig, prep: Prepared, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ``training.baselines`` (``caprank.evaluation.baselines``) on the intent table's
+    ``rows``; logreg is fit on the experiences' positives (skipped below two classes)."""
+    from caprank.evaluation.baselines import bm25_scores, dense_scores, logistic_scores
 
-    dense = encode(texts)
-    out = {"shgat": metrics(bundle.index(prep.inputs).scores(dense, texts))}
-    if "bm25" in cfg.training.baselines:
-        out["bm25"] = metrics(bm25_scores(capability_texts(ds.capabilities, ds.tools), texts))
-    if "dense" in cfg.training.baselines:
-        out["dense"] = metrics(dense_scores(dense, prep.inputs.capability_text))
-    if "logreg" in cfg.training.baselines:
-        exp = prep.data.experiences
-        pos = exp.positive > 0
-        lr = LogisticBaseline(len(cap_ids), seed=cfg.training.seed)
-        if len(np.unique(exp.capability[pos])) >= 2:
-            lr.fit(prep.data.intent_dense[exp.intent[pos]], exp.capability[pos])
-            out["logreg"] = metrics(lr.scores(dense))
+    d, wanted = prep.data, cfg.training.baselines
+    texts = [prep.intent_texts[r] for r in rows]
+    out: dict[str, np.ndarray] = {}
+    if "bm25" in wanted:
+        out["bm25"] = bm25_scores(capability_texts(ds.capabilities, ds.tools), texts)
+    if "dense" in wanted:
+        out["dense"] = dense_scores(d.intent_dense[rows], prep.inputs.capability_text)
+    pos = d.experiences.positive > 0
+    labels = d.experiences.capability[pos]
+    if "logreg" in wanted and len(np.unique(labels)) >= 2:
+        out["logreg"] = logistic_scores(
+            d.intent_dense[d.experiences.intent[pos]],
+            labels,
+            d.intent_dense[rows],
+            len(prep.inputs.capability_ids),
+            seed=cfg.training.seed,
+        )
     return out
 
 
-def train(
-    ds: Dataset,
-    cfg: CaprankConfig,
-    embeddings_dir: str | Path,
-    out_dir: str | Path,
-    features_path: str | Path | None = None,
-    *,
-    track: bool = True,
-    evaluate: bool = True,
-    resume: bool = True,
-    run_name: str | None = None,
-) -> TrainResult:
-    """Train the ranker on ``ds`` and write ``<out_dir>/bundle`` (see module doc)."""
-    out_dir = Path(out_dir)
-    embeddings_dir = Path(embeddings_dir)
-    emb = load_embeddings(embeddings_dir, cfg)
-    features = read_features(features_path)
-    encode = _encoder(cfg)
+def validation_metrics(
+    ds: Dataset, cfg: CaprankConfig, prep: Prepared, bundle: Bundle
+) -> dict[str, dict[str, float]]:
+    """SHGAT (through its RankIndex) and the configured baselines on the validation
+    intents, by ``caprank.evaluation.metrics``; {} without validation intents."""
+    from caprank.evaluation.metrics import ranking_metrics
+
+    d = prep.data
+    rows = d.valid_intents
+    if len(rows) == 0:
+        return {}
+    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 10})
+    relevance = [{int(c): 1.0 for c in rel} for rel in d.valid_relevant]
+
+    def metrics(scores: np.ndarray) -> dict[str, float]:
+        m = ranking_metrics(scores, relevance, ks).means()
+        return {k: round(float(m[k]), 6) for k in VALID_METRICS}
+
+    texts = [prep.intent_texts[r] for r in rows]
+    scored = {"shgat": bundle.index(prep.inputs).scores(d.intent_dense[rows], texts)}
+    scored.update(baseline_score_matrices(ds, cfg, prep, rows))
+    return {name: metrics(scores) for name, scores in scored.items()}
+
+
+def _catalog_vectors(ds: Dataset, emb, embeddings_dir: Path):
+    """(tool ids, their hybrid vectors, capability ids, their text vectors) in the
+    dataset's order; a tool or capability without an embedding is a DataError."""
     t_pos = emb.tools.index()
     tool_ids = ds.tools["tool_id"].to_pylist()
     missing = [t for t in tool_ids if t not in t_pos]
@@ -249,15 +237,19 @@ def train(
         )
     tool_vecs = emb.tools.hybrid[[t_pos[t] for t in tool_ids]]
     cap_text = emb.capabilities.text[[c_pos[c] for c in cap_ids]]
+    return tool_ids, tool_vecs, cap_ids, cap_text
 
-    start = time.perf_counter()
-    prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, encode)
+
+def _new_model(prep: Prepared, cfg: CaprankConfig, tool_vecs: np.ndarray) -> SHGAT:
+    """A freshly seeded SHGAT sized for the prepared catalog and ``training``."""
+    import torch
+
     tc = cfg.training
     dims = ModelDims(
-        text_dim=cap_text.shape[1],
+        text_dim=prep.inputs.capability_text.shape[1],
         tool_dim=tool_vecs.shape[1],
         n_features=len(prep.scaler.columns),
-        n_tools=len(tool_ids),
+        n_tools=len(prep.inputs.tool_ids),
         n_id_caps=len(prep.id_capabilities),
         vocab=len(prep.lexicon),
         hidden=tc.hidden_dim,
@@ -267,12 +259,81 @@ def train(
         dropout=tc.dropout,
         cos_weight=tc.cosine_weight,
     )
-    import torch
-
     if tc.torch_threads:
         torch.set_num_threads(tc.torch_threads)
     torch.manual_seed(tc.seed)
-    model = SHGAT(dims)
+    return SHGAT(dims)
+
+
+def _make_bundle(
+    model: SHGAT, prep: Prepared, cfg: CaprankConfig, text_model: str, fit: FitResult
+) -> Bundle:
+    """The trained model with everything serving needs, calibrated on validation."""
+    now = datetime.now(UTC)
+    inputs = prep.inputs
+    bundle = Bundle(
+        model=model,
+        lexicon=prep.lexicon,
+        scaler=prep.scaler,
+        text_model=text_model,
+        tool_ids=inputs.tool_ids,
+        tool_vectors=inputs.tool_vectors,
+        capability_ids=inputs.capability_ids,
+        capability_text=inputs.capability_text,
+        id_capabilities=prep.id_capabilities,
+        hybrid={
+            "text_weight": cfg.embedding.hybrid.text_weight,
+            "graph_weight": cfg.embedding.hybrid.graph_weight,
+            "method": cfg.embedding.hybrid.method,
+        },
+        meta={
+            "version": f"trained-{now.strftime('%Y%m%dT%H%M%SZ')}",
+            "trained_at": now.isoformat(),
+            "caprank_version": __version__,
+            "best_valid_mrr": fit.best_valid_mrr,
+            "steps": fit.steps,
+        },
+    )
+    bundle.calibration, calibration = calibrate(bundle.index(inputs), prep, cfg)
+    bundle.meta["calibration_fit"] = calibration
+    return bundle
+
+
+def _save(bundle: Bundle, ds: Dataset, out_dir: Path) -> Path:
+    """``<out_dir>/bundle`` with the training catalog beside the model."""
+
+    def extra(tmp: Path) -> None:
+        from caprank.online.catalog import catalog_from_tables, write_catalog
+
+        write_catalog(catalog_from_tables(ds.tools, ds.capabilities, "training"), tmp)
+
+    return save_bundle(bundle, out_dir / BUNDLE_DIR, extra_files=extra)
+
+
+def train(
+    ds: Dataset,
+    cfg: CaprankConfig,
+    embeddings_dir: str | Path,
+    out_dir: str | Path,
+    features_path: str | Path | None = None,
+    *,
+    track: bool = True,
+    evaluate: bool = True,
+    resume: bool = True,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Train the ranker on ``ds`` and write ``<out_dir>/bundle`` (see module doc).
+
+    ``evaluate``: score the bundle and the baselines on the validation intents."""
+    out_dir = Path(out_dir)
+    embeddings_dir = Path(embeddings_dir)
+    emb = load_embeddings(embeddings_dir, cfg)
+    features = read_features(features_path)
+    tool_ids, tool_vecs, cap_ids, cap_text = _catalog_vectors(ds, emb, embeddings_dir)
+
+    start = time.perf_counter()
+    prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(cfg))
+    model = _new_model(prep, cfg, tool_vecs)
     features_hash = "" if features is None else str(features.num_rows)
     ck = _checkpoints(out_dir, _fingerprint(ds, cfg, embeddings_dir, features_hash), resume)
 
@@ -283,47 +344,16 @@ def train(
         tracker = Tracker(cfg, run_name=run_name)
     try:
         on_log = None if tracker is None else tracker.log_metrics
-        fit = Trainer(model, prep.data, tc, checkpoint_dir=ck, on_log=on_log).fit()
-        model = model.cpu().eval()
-        bundle = Bundle(
-            model=model,
-            lexicon=prep.lexicon,
-            scaler=prep.scaler,
-            text_model=emb.text_model,
-            tool_ids=tool_ids,
-            tool_vectors=tool_vecs,
-            capability_ids=cap_ids,
-            capability_text=cap_text,
-            id_capabilities=prep.id_capabilities,
-            hybrid={
-                "text_weight": cfg.embedding.hybrid.text_weight,
-                "graph_weight": cfg.embedding.hybrid.graph_weight,
-                "method": cfg.embedding.hybrid.method,
-            },
-            meta={
-                "version": f"trained-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}",
-                "trained_at": datetime.now(UTC).isoformat(),
-                "caprank_version": __version__,
-                "best_valid_mrr": fit.best_valid_mrr,
-                "steps": fit.steps,
-            },
-        )
-
-        bundle.calibration, calibration = calibrate(bundle.index(prep.inputs), prep, cfg)
-        bundle.meta["calibration_fit"] = calibration
-
-        def extra(tmp: Path) -> None:
-            from caprank.online.catalog import catalog_from_tables, write_catalog
-
-            write_catalog(catalog_from_tables(ds.tools, ds.capabilities, "training"), tmp)
-
-        bundle_dir = save_bundle(bundle, out_dir / BUNDLE_DIR, extra_files=extra)
+        fit = Trainer(model, prep.data, cfg.training, checkpoint_dir=ck, on_log=on_log).fit()
+        bundle = _make_bundle(model.cpu().eval(), prep, cfg, emb.text_model, fit)
+        bundle_dir = _save(bundle, ds, out_dir)
+        calibration = bundle.meta["calibration_fit"]
         summary = dict(prep.summary)
         summary["train_seconds"] = round(time.perf_counter() - start, 3)
         summary["calibration"] = calibration
         result = TrainResult(bundle_dir, fit, summary, calibration=calibration)
         if evaluate:
-            result.test_metrics = evaluate_test(ds, cfg, prep, bundle, encode)
+            result.valid_metrics = validation_metrics(ds, cfg, prep, bundle)
         if tracker is not None:
             _track(tracker, cfg, ds, embeddings_dir, features_path, result, ck)
         return result
@@ -355,8 +385,8 @@ def _track(tracker, cfg, ds, embeddings_dir, features_path, result: TrainResult,
     cal = {k: v for k, v in result.calibration.items() if k.startswith("valid_")}
     if cal:
         tracker.log_metrics(f.steps, cal)
-    for name, metrics in result.test_metrics.items():
-        tracker.log_metrics(f.steps, metrics, prefix=f"test.{name}.")
+    for name, metrics in result.valid_metrics.items():
+        tracker.log_metrics(f.steps, metrics, prefix=f"valid.{name}.")
     tracker.log_dict(result.summary, "train_summary.json")
     if (ck / "checkpoint.pt").is_file():
         tracker.log_artifact(ck / "checkpoint.pt", "checkpoints")

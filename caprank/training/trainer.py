@@ -9,8 +9,9 @@ every ``eval_every`` steps with early stopping; a checkpoint every ``checkpoint_
 steps holds everything (weights, optimizer, scheduler, replay, RNGs, history), so a
 killed run resumes and ends exactly where an uninterrupted one would on CPU.
 
-Imports only torch, torch-geometric (through the model), numpy: it runs in the slim
-GPU image.
+Imports only torch, torch-geometric (through the model), numpy (validation MRR comes
+from ``caprank.evaluation.metrics``, which needs nothing more): it runs in the slim GPU
+image.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from caprank.config import TrainingConfig
+from caprank.evaluation.metrics import mean_reciprocal_rank
 from caprank.learning.experiences import LOGS, Experiences
 from caprank.learning.per import PrioritizedReplay
 from caprank.model.inputs import intent_batch, select_bags
@@ -65,21 +67,6 @@ def resolve_device(preference: str) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
     return torch.device(preference)
-
-
-def mrr_of(scores: np.ndarray, relevant: list[np.ndarray]) -> float:
-    """Mean reciprocal rank of the best-ranked relevant item (ties: lower index first)."""
-    rr = []
-    cols = np.arange(scores.shape[1])
-    for row, rel in zip(scores, relevant, strict=True):
-        best = np.inf
-        for c in rel:
-            rank = (
-                1 + np.count_nonzero(row > row[c]) + np.count_nonzero((row == row[c]) & (cols < c))
-            )
-            best = min(best, rank)
-        rr.append(1.0 / best)
-    return float(np.mean(rr)) if rr else 0.0
 
 
 class Trainer:
@@ -170,7 +157,7 @@ class Trainer:
             q = self.model.query(self._intents(d.valid_intents[a : a + 2048]))
             scores.append((q @ keys.T).float().cpu().numpy())
         self.model.train()
-        return mrr_of(np.concatenate(scores), d.valid_relevant)
+        return mean_reciprocal_rank(np.concatenate(scores), d.valid_relevant)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:

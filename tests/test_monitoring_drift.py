@@ -13,7 +13,7 @@ import pytest
 
 from caprank.config import MonitoringConfig
 from caprank.errors import DataError
-from caprank.evaluation.drift import (
+from caprank.monitoring.drift import (
     DriftWindow,
     detect_drift,
     population_stability_index,

@@ -63,6 +63,17 @@ class DriftCheck:
             "details": self.details,
         }
 
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> DriftCheck:
+        return cls(
+            name,
+            float(d["value"]),
+            float(d["threshold"]),
+            bool(d["drifted"]),
+            str(d["rule"]),
+            dict(d.get("details") or {}),
+        )
+
 
 @dataclass
 class DriftResult:
@@ -81,6 +92,12 @@ class DriftResult:
             "fired": [name for name, c in self.checks.items() if c.drifted],
             "checks": {name: c.to_dict() for name, c in self.checks.items()},
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], html: str | None = None) -> DriftResult:
+        """The inverse of ``to_dict`` (Evidently's page, when kept, travels separately)."""
+        checks = {name: DriftCheck.from_dict(name, c) for name, c in d["checks"].items()}
+        return cls(checks, bool(d["drifted"]), bool(d["retrain"]), html)
 
     def write_html(self, path: str | Path) -> Path:
         if self.html is None:
