@@ -1,5 +1,5 @@
-"""The suite's tiny config and dataset for the component tests (one definition, in
-tests/conftest.py), plus a helper to make KFP artifacts on local paths."""
+"""The suite's tiny config and dataset for the component tests: one definition, in
+tests/conftest.py, re-exported here (helpers for the tests: components/testing.py)."""
 
 from __future__ import annotations
 
