@@ -21,8 +21,7 @@ from caprank.config import CaprankConfig
 from caprank.cron import validate_kfp_cron
 from caprank.errors import CaprankError
 from caprank.files import atomic_write_text, text_hash
-
-COMPILED = Path(__file__).parent / "compiled" / "caprank-training.yaml"
+from pipelines import compiled_path
 
 
 class SubmitError(CaprankError):
@@ -135,11 +134,15 @@ def submit_run(
     client: KfpClient,
     cfg: CaprankConfig,
     *,
-    package: str | Path = COMPILED,
+    package: str | Path | None = None,
     params: dict[str, Any] | None = None,
     run_name: str | None = None,
 ) -> Submitted:
-    """Upload (or reuse) the package's version and start one run of it."""
+    """Upload (or reuse) the package's version and start one run of it.
+
+    ``package``: default ``compiled_path(cfg)``, what ``caprank pipeline compile`` wrote.
+    """
+    package = package or compiled_path(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_package(package, tmp, enable_caching=cfg.pipeline.enable_caching)
         version = ensure_version(client, prepared, cfg.pipeline.name)
@@ -176,7 +179,7 @@ def schedule_nightly(
     cfg: CaprankConfig,
     *,
     cron: str | None = None,
-    package: str | Path = COMPILED,
+    package: str | Path | None = None,
     params: dict[str, Any] | None = None,
 ) -> Scheduled:
     """Create or update the recurring run named ``pipeline.schedule_name``, idempotently.
@@ -185,6 +188,7 @@ def schedule_nightly(
     created first and the old ones deleted after, so a crash in between never leaves
     the pipeline unscheduled, and a rerun cleans up what remains.
     """
+    package = package or compiled_path(cfg)
     cron = validate_kfp_cron(cron or cfg.pipeline.cron)
     params = params or {}
     name = cfg.pipeline.schedule_name

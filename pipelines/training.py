@@ -12,17 +12,16 @@ from types import SimpleNamespace
 from kfp import compiler, dsl
 
 from caprank.config import CaprankConfig
-from components.build_features import build_features
-from components.deploy import deploy
-from components.embed import embed
-from components.evaluate import evaluate
-from components.ingest import ingest
-from components.monitor import monitor
-from components.train import train
-from components.validate import validate
+from components.build_features.component import build_features
+from components.deploy.component import deploy
+from components.embed.component import embed
+from components.evaluate.component import evaluate
+from components.ingest.component import ingest
+from components.monitor.component import monitor
+from components.train.component import train
+from components.validate.component import validate
+from pipelines import compiled_path
 from pipelines.gpu import on_gpu_pool
-
-COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 
 def _component(func: Callable, image: str):
@@ -109,12 +108,8 @@ def build_pipeline(cfg: CaprankConfig):
     return caprank_training
 
 
-def compiled_path(cfg: CaprankConfig) -> Path:
-    return COMPILED_DIR / f"{cfg.pipeline.name}.yaml"
-
-
 def compile_pipeline(cfg: CaprankConfig, path: str | Path | None = None) -> Path:
-    """Compile to ``pipelines/compiled/<name>.yaml`` (or ``path``)."""
+    """Compile to ``compiled_path(cfg)`` (or ``path``)."""
     out = Path(path) if path else compiled_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(cfg), package_path=str(out))

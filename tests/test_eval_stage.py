@@ -1,6 +1,6 @@
 """The evaluate stage end to end on the tiny dataset with a dense model directory: serving
 path scores, gate against the production alias, registration with lineage, the report
-in out_dir and in the MLflow run, and the KFP component through python_func."""
+in out_dir and in the MLflow run. The KFP component: components/evaluate/tests/."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 
 from caprank import registry
-from caprank.config import dump_yaml
 from caprank.evaluation.stage import evaluate
 from caprank.online.models import save_dense_model
 from tests.test_registry import new_run
@@ -153,44 +151,3 @@ def test_baselines_plug_in(cfg, tiny_dataset_dir, model_dir, tmp_path):
     )
     assert set(res.baselines) == {"random"}
     assert res.baselines["random"]["mrr"] < res.metrics["mrr"]
-
-
-def _artifact(cls, path: Path):
-    return cls(name=path.name, uri=str(path), metadata={})
-
-
-def test_component_through_python_func(cfg, tiny_dataset_dir, model_dir, tmp_path):
-    from pipelines.training import make_components
-
-    ops = make_components(cfg)
-    run_id = new_run(cfg)
-    metrics = _artifact(Metrics, tmp_path / "metrics.json")
-    report = _artifact(HTML, tmp_path / "report.html")
-    summary = _artifact(Markdown, tmp_path / "summary.md")
-    model = _artifact(Model, model_dir)
-    registered = _artifact(Model, tmp_path / "registered")
-    model.metadata["mlflow_run_id"] = run_id  # as the train component records it
-    drift_dir = tmp_path / "drift"  # the monitor component's drift_report, as it writes it
-    drift_dir.mkdir()
-    (drift_dir / "monitor.json").write_text(json.dumps({"drift": MONITOR_DRIFT}))
-    out = ops.evaluate.python_func(
-        dataset=_artifact(Dataset, Path(tiny_dataset_dir)),
-        model=model,
-        config_yaml=dump_yaml(cfg),
-        pipeline_run_id="kfp-123",
-        metrics=metrics,
-        report=report,
-        summary=summary,
-        registered=registered,
-        drift_report=_artifact(Dataset, drift_dir),
-    )
-    assert out is True and registered.metadata["version"] == "1"
-    assert registered.metadata["uri"] == f"models:/{cfg.services.registered_model}/1"
-    assert metrics.metadata["mrr"] > 0.2 and metrics.metadata["improved"] == 1.0
-    assert "hit@10" in metrics.metadata
-    html = Path(report.path).read_text()
-    assert "<html" in html
-    # the monitor's verdict, not a drift recomputed here
-    assert "id='drift'" in html and "launch_demand" in html and "drift detected" in html
-    assert "v1" in Path(summary.path).read_text()
-    assert registry.get_version(cfg, "1").tags["caprank.lineage.pipeline_run_id"] == "kfp-123"

@@ -294,3 +294,31 @@ def test_cli_rejects_bad_cron_and_missing_host():
     assert res.exit_code != 0 and "second value 61" in str(res.exception)
     res = CliRunner().invoke(cli, ["pipeline", "submit"], env={})
     assert "services.kfp_host" in str(res.exception)
+
+
+def test_compile_submit_and_schedule_share_one_path(tmp_path, monkeypatch):
+    """Without --package, submit and schedule upload what compile wrote: compiled_path."""
+    import pipelines
+    import pipelines.submit
+
+    cfg = CFG.model_copy(deep=True)
+    cfg.pipeline.name = "one-path"
+    monkeypatch.setattr(pipelines, "COMPILED_DIR", tmp_path)
+    assert pipelines.compiled_path(cfg) == tmp_path / "one-path.yaml"
+    with pytest.raises(SubmitError, match=r"one-path\.yaml"):
+        submit_run(FakeKfp(), cfg)
+    written = tmp_path / "one-path.yaml"
+    compiler.Compiler().compile(tiny, str(written))
+    kfp = FakeKfp()
+    assert submit_run(kfp, cfg).version.created
+    assert schedule_nightly(kfp, cfg).action == "created"
+    assert len(kfp.uploaded) == 2  # the default version and ours, reused by schedule
+    assert kfp.uploaded[0]["pipelineInfo"]["name"] == "tiny"
+    assert pipelines.submit.compiled_path is pipelines.compiled_path
+
+
+def test_cli_compile_writes_where_asked(tmp_path):
+    out = tmp_path / "p.yaml"
+    res = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out)], env={})
+    assert res.exit_code == 0, res.output
+    assert str(out) in res.output and "root" in next(yaml.safe_load_all(out.read_text()))

@@ -1,7 +1,7 @@
-"""`caprank pipeline`: submit runs to a KFP endpoint and keep the nightly schedule.
+"""`caprank pipeline`: compile, run locally, submit runs and keep the nightly schedule.
 
-A thin adapter over ``pipelines.submit``; the integrator adds ``compile`` and ``run``
-to this group.
+A thin adapter over ``pipelines``; every command that reads or writes the compiled
+package defaults to ``pipelines.compiled_path(cfg)``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _package = click.option(
     "--package",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Compiled pipeline (default: pipelines/compiled/caprank-training.yaml).",
+    help="Compiled pipeline (default: pipelines/compiled/<pipeline.name>.yaml).",
 )
 _param = click.option(
     "--param", "params", multiple=True, metavar="NAME=VALUE", help="Pipeline parameter."
@@ -59,13 +59,13 @@ _param = click.option(
 @pass_state
 def submit(state, host, package, params, run_name, wait, timeout) -> None:
     """Upload the compiled pipeline (or a new version of it) and start a run."""
-    from pipelines.submit import COMPILED, SubmitError, submit_run
+    from pipelines.submit import SubmitError, submit_run
 
     client = _client(state, host)
     done = submit_run(
         client,
         state.config(),
-        package=package or COMPILED,
+        package=package,
         params=_params(params),
         run_name=run_name,
     )
@@ -88,7 +88,7 @@ def submit(state, host, package, params, run_name, wait, timeout) -> None:
 @pass_state
 def schedule(state, host, package, params, cron) -> None:
     """Create or update the nightly recurring run (no catch-up, one at a time, no cache)."""
-    from pipelines.submit import COMPILED, schedule_nightly
+    from pipelines.submit import schedule_nightly
 
     cfg = state.config()
     if cron is not None:
@@ -96,7 +96,7 @@ def schedule(state, host, package, params, cron) -> None:
 
         cron = validate_kfp_cron(cron)  # before any network call
     done = schedule_nightly(
-        _client(state, host), cfg, cron=cron, package=package or COMPILED, params=_params(params)
+        _client(state, host), cfg, cron=cron, package=package, params=_params(params)
     )
     click.echo(f"recurring run {cfg.pipeline.schedule_name} {done.action}: {done.recurring_run_id}")
     for old in done.removed:
@@ -105,7 +105,10 @@ def schedule(state, host, package, params, cron) -> None:
 
 @pipeline_group.command("compile")
 @click.option(
-    "--out", type=click.Path(dir_okay=False), default=None, help="Default: pipelines/compiled/."
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Default: pipelines/compiled/<pipeline.name>.yaml.",
 )
 @pass_state
 def compile_cmd(state: CliState, out: str | None) -> None:

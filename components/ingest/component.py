@@ -4,7 +4,15 @@ from kfp.dsl import Dataset, Markdown, Output
 
 
 def ingest(data_uri: str, config_yaml: str, dataset: Output[Dataset], summary: Output[Markdown]):
-    """Read the catalog and logs at ``data_uri`` (empty: embedded default) into ``dataset``."""
+    """Read the catalog and interaction logs into the run's dataset artifact.
+
+    Args:
+        data_uri: Directory (or object-store URI) of the catalog and logs; empty: the
+            embedded synthetic default.
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        dataset: Out: the dataset directory; metadata ``content_hash`` and ``rows``.
+        summary: Out: a Markdown summary of what was read.
+    """
     from caprank.data.ingest import ingest as run_ingest
     from components.runtime import stage_config, write_text
 

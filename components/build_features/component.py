@@ -10,7 +10,15 @@ def build_features(
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Compute the feature snapshots, then apply + materialize them into Feast."""
+    """Compute the feature snapshots, then apply and materialize them into Feast.
+
+    Args:
+        dataset: The ingested dataset directory.
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        features: Out: the feature snapshots (Parquet); metadata ``input_hash``.
+        summary: Out: rows, snapshots and the Feast views, as Markdown.
+        metrics: Out: ``rows`` and ``snapshots``.
+    """
     from caprank.data.dataset import load_dataset
     from caprank.features.stage import build_and_publish
     from components.runtime import log_metrics, stage_config, write_text

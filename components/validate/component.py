@@ -10,7 +10,15 @@ def validate(
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Validate ``dataset`` against the data contract; raise with a readable report."""
+    """Check the dataset against the data contract; raise with a readable report.
+
+    Args:
+        dataset: The ingested dataset directory (catalog, labels, interaction logs).
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        report: Out: every check as an HTML report (written before a failure is raised).
+        summary: Out: the failed checks (or PASSED) as Markdown.
+        metrics: Out: ``checks`` and ``failed_checks``.
+    """
     from caprank.data.validation import validate_dataset
     from components.runtime import stage_config, write_text
 

@@ -12,8 +12,20 @@ def deploy(
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", [("decision", str)]):
-    """Roll out the version ``registered`` names (the evaluate step's output): cluster:
-    KServe; local: the in-process canary. Outputs promoted, rolled_back or unchanged."""
+    """Canary the registered version, then promote it or roll it back.
+
+    Cluster mode: KServe; local mode: the in-process canary with synthetic requests.
+
+    Args:
+        model: The train step's model directory.
+        registered: The evaluate step's registry version (metadata ``version``).
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        summary: Out: the rollout's decision and reasons, as Markdown.
+        metrics: Out: the canary's guardrail measurements, ``promoted``, ``requests_sent``.
+
+    Returns:
+        decision: ``promoted``, ``rolled_back`` or ``unchanged``.
+    """
     from collections import namedtuple
 
     from caprank.deploy.stage import deploy as run_deploy

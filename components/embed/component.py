@@ -10,7 +10,15 @@ def embed(
     summary: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Embed tools and capabilities, validate, write, and publish them as Feast features."""
+    """Embed tools and capabilities, validate, write, and publish them as Feast features.
+
+    Args:
+        dataset: The ingested dataset directory.
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        embeddings: Out: text, Node2Vec and hybrid vectors; metadata ``text_model``.
+        summary: Out: counts, models and the Feast views, as Markdown.
+        metrics: Out: ``tools``, ``capabilities`` and ``cache_hit_rate``.
+    """
     from caprank.data.dataset import load_dataset
     from caprank.embeddings.publish import publish_embeddings
     from caprank.embeddings.stage import embed as run_embed

@@ -16,13 +16,25 @@ def evaluate(
     drift_report: Input[Dataset] = None,
     run_id: str = "",
 ) -> bool:
-    """Run ``caprank.evaluation.stage.evaluate``; returns ``improved``, which drives the
-    deploy branch. ``registered`` names the new registry version (metadata ``name``,
-    ``version``, ``uri`` = ``models:/<name>/<version>``) for the deploy step.
+    """Score the candidate on the test split, gate it against production, register it.
 
-    ``run_id``: the training run; empty: the model artifact's ``mlflow_run_id`` metadata
-    (what the train component records). ``drift_report``: the monitor's artifact of that
-    name; its verdict is shown in the report as the monitor judged it (none when absent).
+    Args:
+        dataset: The ingested dataset directory.
+        model: The train step's model directory (metadata ``mlflow_run_id``).
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        pipeline_run_id: The KFP run id, recorded as the registered version's lineage.
+        metrics: Out: test metrics, ``improved``, ``version`` and ``scoring_p99_ms``.
+        report: Out: the evaluation report as HTML.
+        summary: Out: the evaluation report as Markdown, headed by the decision.
+        registered: Out: the new registry version (alias ``challenger``); metadata
+            ``name``, ``version`` and ``uri`` = ``models:/<name>/<version>``.
+        embeddings: The embed step's vectors; their hash joins the lineage.
+        drift_report: The monitor step's drift artifact; the report shows its verdict
+            as the monitor judged it (none when absent).
+        run_id: The training run; empty: the model artifact's ``mlflow_run_id``.
+
+    Returns:
+        improved: whether the candidate passed the gate, which drives the deploy branch.
     """
     import json
     import tempfile

@@ -12,11 +12,22 @@ def monitor(
     metrics: Output[Metrics],
     drift_report: Output[Dataset],
 ) -> bool:
-    """Run ``caprank.monitoring.monitor``; returns ``should_train``, which gates the
-    training branch (``drifted`` is in ``metrics``). A single return value: KFP's local
-    runner resolves only a task's ``Output`` in a ``dsl.If`` condition.
+    """Judge drift between the log's windows and decide whether this run retrains.
 
-    ``retrain_policy``: ``always`` or ``on_drift``; empty: ``monitoring.retrain_policy``.
+    A single return value: KFP's local runner resolves only a task's ``Output`` in a
+    ``dsl.If`` condition, so ``drifted`` goes to ``metrics``.
+
+    Args:
+        dataset: The ingested dataset directory (its interaction log is windowed).
+        features: The feature snapshots of build_features.
+        config_yaml: The run's config overrides as YAML; empty: the defaults.
+        retrain_policy: ``always`` or ``on_drift``; empty: ``monitoring.retrain_policy``.
+        summary: Out: windows, drift verdict and decision, as Markdown.
+        metrics: Out: ``should_train``, ``drifted`` and the window sizes.
+        drift_report: Out: ``monitor.json`` and, when judged, ``drift_report.html``.
+
+    Returns:
+        should_train: whether the training branch runs.
     """
     from pathlib import Path
 

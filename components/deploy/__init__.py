@@ -1,0 +1,1 @@
+"""The deploy component: component.py (the KFP adapter), README.md, tests/."""

@@ -1,0 +1,1 @@
+"""The embed component: component.py (the KFP adapter), README.md, tests/."""

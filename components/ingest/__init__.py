@@ -1,0 +1,1 @@
+"""The ingest component: component.py (the KFP adapter), README.md, tests/."""

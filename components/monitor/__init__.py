@@ -1,0 +1,1 @@
+"""The monitor component: component.py (the KFP adapter), README.md, tests/."""

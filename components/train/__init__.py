@@ -1,0 +1,1 @@
+"""The train component: component.py (the KFP adapter), README.md, tests/."""

@@ -1,0 +1,1 @@
+"""The validate component: component.py (the KFP adapter), README.md, tests/."""
