@@ -21,8 +21,7 @@ from tests.serving_fixtures import FailingRanker, Served, start_served
 def served(tiny_cfg, tiny_dataset, tmp_path_factory):
     s = start_served(tiny_cfg, tiny_dataset, tmp_path_factory.mktemp("serving-api"))
     yield s
-    s.server.stop()
-    s.runtime.close()
+    s.close()
 
 
 def _ids(served: Served) -> list[str]:

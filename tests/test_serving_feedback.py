@@ -26,8 +26,7 @@ from tests.serving_fixtures import FailingRanker, Served, start_served
 def served(tiny_cfg, tiny_dataset, tmp_path_factory):
     s = start_served(tiny_cfg, tiny_dataset, tmp_path_factory.mktemp("serving-fb"), publish=False)
     yield s
-    s.server.stop()
-    s.runtime.close()
+    s.close()
 
 
 def _post(served: Served, body: dict):
