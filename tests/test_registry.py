@@ -104,7 +104,7 @@ def _exercise(cfg: CaprankConfig, tmp_path: Path) -> None:
     assert registry.download_version(cfg, "2", local) == local and not marker.exists()
     fresh = registry.download_version(cfg, "1", tmp_path / "v1")
     assert (find_model_root(fresh) / "dense_ranker.json").is_file()
-    with pytest.raises(ModelLoadError, match="no version 9"):
+    with pytest.raises(ModelLoadError, match="no version '9'"):
         resolve_model_ref(cfg, "9")
     assert not list((tmp_path / "home").glob("serving/models/*-9*"))  # nothing half-written
 

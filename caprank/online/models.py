@@ -151,7 +151,8 @@ def registry_version(cfg: CaprankConfig, ref: str) -> str:
     try:
         return registry.resolve_version(cfg, ref).version
     except Exception as exc:  # RegistryError, or the registry cannot be reached
-        raise ModelLoadError(str(exc)) from exc
+        name = cfg.services.model_name
+        raise ModelLoadError(f"registered model '{name}' has no version '{ref}': {exc}") from exc
 
 
 def download_registry_model(cfg: CaprankConfig, version: str) -> Path:
