@@ -63,6 +63,22 @@ def test_health_readiness_and_metadata(served: Served):
     assert served.call("GET", "/v2/models/nope/ready")[0] == 404
 
 
+def test_ready_waits_for_the_model_while_the_fallback_answers(served: Served):
+    engine = served.runtime.engine
+    loaded = engine.routing.primary
+    engine.set_primary(None)  # as before the background load has finished
+    try:
+        assert served.call("GET", "/v2/health/ready")[0] == 503
+        assert served.call("GET", "/v2/health/live")[0] == 200
+        pred = served.rank({"intent": "while the model loads"})
+        assert (pred["arm"], pred["fallback"]) == ("fallback", "not_loaded")
+        assert served.metric("caprank_model_ready") == 0
+    finally:
+        engine.set_primary(loaded)
+    assert served.call("GET", "/v2/health/ready") == (200, {"ready": True})
+    assert served.metric("caprank_model_ready") == 1
+
+
 def test_rank_all_when_no_candidates_and_context_rule(served: Served):
     pred = served.rank({"intent": "send an email", "top_k": 100})
     assert len(pred["rankings"]) == len(_ids(served))
