@@ -1,7 +1,8 @@
 """Helpers shared by the serving benchmarks and tests: a predictor in its own process.
 
-``ServerProcess`` starts ``python -m serving`` on a free loopback port with a given
-caprank home and model directory, waits for readiness, and kills it (SIGKILL or SIGTERM).
+``ServerProcess`` starts ``python -m serving`` on a free port (KServe's server listens on
+every interface; the client talks to loopback) with a given caprank home and model
+directory, waits for readiness, and kills it (SIGKILL or SIGTERM).
 ``Client`` is a small keep-alive JSON client over ``http.client`` (one per thread).
 """
 
@@ -75,7 +76,7 @@ class ServerProcess:
         self.model_name = model_name
         args = [sys.executable, "-m", *module.split(), "--model_name", model_name]
         args += ["--model_dir", str(model_dir), "--http_port", str(self.port)]
-        args += ["--host", "127.0.0.1", "--set", f"paths.home={home}"]
+        args += ["--set", f"paths.home={home}"]
         for o in overrides or []:
             args += ["--set", o]
         self.args = args

@@ -568,7 +568,6 @@ class FeedbackConfig(Section):
 class ServingConfig(Section):
     """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
 
-    host: str = Field("127.0.0.1", description="`caprank serve` bind address")
     port: int = Field(8080, ge=1, le=65535, description="`caprank serve` HTTP port")
     endpoint_name: str = Field(
         "caprank",

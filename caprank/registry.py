@@ -1,10 +1,22 @@
-"""The MLflow model registry: versions with metrics and lineage, and the two aliases.
+"""The one module that talks to MLflow: tracking, the model registry, aliases, download.
 
-A model version is registered from a run's logged model: an MLflow model logged under
-``artifact_path`` (MLflow 3 logged models) or, failing that, plain artifacts under that
-path in the run (a model directory). ``challenger`` names the latest evaluated
-candidate and ``production`` the one serving traffic (``serving.model_ref`` defaults to
-it); the evaluate step sets the first, the deploy step moves the second.
+Every MLflow call in caprank goes through here (a test enforces it), so the MLflow
+version, its URIs and its error codes are handled in one place. The exception is
+``caprank.model.pyfunc``: the ``mlflow.pyfunc.PythonModel`` subclass that logged models
+pickle by reference.
+
+- **Tracking**: ``Tracker`` is one training run (parameters, per-step metrics, the
+  resolved config, the bundle logged as a pyfunc model with a signature). Embedded
+  default: a SQLite store and an artifact directory under the caprank home
+  (``cfg.mlflow_tracking_uri()``, ``cfg.mlflow_artifact_root()``); a server URI by config.
+- **Registry**: a model version is registered from a run's logged model: an MLflow model
+  logged under ``artifact_path`` (MLflow 3 logged models) or, failing that, plain
+  artifacts under that path in the run (a model directory).
+- **Aliases**: ``challenger`` names the latest evaluated candidate and ``production`` the
+  one serving traffic (``serving.model_ref`` defaults to it); the evaluate step sets the
+  first, the deploy step moves the second.
+- **Download**: ``download_version`` fetches a version's files for a local server;
+  ``version_storage_uri`` is where KServe's storage initializer reads them.
 
 Lineage travels as version tags (data content hashes, config hash, pipeline run id, git
 revision), with the resolved config itself logged to the run as ``lineage/config.yaml``
@@ -25,8 +37,9 @@ from urllib.parse import urlparse
 
 from caprank.config import CaprankConfig, dump_yaml
 from caprank.errors import CaprankError
-from caprank.files import atomic_write_json, atomic_write_text, text_hash
+from caprank.files import atomic_dir, atomic_write_json, atomic_write_text, text_hash
 
+EXPERIMENT = "caprank-training"
 CHALLENGER = "challenger"
 PRODUCTION = "production"
 MODEL_ARTIFACT = "model"  # where the training run logs its model
@@ -139,6 +152,153 @@ def client(cfg: CaprankConfig):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# ------------------------------------------------------------------------- tracking
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def _artifact_uri(root: str) -> str:
+    return root if "://" in root else Path(root).resolve().as_uri()
+
+
+class Tracker:
+    """One MLflow training run; use as a context manager (the run ends FAILED on an
+    exception). ``log_metrics`` is the trainer's ``on_log`` callback."""
+
+    def __init__(self, cfg: CaprankConfig, run_name: str | None = None):
+        import mlflow
+
+        self.cfg = cfg
+        self.mlflow = mlflow
+        c = client(cfg)
+        exp = c.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            exp_id = c.create_experiment(
+                EXPERIMENT, artifact_location=_artifact_uri(cfg.mlflow_artifact_root())
+            )
+        else:
+            exp_id = exp.experiment_id
+        self.run = mlflow.start_run(experiment_id=exp_id, run_name=run_name)
+        self.run_id = self.run.info.run_id
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+    def log_config(self, cfg: CaprankConfig) -> None:
+        """Training and embedding parameters as params; the whole resolved config as YAML."""
+        params: dict[str, Any] = {}
+        _flatten("training", cfg.training.model_dump(mode="json"), params)
+        params["embedding.text_model"] = cfg.embedding.text_model
+        params["embedding.hybrid.method"] = cfg.embedding.hybrid.method
+        self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        self.mlflow.log_text(dump_yaml(cfg), "config/resolved.yaml")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
+        named = {mlflow_key(f"{prefix}{k}"): float(v) for k, v in metrics.items()}
+        self.mlflow.log_metrics(named, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.mlflow.log_dict(data, name)
+
+    def log_model(self, bundle_dir: str | Path) -> None:
+        """Log the bundle as a pyfunc model (artifacts/bundle/...) in the run.
+
+        Not registered here: the evaluate stage registers it as a version, with its
+        metrics and lineage, so every version in the registry has been evaluated.
+        """
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        from caprank.model.pyfunc import BundlePyfunc
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "intent")]),
+            outputs=Schema(
+                [
+                    ColSpec("string", "intent"),
+                    ColSpec("long", "rank"),
+                    ColSpec("string", "capability_id"),
+                    ColSpec("double", "score"),
+                ]
+            ),
+        )
+        self.mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=BundlePyfunc(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            pip_requirements=["caprank"],
+        )
+
+
+# ----------------------------------------------------------------- registration
+
+
+# --------------------------------------------------------------------------- an ended run
+
+
+def metric_history(
+    cfg: CaprankConfig, run_id: str, *, skip_prefix: str = "", limit: int | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """``{metric: [(step, value), ...]}`` of a run's metrics logged at more than one step
+    (by name; names starting with ``skip_prefix`` left out; at most ``limit`` of them)."""
+    c = client(cfg)
+    names = sorted(c.get_run(run_id).data.metrics)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        if skip_prefix and name.startswith(skip_prefix):
+            continue
+        history = c.get_metric_history(run_id, name)
+        if len(history) < 2:
+            continue
+        out[name] = [(int(m.step), float(m.value)) for m in history]
+        if limit is not None and len(out) == limit:
+            break
+    return out
+
+
+def log_to_ended_run(
+    cfg: CaprankConfig,
+    run_id: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifacts_dir: str | Path | None = None,
+    artifact_path: str | None = None,
+) -> None:
+    """Add metrics (step 0, non-finite values dropped, batches of 500), tags and a folder
+    of artifacts to a run that already ended (the evaluate stage's report, in the
+    training run)."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    c = client(cfg)
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
+    for start in range(0, len(batch), 500):
+        c.log_batch(run_id, metrics=batch[start : start + 500])
+    for key, value in tags.items():
+        c.set_tag(run_id, key, value)
+    if artifacts_dir is not None:
+        c.log_artifacts(run_id, str(artifacts_dir), artifact_path)
+
+
 def _as_version(mv: Any) -> RegisteredVersion:
     return RegisteredVersion(
         name=mv.name,
@@ -235,6 +395,9 @@ def register_version(
     return get_version(cfg, str(mv.version))
 
 
+# ---------------------------------------------------------- versions and aliases
+
+
 def get_version(cfg: CaprankConfig, version: str) -> RegisteredVersion:
     """The registered ``version`` (a number); ``RegistryError`` when there is none."""
     if not str(version).isdigit():
@@ -277,6 +440,49 @@ def production_version(cfg: CaprankConfig) -> RegisteredVersion | None:
 
 def challenger_version(cfg: CaprankConfig) -> RegisteredVersion | None:
     return alias_version(cfg, CHALLENGER)
+
+
+def resolve_version(cfg: CaprankConfig, ref: str) -> RegisteredVersion:
+    """The version ``ref`` names: a version number or an alias such as ``production``;
+    ``RegistryError`` when the registry has no such version."""
+    if str(ref).isdigit():
+        return get_version(cfg, ref)
+    found = alias_version(cfg, ref)
+    if found is None:
+        raise RegistryError(
+            f"registered model '{cfg.services.registered_model}' has no alias '{ref}'"
+        )
+    return found
+
+
+def latest_version(cfg: CaprankConfig) -> str | None:
+    """The highest version number of the registered model, or None when there is none
+    (or the registry cannot be reached: a caller falls back to the dense ranker)."""
+    try:
+        found = client(cfg).search_model_versions(f"name='{cfg.services.registered_model}'")
+    except Exception:
+        return None
+    versions = [int(v.version) for v in found]
+    return str(max(versions)) if versions else None
+
+
+# ------------------------------------------------------------------------ download
+
+
+def download_version(cfg: CaprankConfig, version: str, target: str | Path) -> Path:
+    """Download the files of ``version`` into ``target`` (once: a finished download is
+    marked ``.complete`` and reused; a failed one leaves nothing behind)."""
+    target = Path(target)
+    if (target / ".complete").is_file():
+        return target
+    uri = f"models:/{cfg.services.registered_model}/{version}"
+    client(cfg)  # sets the tracking URI the download resolves models:/ against
+    import mlflow
+
+    with atomic_dir(target) as tmp:
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+        atomic_write_text(tmp / ".complete", str(version))
+    return target
 
 
 def version_storage_uri(cfg: CaprankConfig, version: str) -> str:

@@ -1,10 +1,4 @@
-"""The caprank KServe predictor: a thin HTTP adapter over ``caprank.online``.
-
-``python -m serving --model_name caprank --model_dir /mnt/models --http_port 8080`` is
-what the ServingRuntime in ``manifests/base`` runs; ``caprank serve`` starts the same
-server on the embedded defaults. API and design: docs/serving.md.
-"""
-
-from caprank.online.ranker import DenseRanker, Ranker, RankerBuilder
-
-__all__ = ["DenseRanker", "Ranker", "RankerBuilder"]
+"""The caprank KServe predictor: a thin adapter over ``caprank.online``, started as
+``python -m serving`` (``serving.__main__``): a ``kserve.Model`` (``serving.model``) on
+KServe's ``ModelServer``, with the library's feedback and admin router mounted on its app
+(``serving.server``). API and design: docs/serving.md."""

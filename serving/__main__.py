@@ -1,8 +1,10 @@
-"""``python -m serving``: the entry point of the serving image (KServe's runtime flags).
+"""``python -m serving``: the serving image's entry point, with KServe's own flags.
 
-Accepts ``--model_name``, ``--model_dir`` (KServe's storage initializer puts the model in
-``/mnt/models``) and ``--http_port`` as the ServingRuntime passes them; other KServe flags
-are ignored. Without ``--model_dir`` the model comes from ``serving.model_ref``.
+The parser has KServe's ``model_server.parser`` as parent (``--model_name``,
+``--http_port``, ``--grpc_port``, ...) plus caprank's: ``--model_dir`` (KServe's storage
+initializer puts the model in ``/mnt/models``; without it ``default_model_ref`` picks the
+registry's ``production`` alias and its fallbacks), ``--config`` and ``--set K=V``.
+gRPC is off unless ``--enable_grpc true``. ``caprank serve`` runs this.
 """
 
 from __future__ import annotations
@@ -11,31 +13,47 @@ import argparse
 import logging
 import sys
 
+from kserve import model_server
+
 from caprank.config import load_config
+from caprank.online.runtime import Runtime, default_model_ref
+from serving.server import CaprankServer, bind, mount
+
+PASSED_ON = ("grpc_port", "enable_grpc", "max_threads", "max_asyncio_workers",
+             "enable_docs_url", "enable_latency_logging", "access_log_format", "event_loop",
+             "timeout_keep_alive", "ssl_certfile", "ssl_keyfile")  # fmt: skip
+
+parser = argparse.ArgumentParser(
+    prog="python -m serving", parents=[model_server.parser], description=__doc__
+)
+parser.add_argument("--model_dir", default=None, help="model directory (KServe: /mnt/models)")
+parser.add_argument("--config", default=None, help="caprank YAML config")
+parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+# caprank's metrics time every request: no KServe latency log line per request
+parser.set_defaults(
+    model_name=None, http_port=None, enable_grpc=False, enable_latency_logging=False
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
-    parser.add_argument("--model_name", default=None, help="name in the endpoint paths")
-    parser.add_argument("--model_dir", default=None, help="model directory (KServe: /mnt/models)")
-    parser.add_argument("--http_port", type=int, default=None)
-    parser.add_argument("--host", default=None)
-    parser.add_argument("--config", default=None, help="caprank YAML config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    args, unknown = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers != 1:
+        parser.error("--workers: the runtime lives in one process; run more replicas instead")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if unknown:
-        logging.getLogger("serving").info("ignoring KServe flags %s", unknown)
     cfg = load_config(args.config, args.overrides)
-    from serving.server import serve
-
-    serve(
-        cfg,
-        model_ref=args.model_dir or cfg.serving.model_ref,
-        model_name=args.model_name or cfg.serving.endpoint_name,
-        host=args.host or ("0.0.0.0" if args.model_dir else cfg.serving.host),
-        port=args.http_port or cfg.serving.port,
-    )
+    runtime = Runtime(cfg, args.model_dir or default_model_ref(cfg)).start(background_load=True)
+    model = bind(model_server.app, runtime, args.model_name or cfg.serving.endpoint_name)
+    mount(model_server.app, cfg.serving.max_payload_bytes)
+    kwargs = {name: getattr(args, name) for name in PASSED_ON}
+    server = CaprankServer(http_port=args.http_port or cfg.serving.port, workers=1, **kwargs)
+    if args.log_config_file is None:  # no log line per request unless a log config asks
+        for name in ("kserve.trace", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        server.start([model])
+    finally:
+        model.metrics.close()
+        runtime.close()
     return 0
 
 

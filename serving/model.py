@@ -18,9 +18,9 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from caprank.online.engine import ModelFailure
+from caprank.online.metrics import ServerMetrics
 from caprank.online.request import RequestError
 from caprank.online.runtime import Runtime
-from serving.metrics import ServerMetrics
 
 V2_INPUT = "request"
 V2_OUTPUT = "response"
@@ -28,11 +28,18 @@ MAX_INSTANCES = 256
 
 
 class CaprankModel(kserve.Model):
-    def __init__(self, name: str, runtime: Runtime, metrics: ServerMetrics, threads: int):
+    """Ranks on the runtime's engine in a thread pool (``serving.worker_threads``).
+
+    ``ready``/``healthy`` mean "can answer" (by the model, or by the dense fallback while
+    it loads), so KServe registers it and routes requests at once; ``loaded`` means the
+    model named by the reference is in, which the server's readiness reports.
+    """
+
+    def __init__(self, name: str, runtime: Runtime, metrics: ServerMetrics):
         super().__init__(name)
         self.runtime = runtime
         self.metrics = metrics
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rank")
+        self.pool = ThreadPoolExecutor(runtime.cfg.serving.worker_threads, "rank")
 
     def load(self) -> bool:
         self.ready = self.runtime.can_serve
@@ -44,11 +51,19 @@ class CaprankModel(kserve.Model):
     async def healthy(self) -> bool:
         return self.runtime.can_serve
 
+    @property
+    def loaded(self) -> bool:
+        return self.runtime.ready
+
     def get_input_types(self) -> list[dict]:
         return [{"name": V2_INPUT, "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict]:
         return [{"name": V2_OUTPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def _reject(self, field: str, message: str) -> InvalidInput:
+        self.metrics.rejected.labels(field.split("[")[0]).inc()
+        return InvalidInput(f"field '{field}': {message}")
 
     def _rank_all(self, bodies: list, request_ids: list[str | None], prefix: str) -> list[dict]:
         out = []
@@ -78,37 +93,31 @@ class CaprankModel(kserve.Model):
         if isinstance(payload, InferRequest):
             return await self._predict_v2(payload, header_id)
         if not isinstance(payload, dict) or "instances" not in payload:
-            self.metrics.rejected.labels("instances").inc()
-            raise InvalidInput("field 'instances': is required (a list of rank requests)")
+            raise self._reject("instances", "is required (a list of rank requests)")
         instances = payload["instances"]
         if not isinstance(instances, list) or not instances:
-            self.metrics.rejected.labels("instances").inc()
-            raise InvalidInput("field 'instances': must be a non-empty list of rank requests")
+            raise self._reject("instances", "must be a non-empty list of rank requests")
         if len(instances) > MAX_INSTANCES:
-            self.metrics.rejected.labels("instances").inc()
-            raise InvalidInput(f"field 'instances': more than {MAX_INSTANCES} requests")
+            raise self._reject("instances", f"more than {MAX_INSTANCES} requests")
         ids = [header_id if len(instances) == 1 else None] * len(instances)
         return {"predictions": await self._run(instances, ids, "instances")}
 
     async def _predict_v2(self, request: InferRequest, header_id: str | None) -> InferResponse:
         inputs = request.inputs
         if len(inputs) != 1 or inputs[0].name != V2_INPUT or inputs[0].datatype != "BYTES":
-            self.metrics.rejected.labels("inputs").inc()
-            raise InvalidInput(
-                f"field 'inputs': expected one BYTES input named '{V2_INPUT}' holding rank "
-                "requests as JSON text"
-            )
+            raise self._reject(
+                "inputs", f"expected one BYTES input named '{V2_INPUT}' holding rank requests "
+                "as JSON text",
+            )  # fmt: skip
         bodies = []
         for i, item in enumerate(inputs[0].data or []):
             text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
             try:
                 bodies.append(json.loads(text) if isinstance(text, str) else text)
             except ValueError as exc:
-                self.metrics.rejected.labels("inputs").inc()
-                raise InvalidInput(f"field 'inputs[0].data[{i}]': not valid JSON ({exc})") from exc
+                raise self._reject(f"inputs[0].data[{i}]", f"not valid JSON ({exc})") from exc
         if not bodies or len(bodies) > MAX_INSTANCES:
-            self.metrics.rejected.labels("inputs").inc()
-            raise InvalidInput(f"field 'inputs[0].data': needs 1 to {MAX_INSTANCES} requests")
+            raise self._reject("inputs[0].data", f"needs 1 to {MAX_INSTANCES} requests")
         rid = request.id or header_id
         ids = [rid if len(bodies) == 1 else None] * len(bodies)
         results = await self._run(bodies, ids, "inputs[0].data")

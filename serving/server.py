@@ -1,60 +1,52 @@
-"""Running the app with uvicorn: in the foreground (``python -m serving``) or in a
-thread (tests, ``caprank serve --help`` examples)."""
+"""KServe's ``ModelServer``, and what caprank adds to its app.
+
+``CaprankServer`` is KServe's ``ModelServer`` whose readiness (``/v2/health/ready``, the
+readiness probe) waits for the model load: the server starts before the model has loaded,
+so that it can answer with the dense fallback meanwhile. ``mount`` adds the library's
+feedback and admin router, its error bodies and the payload limit to KServe's app;
+``bind`` points them, and a new ``CaprankModel``, at a runtime.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+from fastapi import FastAPI
+from kserve import ModelServer
+from kserve.protocol.dataplane import DataPlane
 
-import uvicorn
-
-from caprank.config import CaprankConfig
+from caprank.online.metrics import ServerMetrics
+from caprank.online.payload import PayloadLimit
+from caprank.online.routes import ERROR_HANDLERS, ServerState, router
 from caprank.online.runtime import Runtime
-from serving.app import build_app
+from serving.model import CaprankModel
 
 
-def make_server(runtime: Runtime, model_name: str, host: str, port: int) -> uvicorn.Server:
-    app, _model = build_app(runtime, model_name)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        loop="asyncio",
-        timeout_keep_alive=65,
-    )
-    return uvicorn.Server(config)
+class LoadedDataPlane(DataPlane):
+    """Server readiness means every registered model has loaded, not just "up"."""
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return all(getattr(m, "loaded", m.ready) for m in models)
 
 
-class ThreadedServer:
-    """A real server on loopback in a background thread; ``stop()`` shuts it down."""
-
-    def __init__(self, runtime: Runtime, model_name: str, port: int, host: str = "127.0.0.1"):
-        self.runtime = runtime
-        self.server = make_server(runtime, model_name, host, port)
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-
-    def start(self, timeout_s: float = 30.0) -> ThreadedServer:
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)
+class CaprankServer(ModelServer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dataplane = LoadedDataPlane(model_registry=self.registered_models)
 
 
-def serve(cfg: CaprankConfig, model_ref: str, model_name: str, host: str, port: int) -> None:
-    """Start the runtime (model loads in the background) and serve until interrupted."""
-    runtime = Runtime(cfg, model_ref).start(background_load=True)
-    try:
-        make_server(runtime, model_name, host, port).run()
-    finally:
-        runtime.close()
+def mount(app: FastAPI, max_payload_bytes: int) -> None:
+    """Add caprank's routes, error bodies and payload limit to KServe's app (once, before
+    it serves; KServe adds its own endpoints when the server starts)."""
+    app.include_router(router)
+    for exc, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(exc, handler)
+    app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
+
+
+def bind(app: FastAPI, runtime: Runtime, model_name: str) -> CaprankModel:
+    """The KServe model over ``runtime``, with the app's caprank routes pointed at it."""
+    metrics = ServerMetrics(runtime)
+    app.state.caprank = ServerState(runtime, metrics)
+    model = CaprankModel(model_name, runtime, metrics)
+    model.load()
+    return model

@@ -1,36 +1,70 @@
 """A real predictor on loopback for the serving tests (uvicorn in a thread).
 
-One server per test module: the tiny synthesized catalog, its features published to a
-Feast SQLite store in a temporary home, the packaged MiniLM encoder, the dense model.
+KServe serves one app per process (``kserve.model_server.app``), so the tests do as
+KServe's own do: one ``CaprankServer`` and its app for the session, built as
+``ModelServer.start`` builds them (``mount``, then KServe's ``create_application``), and
+served on loopback; each test module binds its own runtime to it (the tiny synthesized
+catalog, its features published to a Feast SQLite store in a temporary home, the packaged
+MiniLM encoder, the dense model).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import uvicorn
+from kserve.model_server import app as kserve_app
+from kserve.protocol.rest.server import RESTServer
 
 from benchmarks.serving_proc import free_port
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
 from caprank.online.runtime import Runtime
-from serving.server import ThreadedServer
+from serving.model import CaprankModel
+from serving.server import CaprankServer, bind, mount
+
+
+@functools.cache
+def kserve_server() -> tuple[CaprankServer, str]:
+    """The process's server and its URL: KServe's app on a free loopback port."""
+    server = CaprankServer(enable_grpc=False)
+    port = free_port()
+    mount(kserve_app, CaprankConfig().serving.max_payload_bytes)
+    RESTServer(
+        kserve_app, server.dataplane, server.model_repository_extension, port
+    ).create_application()
+    config = uvicorn.Config(kserve_app, host="127.0.0.1", port=port, log_config=None,
+                            access_log=False, lifespan="off", loop="asyncio")  # fmt: skip
+    http = uvicorn.Server(config)
+    threading.Thread(target=http.run, name="uvicorn", daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not http.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    return server, f"http://127.0.0.1:{port}"
 
 
 @dataclass
 class Served:
-    server: ThreadedServer
+    model: CaprankModel
     runtime: Runtime
     cfg: CaprankConfig
+    url: str
 
-    @property
-    def url(self) -> str:
-        return self.server.url
+    def close(self) -> None:
+        kserve_server()[0].registered_models.unload(self.model.name)
+        self.model.metrics.close()
+        self.runtime.close()
 
     def call(self, method: str, path: str, body=None, raw: bytes | None = None):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -75,8 +109,10 @@ def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = Tr
 
         build_and_publish(ds, cfg, home / "feature-build")
     runtime = Runtime(cfg, "dense").start(background_load=False)
-    server = ThreadedServer(runtime, "caprank", free_port()).start()
-    return Served(server, runtime, cfg)
+    server, url = kserve_server()
+    model = bind(kserve_app, runtime, "caprank")
+    server.register_model(model)
+    return Served(model, runtime, cfg, url)
 
 
 class FailingRanker:

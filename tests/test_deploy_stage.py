@@ -15,8 +15,8 @@ from kfp.dsl import Markdown, Metrics, Model
 
 from caprank.config import dump_yaml
 from caprank.deploy.kserve import KServeBackend
-from caprank.deploy.stage import deploy, local_state_file, production_of, resolve_target
-from caprank.deploy.state import RolloutState
+from caprank.deploy.stage import deploy, production_of, resolve_target
+from caprank.deploy.state import RolloutState, rollout_state_path
 from caprank.deploy.traffic import SyntheticTraffic, sample_intents
 from caprank.online.models import DENSE_FILE, save_dense_model
 from caprank.online.runtime import default_model_ref
@@ -105,7 +105,7 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
     assert production_of(cfg) == v1
     assert "promoted" in summary and "dense" in summary  # replaced the dense ranker
     assert metrics["promoted"] == 1.0 and metrics["requests"] >= cfg.canary.min_requests
-    state = RolloutState.from_json(local_state_file(cfg).read_text(), "state")
+    state = RolloutState.from_json(rollout_state_path(cfg).read_text(), "state")
     assert state.phase == "promoted" and state.hook_done and state.previous_uri == "dense"
 
     # the same deployment again: the stored decision, no new rollout
@@ -195,7 +195,7 @@ def test_crash_mid_window_then_rerun_resumes(cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(SyntheticTraffic, "run_for", crashing)
     with pytest.raises(Crash):
         deploy(cfg, v1, model_dir=v1_dir)
-    state = RolloutState.from_json(local_state_file(cfg).read_text(), "state")
+    state = RolloutState.from_json(rollout_state_path(cfg).read_text(), "state")
     assert state.phase == "observing" and production_of(cfg) is None
 
     monkeypatch.setattr(SyntheticTraffic, "run_for", original)
@@ -210,12 +210,12 @@ def test_unfinished_rollout_of_another_model_is_abandoned_locally(cfg, tmp_path)
     v1 = register(cfg, v1_dir)
     set_alias(cfg, PRODUCTION, v1)
     stale = RolloutState("/gone/model", "0", "dense", 50, "local", "observing", 1.0)
-    local_state_file(cfg).parent.mkdir(parents=True, exist_ok=True)
-    local_state_file(cfg).write_text(stale.to_json())
+    rollout_state_path(cfg).parent.mkdir(parents=True, exist_ok=True)
+    rollout_state_path(cfg).write_text(stale.to_json())
     # deploying the version already in production: nothing to roll out
     result = deploy(cfg, v1, model_dir=v1_dir)
     assert result.outcome == "unchanged" and any("abandoned" in n for n in result.notes)
-    state = RolloutState.from_json(local_state_file(cfg).read_text(), "state")
+    state = RolloutState.from_json(rollout_state_path(cfg).read_text(), "state")
     assert state.phase == "rolled_back" and "abandoned" in state.reason
 
 

@@ -17,7 +17,6 @@ from caprank.online.catalog import load_catalog
 from caprank.online.models import (
     download_registry_model,
     find_model_root,
-    latest_registry_version,
     load_model_dir,
 )
 from pipelines import compiled_path
@@ -183,7 +182,7 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     assert run.data.tags["git_revision"] and run.data.tags["dataset_hash"]
     assert "best_valid_mrr" in run.data.metrics and "training.lr" in run.data.params
     assert [m.step for m in client.get_metric_history(run.info.run_id, "rank_loss")]
-    assert latest_registry_version(cfg) is None  # train logs the model, evaluate registers
+    assert registry.latest_version(cfg) is None  # train logs the model, evaluate registers
 
     registered = _artifact(Model, tmp_path / "registered")
     ops.evaluate.python_func(

@@ -12,7 +12,12 @@ import pytest
 
 from caprank import registry
 from caprank.config import CaprankConfig
-from caprank.online.models import find_model_root, resolve_model_ref, save_dense_model
+from caprank.online.models import (
+    ModelLoadError,
+    find_model_root,
+    resolve_model_ref,
+    save_dense_model,
+)
 
 PG = "postgres@127.0.0.1:5432"
 
@@ -50,6 +55,7 @@ def _lineage(cfg: CaprankConfig) -> registry.Lineage:
 
 def _exercise(cfg: CaprankConfig, tmp_path: Path) -> None:
     assert registry.production_version(cfg) is None  # no registered model at all
+    assert registry.latest_version(cfg) is None
     model_dir = save_dense_model(tmp_path / "m1", "all-MiniLM-L6-v2", version="dense-1")
     run1 = new_run(cfg, model_dir)
     v1 = registry.register_version(
@@ -84,9 +90,23 @@ def _exercise(cfg: CaprankConfig, tmp_path: Path) -> None:
     assert registry.challenger_version(cfg).version == "2"  # the alias moved
     prod = registry.production_version(cfg)
     assert prod.version == "1" and prod.aliases == ("production",)
-    # Serving resolves the alias to the registered files.
+    assert registry.latest_version(cfg) == "2"
+    assert registry.resolve_version(cfg, "production").version == "1"
+    assert registry.resolve_version(cfg, "2").aliases == ("challenger",)
+    with pytest.raises(registry.RegistryError, match="no alias 'nope'"):
+        registry.resolve_version(cfg, "nope")
+    # Serving resolves the alias to the registered files, downloaded once.
     local, version = resolve_model_ref(cfg, "challenger")
     assert version == "2" and (find_model_root(local) / "dense_ranker.json").is_file()
+    assert (local / ".complete").read_text() == "2"
+    marker = find_model_root(local) / "dense_ranker.json"
+    marker.unlink()  # a second call reuses the directory, it does not download again
+    assert registry.download_version(cfg, "2", local) == local and not marker.exists()
+    fresh = registry.download_version(cfg, "1", tmp_path / "v1")
+    assert (find_model_root(fresh) / "dense_ranker.json").is_file()
+    with pytest.raises(ModelLoadError, match="no version '9'"):
+        resolve_model_ref(cfg, "9")
+    assert not list((tmp_path / "home").glob("serving/models/*-9*"))  # nothing half-written
 
     with pytest.raises(registry.RegistryError, match="no model at 'model'"):
         registry.register_version(cfg, new_run(cfg), lineage=_lineage(cfg))
@@ -119,6 +139,33 @@ def test_logged_mlflow_model_is_preferred(tmp_path):
     assert v.source == f"models:/{info.model_id}"
     local, _ = resolve_model_ref(cfg, v.version)
     assert (find_model_root(local) / "dense_ranker.json").is_file()
+
+
+def test_tracker_logs_a_run_that_registers(tmp_path):
+    """The training run's tracker: params, the resolved config, per-step metrics, the
+    bundle as a pyfunc model (what evaluate registers); a failure ends the run FAILED."""
+    cfg = _cfg(tmp_path)
+    bundle = save_dense_model(tmp_path / "bundle", "all-MiniLM-L6-v2")
+    with registry.Tracker(cfg, run_name="t") as tracker:
+        tracker.log_config(cfg)
+        tracker.set_tags({"dataset_hash": "d" * 8})
+        for step in range(3):
+            tracker.log_metrics(step, {"hit@10": 0.1 * step}, prefix="valid_")
+        tracker.log_model(bundle)
+    c = registry.client(cfg)
+    run = c.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["dataset_hash"] == "d" * 8
+    assert run.data.params["training.max_steps"] == str(cfg.training.max_steps)
+    history = c.get_metric_history(tracker.run_id, "valid_hit_at_10")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert {a.path for a in c.list_artifacts(tracker.run_id, "config")} == {"config/resolved.yaml"}
+    v = registry.register_version(cfg, tracker.run_id, lineage=_lineage(cfg))
+    assert v.source.startswith("models:/")
+    local, _ = resolve_model_ref(cfg, v.version)
+    assert (find_model_root(local) / "dense_ranker.json").is_file()
+    with pytest.raises(RuntimeError), registry.Tracker(cfg) as failing:
+        raise RuntimeError("training exploded")
+    assert c.get_run(failing.run_id).info.status == "FAILED"
 
 
 def test_git_revision(monkeypatch, tmp_path):

@@ -21,8 +21,7 @@ from tests.serving_fixtures import FailingRanker, Served, start_served
 def served(tiny_cfg, tiny_dataset, tmp_path_factory):
     s = start_served(tiny_cfg, tiny_dataset, tmp_path_factory.mktemp("serving-api"))
     yield s
-    s.server.stop()
-    s.runtime.close()
+    s.close()
 
 
 def _ids(served: Served) -> list[str]:
@@ -62,6 +61,22 @@ def test_health_readiness_and_metadata(served: Served):
     assert served.call("GET", "/v2/health/ready") == (200, {"ready": True})
     assert served.call("GET", "/v1/models/caprank")[1]["ready"] is True
     assert served.call("GET", "/v2/models/nope/ready")[0] == 404
+
+
+def test_ready_waits_for_the_model_while_the_fallback_answers(served: Served):
+    engine = served.runtime.engine
+    loaded = engine.routing.primary
+    engine.set_primary(None)  # as before the background load has finished
+    try:
+        assert served.call("GET", "/v2/health/ready")[0] == 503
+        assert served.call("GET", "/v2/health/live")[0] == 200
+        pred = served.rank({"intent": "while the model loads"})
+        assert (pred["arm"], pred["fallback"]) == ("fallback", "not_loaded")
+        assert served.metric("caprank_model_ready") == 0
+    finally:
+        engine.set_primary(loaded)
+    assert served.call("GET", "/v2/health/ready") == (200, {"ready": True})
+    assert served.metric("caprank_model_ready") == 1
 
 
 def test_rank_all_when_no_candidates_and_context_rule(served: Served):

@@ -3,6 +3,7 @@ the write-ahead log's crash handling, and the local rollout backend under the co
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from caprank.data.ingest import read_feedback
 from caprank.data.schemas import INTERACTIONS
 from caprank.deploy import run_rollout
 from caprank.deploy.local import LocalBackend
+from caprank.deploy.state import RolloutState, rollout_state_path
 from caprank.online.feedback import FeedbackLog, event_id, read_segment
 from caprank.online.intents import IntentCache
 from caprank.online.models import save_dense_model
@@ -26,8 +28,7 @@ from tests.serving_fixtures import FailingRanker, Served, start_served
 def served(tiny_cfg, tiny_dataset, tmp_path_factory):
     s = start_served(tiny_cfg, tiny_dataset, tmp_path_factory.mktemp("serving-fb"), publish=False)
     yield s
-    s.server.stop()
-    s.runtime.close()
+    s.close()
 
 
 def _post(served: Served, body: dict):
@@ -185,3 +186,27 @@ def test_local_backend_rolls_back_a_failing_canary(served: Served, tmp_path):
                          __import__("time").sleep(s))[1])  # fmt: skip
     assert result.outcome == "rolled_back" and "error rate" in result.reason
     assert rt.engine.routing.primary is primary and rt.engine.routing.second is None
+
+
+def test_rollout_over_the_admin_api_keeps_the_one_rollout_record(served: Served, tmp_path):
+    rt = served.runtime
+    saved = rt.cfg.canary
+    rt.cfg.canary = CanaryConfig(traffic_percent=50, window_s=2, poll_s=0.5, min_requests=10)
+    uri = str(save_dense_model(tmp_path / "next", rt.cfg.embedding.text_model))
+    try:
+        assert served.call("POST", "/admin/rollout", {"version": "v-http"})[0] == 400
+        code, out = served.call("POST", "/admin/rollout", {"uri": uri, "version": "v-http"})
+        assert (code, out) == (200, {"started": uri})
+        assert served.call("POST", "/admin/rollout", {"uri": uri})[0] == 409
+        deadline = time.monotonic() + 60
+        while (result := served.call("GET", "/admin/rollout")[1])["result"] is None:
+            assert time.monotonic() < deadline, result
+            _traffic(served, 10)
+            time.sleep(0.1)
+        assert result["result"]["outcome"] == "promoted", result
+        assert result["primary"] == "v-http" and result["state"]["phase"] == "promoted"
+        record = RolloutState.from_json(rollout_state_path(rt.cfg).read_text(), "record")
+        assert record.new_uri == uri and record.phase == "promoted"
+    finally:
+        rt.cfg.canary = saved
+        rt.swap("dense", "dense")

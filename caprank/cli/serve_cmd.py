@@ -1,10 +1,32 @@
-"""`caprank serve`: the KServe predictor on the embedded defaults (docs/serving.md)."""
+"""`caprank serve`: the KServe predictor on the embedded defaults (docs/serving.md).
+
+It runs the serving image's entry point, ``python -m serving``, in this process (exec):
+one way to start the server, and the library never imports ``serving/``.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import click
 
 from caprank.cli.context import CliState, pass_state
+
+
+def serving_argv(
+    state: CliState, model_dir: str | None, model_ref: str | None, port: int | None
+) -> list[str]:
+    """The ``python -m serving`` command line for these options and global flags."""
+    cfg = state.config()
+    argv = [sys.executable, "-m", "serving", "--model_name", cfg.serving.endpoint_name]
+    argv += ["--http_port", str(port or cfg.serving.port)]
+    if state.config_file:
+        argv += ["--config", state.config_file]
+    overrides = [*state.overrides, *([f"serving.model_ref={model_ref}"] if model_ref else [])]
+    for override in overrides:
+        argv += ["--set", override]
+    return [*argv, "--model_dir", model_dir] if model_dir else argv
 
 
 @click.command("serve")
@@ -16,23 +38,15 @@ from caprank.cli.context import CliState, pass_state
 )
 @click.option("--model-ref", default=None, help="Registry version or alias, or 'dense'.")
 @click.option("--port", type=int, default=None, help="HTTP port (default serving.port).")
-@click.option("--host", default=None, help="Bind address (default serving.host).")
 @pass_state
 def serve_cmd(
-    state: CliState,
-    model_dir: str | None,
-    model_ref: str | None,
-    port: int | None,
-    host: str | None,
+    state: CliState, model_dir: str | None, model_ref: str | None, port: int | None
 ) -> None:
     """Serve the ranker: the registry's `production` alias (set when the deploy stage
     promotes), else `challenger`, else its latest version, else the dense ranker; V1/V2
-    endpoints, /v1/feedback, /admin/*, /metrics."""
-    from caprank.online.runtime import default_model_ref
-    from serving.server import serve
-
-    cfg = state.config()
-    ref = model_dir or model_ref or default_model_ref(cfg)
-    host, port = host or cfg.serving.host, port or cfg.serving.port
-    click.echo(f"serving '{ref}' as {cfg.serving.endpoint_name} on http://{host}:{port}", err=True)
-    serve(cfg, ref, cfg.serving.endpoint_name, host, port)
+    endpoints, /v1/feedback, /admin/*, /metrics. KServe's server listens on every
+    interface."""
+    argv = serving_argv(state, model_dir, model_ref, port)
+    click.echo(" ".join(argv[1:]), err=True)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)

@@ -32,13 +32,12 @@ from caprank.config import CaprankConfig
 from caprank.deploy.backend import RolloutBackend
 from caprank.deploy.controller import RolloutResult, run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
-from caprank.deploy.state import RolloutState
+from caprank.deploy.state import RolloutState, rollout_state_path
 from caprank.registry import PRODUCTION, get_version, set_alias, version_storage_uri
 
 log = logging.getLogger(__name__)
 
 Target = Literal["local", "cluster"]
-LOCAL_STATE = Path("deploy") / "local-rollout.json"
 
 
 @dataclass
@@ -175,10 +174,6 @@ def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployRes
 # -------------------------------------------------------------------------- local
 
 
-def local_state_file(cfg: CaprankConfig) -> Path:
-    return cfg.home() / LOCAL_STATE
-
-
 def _read_state(path: Path) -> RolloutState | None:
     if not path.is_file():
         return None
@@ -198,7 +193,7 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
 
     local_dir = Path(model_dir).resolve() if model_dir and Path(model_dir).is_dir() else None
     uri = storage_uri or (str(local_dir) if local_dir else version)
-    state_file = local_state_file(cfg)
+    state_file = rollout_state_path(cfg)
     state = _read_state(state_file)
     notes: list[str] = []
 

@@ -1,15 +1,19 @@
 """The persisted record of one rollout, so a controller killed mid-way can resume.
 
 It is stored where the rollout acts (an annotation on the InferenceService for KServe), so
-the spec change and the record of it land in the same write and never disagree.
+the spec change and the record of it land in the same write and never disagree. A local
+rollout (the deploy stage's in-process canary, or ``POST /admin/rollout`` on a server)
+keeps it in one JSON file, ``rollout_state_path(cfg)``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 
 Phase = Literal["canary", "observing", "promoting", "promoted", "rolling_back", "rolled_back"]
@@ -23,6 +27,11 @@ PHASES: tuple[str, ...] = (
 )
 ACTIVE_PHASES = frozenset({"canary", "observing", "promoting", "rolling_back"})
 STATE_VERSION = 1
+
+
+def rollout_state_path(cfg: CaprankConfig) -> Path:
+    """The one file that records a local rollout under the caprank home."""
+    return cfg.home() / "deploy" / "local-rollout.json"
 
 
 class RolloutStateError(CaprankError):

@@ -42,7 +42,7 @@ from caprank.monitoring.drift import DriftResult
 from caprank.online.catalog import Catalog, catalog_from_tables
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.models import LoadedModel, load_model_dir, resolve_model_ref
-from caprank.tracking import log_to_ended_run, metric_history
+from caprank.registry import log_to_ended_run, metric_history
 
 # A baseline is a score matrix over (test queries x catalog), or a function making one.
 Baseline = np.ndarray | Callable[[QuerySet, Catalog], np.ndarray]

@@ -2,7 +2,13 @@
 
 Serving does not go through this class (it loads the bundle directory that MLflow stores
 under the model's ``artifacts/``), but it makes the logged model usable on its own with
-``mlflow.pyfunc.load_model`` and gives it a signature.
+``mlflow.pyfunc.load_model`` and gives it a signature. ``caprank.registry.Tracker``
+logs it.
+
+This is the one module besides ``caprank.registry`` that imports MLflow: the class must
+subclass ``mlflow.pyfunc.PythonModel`` at import time, and logged models pickle it by
+reference (``caprank.model.pyfunc.BundlePyfunc``), so it keeps this import path for the
+models already in a registry.
 """
 
 from __future__ import annotations

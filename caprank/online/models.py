@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from caprank import registry
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 from caprank.files import atomic_write_json
@@ -144,52 +145,20 @@ def load_model_dir(
 # ------------------------------------------------------------------ MLflow registry
 
 
-def _registry_client(cfg: CaprankConfig):
-    from caprank.registry import client
-
-    return client(cfg)
-
-
 def registry_version(cfg: CaprankConfig, ref: str) -> str:
     """The registered version number ``ref`` names: a number, or an alias such as
     ``production``. Raises ``ModelLoadError`` when the registry has no such version."""
-    name = cfg.services.registered_model
-    client = _registry_client(cfg)
     try:
-        if ref.isdigit():
-            return str(client.get_model_version(name, ref).version)
-        return str(client.get_model_version_by_alias(name, ref).version)
-    except Exception as exc:
+        return registry.resolve_version(cfg, ref).version
+    except Exception as exc:  # RegistryError, or the registry cannot be reached
+        name = cfg.services.registered_model
         raise ModelLoadError(f"registered model '{name}' has no version '{ref}': {exc}") from exc
 
 
-def latest_registry_version(cfg: CaprankConfig) -> str | None:
-    """The highest version of the registered model, or None when there is none."""
-    try:
-        found = _registry_client(cfg).search_model_versions(
-            f"name='{cfg.services.registered_model}'"
-        )
-    except Exception:
-        return None
-    versions = [int(v.version) for v in found]
-    return str(max(versions)) if versions else None
-
-
 def download_registry_model(cfg: CaprankConfig, version: str) -> Path:
-    """Download ``models:/<name>/<version>`` under ``<home>/serving/models`` (once)."""
-    import mlflow
-
-    name = cfg.services.registered_model
-    target = cfg.home() / "serving" / "models" / f"{name}-{version}"
-    if (target / ".complete").is_file():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri())
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
-    )
-    (target / ".complete").write_text(version, encoding="utf-8")
-    return target
+    """The files of registered ``version``, downloaded once under ``<home>/serving/models``."""
+    target = cfg.home() / "serving" / "models" / f"{cfg.services.registered_model}-{version}"
+    return registry.download_version(cfg, version, target)
 
 
 def resolve_model_ref(cfg: CaprankConfig, ref: str) -> tuple[Path, str]:

@@ -30,16 +30,15 @@ from caprank.online.models import (
     LoadedModel,
     build_model,
     dense_builder,
-    latest_registry_version,
     load_model_ref,
     registry_version,
 )
 from caprank.online.request import RequestError, parse_rank_request
+from caprank.registry import CHALLENGER, latest_version
 
 log = logging.getLogger(__name__)
 
 DENSE_REF = "dense"  # model reference: the dense ranker itself is the served model
-CHALLENGER_ALIAS = "challenger"  # a registered candidate not yet promoted
 
 
 class UnknownRequest(CaprankError):
@@ -64,12 +63,12 @@ def default_model_ref(cfg: CaprankConfig) -> str:
         return ref
     if ref.isdigit():
         return registry_version(cfg, ref)
-    for alias in dict.fromkeys((ref, CHALLENGER_ALIAS)):
+    for alias in dict.fromkeys((ref, CHALLENGER)):
         try:
             return registry_version(cfg, alias)
         except CaprankError:
             continue
-    return latest_registry_version(cfg) or DENSE_REF
+    return latest_version(cfg) or DENSE_REF
 
 
 class Runtime:

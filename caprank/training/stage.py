@@ -339,7 +339,7 @@ def train(
 
     tracker = None
     if track:
-        from caprank.tracking import Tracker
+        from caprank.registry import Tracker
 
         tracker = Tracker(cfg, run_name=run_name)
     try:

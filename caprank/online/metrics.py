@@ -1,8 +1,13 @@
-"""Prometheus metrics of one predictor (its own registry, served beside KServe's)."""
+"""Prometheus metrics of one predictor process.
+
+They go into ``prometheus_client``'s default registry, which KServe's ``/metrics`` serves
+beside its own request histograms; ``close()`` takes them out again (a test process
+serves one runtime after another).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from caprank.online.runtime import Runtime
@@ -14,9 +19,9 @@ LATENCY_BUCKETS = (
 
 
 class ServerMetrics:
-    def __init__(self, runtime: Runtime):
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+    def __init__(self, runtime: Runtime, registry: CollectorRegistry = REGISTRY):
+        self.registry = registry
+        r = registry
         self.requests = Counter(
             "caprank_rank_requests",
             "Rank requests by outcome (error: the server failed a valid request)",
@@ -56,7 +61,17 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        r.register(_StateCollector(runtime))
+        self._state = _StateCollector(runtime)
+        r.register(self._state)
+        self._collectors = [
+            *(self.requests, self.rejected, self.stage, self.cache, self.fallbacks),
+            *(self.feedback, self.feedback_ack, self._state),
+        ]
+
+    def close(self) -> None:
+        """Unregister every metric (the registry outlives this runtime)."""
+        for collector in self._collectors:
+            self.registry.unregister(collector)
 
     def observe_rank(self, result) -> None:
         self.requests.labels("ok", result.model_version).inc()

@@ -1,0 +1,254 @@
+"""The predictor's own HTTP routes beside KServe's V1/V2 endpoints: feedback and admin.
+
+``router`` is a FastAPI ``APIRouter`` that the serving adapter (``serving/``) mounts on
+KServe's app, with ``ERROR_HANDLERS`` for the bodies of refused requests. The handlers
+hold no state: they reach the process's runtime through ``app.state.caprank`` (a
+``ServerState``), which the adapter sets. API: docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from caprank.deploy.controller import run_rollout
+from caprank.deploy.guardrails import FeedbackLogQuality
+from caprank.deploy.local import LocalBackend
+from caprank.deploy.state import rollout_state_path
+from caprank.online.metrics import ServerMetrics
+from caprank.online.request import RequestError
+from caprank.online.runtime import Runtime, UnknownRequest
+
+
+class RolloutJob:
+    """The rollout controller running in this server (one at a time), and its outcome."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.result: dict | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, runtime: Runtime, uri: str, version: str) -> None:
+        self.result = None
+        self.thread = threading.Thread(
+            target=self._run, args=(runtime, uri, version), name="rollout", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, runtime: Runtime, uri: str, version: str) -> None:
+        cfg = runtime.cfg
+        try:
+            quality = FeedbackLogQuality(cfg.feedback_dir())
+            result = run_rollout(backend(runtime), uri, version, cfg.canary, quality=quality)
+            self.result = {"outcome": result.outcome, "reason": result.reason}
+        except Exception as exc:
+            self.result = {"outcome": "error", "reason": str(exc)}
+
+
+def backend(runtime: Runtime) -> LocalBackend:
+    """The local rollout backend over this server's engine and the one rollout record."""
+    cfg = runtime.cfg
+    return LocalBackend(
+        runtime.engine, lambda uri, v: runtime.load(uri, v or None), rollout_state_path(cfg),
+        cfg.canary.mode,
+    )  # fmt: skip
+
+
+@dataclass
+class ServerState:
+    """What the routes serve: set as ``app.state.caprank`` by the serving adapter."""
+
+    runtime: Runtime
+    metrics: ServerMetrics
+    rollout: RolloutJob = field(default_factory=RolloutJob)
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.caprank
+
+
+State = Annotated[ServerState, Depends(_state)]
+router = APIRouter(default_response_class=JSONResponse)  # not KServe's deprecated ORJSON
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise RequestError("<request>", f"body is not valid JSON ({exc})") from exc
+
+
+async def in_thread(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def model_ref(body: Any) -> tuple[str, str | None]:
+    """``(ref, version)`` of an admin body: a model directory, version or alias."""
+    if not isinstance(body, dict) or not isinstance(body.get("ref"), str):
+        raise RequestError("ref", "is required: a model directory, version or alias")
+    version = body.get("version")
+    if version is not None and not isinstance(version, str):
+        raise RequestError("version", "must be a string")
+    return body["ref"], version
+
+
+# ------------------------------------------------------------------------ feedback
+
+
+@router.post("/v1/feedback")
+async def feedback(request: Request, state: State):
+    start, runtime, counts = time.perf_counter(), state.runtime, state.metrics.feedback
+    try:
+        row, _post = runtime.feedback_event(await json_body(request))
+    except RequestError as exc:
+        counts.labels("rejected").inc()
+        return error(exc.status, str(exc))
+    except UnknownRequest as exc:
+        counts.labels("unknown_request").inc()
+        return error(404, str(exc))
+    if row is None:
+        counts.labels("dropped").inc()
+        reason = "privacy policy (opt-out or retention)"
+        return {"status": "dropped", "event_id": None, "reason": reason}
+    status = await asyncio.wrap_future(runtime.feedback_log.append(row))
+    counts.labels(status).inc()
+    state.metrics.feedback_ack.observe(time.perf_counter() - start)
+    return {"status": status, "event_id": row["event_id"]}
+
+
+# ------------------------------------------------------------ admin: state and data
+
+
+@router.get("/admin/status")
+async def status(state: State):
+    return state.runtime.status()
+
+
+@router.post("/admin/features/refresh")
+async def refresh_features(state: State):
+    snap = await in_thread(state.runtime.refresh_features)
+    return {
+        "available": snap.available,
+        "stale_capabilities": snap.n_stale,
+        "age_hours": snap.age_hours(),
+        "error": snap.error,
+    }
+
+
+@router.post("/admin/feedback/compact")
+async def compact_feedback(state: State):
+    log = state.runtime.feedback_log
+    parts = await in_thread(log.compact, True)
+    return {"parts": [str(p) for p in parts], "events": len(log)}
+
+
+# ------------------------------------------------------------ admin: models, canary
+
+
+@router.post("/admin/models/primary")
+async def swap_primary(request: Request, state: State):
+    ref, version = model_ref(await json_body(request))
+    try:
+        model = await in_thread(state.runtime.swap, ref, version)
+    except Exception as exc:
+        return error(422, f"could not load '{ref}': {exc}")
+    return {"primary": model.version}
+
+
+@router.put("/admin/canary")
+async def set_canary(request: Request, state: State):
+    body = await json_body(request)
+    ref, version = model_ref(body)
+    canary = state.runtime.cfg.canary
+    percent = body.get("percent", canary.traffic_percent)
+    mode = body.get("mode", canary.mode)
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+        raise RequestError("percent", "must be an integer in [0, 100]")
+    if mode not in ("split", "shadow"):
+        raise RequestError("mode", "must be 'split' or 'shadow'")
+    try:
+        model = await in_thread(state.runtime.set_second, ref, percent, mode, version)
+    except Exception as exc:
+        return error(422, f"could not load '{ref}': {exc}")
+    return {"second": model.version, "mode": mode, "percent": percent}
+
+
+@router.delete("/admin/canary")
+async def drop_canary(state: State):
+    engine = state.runtime.engine
+    engine.set_second(None, engine.routing.mode, 0)
+    return {"second": None}
+
+
+@router.post("/admin/canary/promote")
+async def promote_canary(state: State):
+    try:
+        model = state.runtime.engine.promote()
+    except RuntimeError as exc:
+        return error(409, str(exc))
+    return {"primary": model.version}
+
+
+@router.get("/admin/canary/metrics")
+async def canary_metrics(request: Request, state: State):
+    engine, query = state.runtime.engine, request.query_params
+    version = query.get("version")
+    window = float(query.get("window_s", state.runtime.cfg.canary.window_s))
+    if not version:
+        second = engine.routing.second
+        version = second.version if second else None
+    if version is None:
+        return error(404, "no canary model and no ?version= given")
+    n, err, p99 = engine.stats.window(version, window)
+    return {"version": version, "requests": n, "error_rate": err, "p99_latency_ms": p99}
+
+
+# ------------------------------------------------------------------ admin: rollout
+
+
+@router.post("/admin/rollout")
+async def start_rollout(request: Request, state: State):
+    body = await json_body(request)
+    uri, version = model_ref({"ref": body.get("uri"), "version": body.get("version")})
+    if state.rollout.running:
+        return error(409, "a rollout is already running in this server")
+    state.rollout.start(state.runtime, uri, version or uri)
+    return {"started": uri}
+
+
+@router.get("/admin/rollout")
+async def rollout_status(state: State):
+    return {"result": state.rollout.result, **backend(state.runtime).describe()}
+
+
+# ------------------------------------------------------------------- error bodies
+
+
+async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a body KServe's V2 models cannot parse, as our 400 naming the field."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "<request>"
+    return error(400, f"field '{where}': {first.get('msg', 'invalid request')}")
+
+
+async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
+    return error(exc.status, str(exc))
+
+
+ERROR_HANDLERS = {RequestValidationError: validation_error, RequestError: request_error}
