@@ -17,7 +17,6 @@ image.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from torch.nn import functional as F
 
 from caprank.config import TrainingConfig
 from caprank.evaluation.metrics import mean_reciprocal_rank
+from caprank.files import atomic_path
 from caprank.learning.experiences import LOGS, Experiences
 from caprank.learning.per import PrioritizedReplay
 from caprank.model.inputs import intent_batch, select_bags
@@ -243,11 +243,9 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / CHECKPOINT_FILE
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(self._state(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self._state(), tmp)
         return path
 
     def load_checkpoint(self) -> int | None:
