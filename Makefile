@@ -51,7 +51,7 @@ fmt: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile

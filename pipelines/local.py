@@ -117,6 +117,29 @@ def run_local(cfg: CaprankConfig, data_uri: str | None = None) -> LocalRunResult
     )
 
 
+def outcome_line(result: LocalRunResult) -> str:
+    """One sentence on how the run ended, so a run that did not promote says why."""
+    if not result.ok:
+        return "outcome: a step failed (see the full log)"
+    stages = {s.name: s for s in result.stages}
+    evaluate, deploy = stages.get("evaluate"), stages.get("deploy")
+    if deploy is not None:
+        version = int(evaluate.metrics.get("version", 0)) if evaluate else "?"
+        if deploy.metrics.get("promoted") == 1.0:
+            return f"outcome: version {version} promoted; `production` points at it"
+        return f"outcome: version {version} not promoted by the canary (see deploy above)"
+    if evaluate is not None:
+        gate = next(
+            (line for line in evaluate.summary.splitlines() if line.startswith("Gate: ")), ""
+        )
+        reason = gate.removeprefix("Gate: ") or "see evaluate above"
+        return (
+            f"outcome: version {int(evaluate.metrics.get('version', 0))} registered as "
+            f"`challenger`, not improved ({reason}); deploy skipped, `production` unchanged"
+        )
+    return "outcome: the monitor found no reason to retrain; train, evaluate and deploy skipped"
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

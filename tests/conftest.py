@@ -30,6 +30,12 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: `make test` runs on two workers (pytest-xdist), which take work in
+    collection order, so the minutes-long tests start at once beside everything else."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("longest") else 1)
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg(tmp_path_factory: pytest.TempPathFactory) -> CaprankConfig:
     """~40 tools, 60 capabilities, 6 intents each, 10 days of 300 events; home in a tmp dir."""

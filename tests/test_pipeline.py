@@ -20,6 +20,7 @@ from caprank.online.models import (
     load_model_dir,
 )
 from pipelines import compiled_path
+from pipelines.local import LocalRunResult, StageOutcome, outcome_line
 from pipelines.training import compile_pipeline, make_components
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +210,7 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     from pipelines.local import run_local
 
@@ -239,3 +241,27 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     deploy = by_name["deploy"]
     assert "**promoted**" in deploy.summary or "**rolled_back**" in deploy.summary, deploy.summary
     assert "| reason |" in deploy.summary
+    promoted = deploy.metrics["promoted"] == 1.0
+    assert outcome_line(result).startswith(
+        "outcome: version 1 promoted" if promoted else "outcome: version 1 not promoted"
+    )
+
+
+def _stage(name: str, metrics: dict, summary: str = "") -> StageOutcome:
+    return StageOutcome(name, Path(name), {}, summary, metrics)
+
+
+def test_outcome_line_says_why_a_run_did_not_promote(tmp_path):
+    def run(*stages, ok=True):
+        return LocalRunResult(tmp_path, tmp_path / "log", ok, list(stages))
+
+    evaluate = _stage("evaluate", {"version": 3.0, "improved": 0.0}, "## E\n\nGate: p99 42 > 30\n")
+    assert outcome_line(run(_stage("monitor", {}), evaluate)) == (
+        "outcome: version 3 registered as `challenger`, not improved (p99 42 > 30); "
+        "deploy skipped, `production` unchanged"
+    )
+    promoted = _stage("deploy", {"promoted": 1.0})
+    assert outcome_line(run(evaluate, promoted)).startswith("outcome: version 3 promoted")
+    assert "not promoted" in outcome_line(run(evaluate, _stage("deploy", {"promoted": 0.0})))
+    assert "no reason to retrain" in outcome_line(run(_stage("monitor", {})))
+    assert "failed" in outcome_line(run(evaluate, ok=False))

@@ -129,7 +129,7 @@ def compile_cmd(state: CliState, out: str | None) -> None:
 @pass_state
 def run_cmd(state: CliState, data_uri: str | None) -> None:
     """Run the whole DAG locally (KFP SubprocessRunner) and summarize each stage."""
-    from pipelines.local import PipelineRunError, run_local
+    from pipelines.local import PipelineRunError, outcome_line, run_local
 
     cfg = state.config()
     data = data_uri or (str(cfg.paths.data) if cfg.paths.data else None)
@@ -146,5 +146,6 @@ def run_cmd(state: CliState, data_uri: str | None) -> None:
             shown = ", ".join(f"{k}={v:g}" for k, v in sorted(stage.metrics.items()))
             click.echo(f"  metrics: {shown}")
     click.echo(f"\nrun directory: {result.run_dir}\nfull log: {result.log_path}")
+    click.echo(outcome_line(result))
     if not result.ok:
         raise PipelineRunError(f"the pipeline failed: {result.error.strip()[-2000:]}")

@@ -70,6 +70,7 @@ def evaluate(
     head = (
         f"## Evaluate\n\nRegistered **{result.model_name} v{result.version}** (alias "
         f"`challenger`); improved: **{str(result.improved).lower()}**.\n\n"
+        f"Gate: {result.decision.reason}\n\n"
     )
     write_text(summary.path, head + text)
     log_metrics(
