@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from secrets import token_bytes
 from typing import Any
 
 from caprank.config import CaprankConfig
@@ -100,7 +101,11 @@ class Runtime:
         """Load everything; ``feedback=False`` (the deploy stage's in-process canary) opens no
         feedback log, so it never contends with a server's log."""
         cfg = self.cfg
-        self.ids = id_protector(cfg)  # fails here when a required key is missing
+        # Fails here when a required key is missing; without a feedback log nothing is
+        # stored, so an in-process canary hashes with a throwaway key and needs no Secret.
+        self.ids = (
+            id_protector(cfg) if feedback else IdProtector(cfg.privacy.pii_ids, token_bytes(32))
+        )
         if cfg.serving.intents.torch_threads:
             import torch
 
