@@ -91,9 +91,16 @@ def _thousands(span: str, groups: list[str]) -> bool:
     )
 
 
+_YEAR_RANGE = re.compile(r"(?:19|20)\d\d-(?:19|20)\d\d")
+
+
 def _phone(span: str, groups: list[str], digits: str) -> bool:
     if span.startswith("+"):
         return 8 <= len(digits) <= 15
+    if span.startswith("00") and len(groups) > 1:
+        return 8 <= len(digits) - 2 <= 15  # the international call prefix written as 00
+    if _YEAR_RANGE.fullmatch(span):
+        return False
     if len(groups) == 1:
         # A national number written without separators: trunk prefix 0, 10-11 digits.
         return digits.startswith("0") and 10 <= len(digits) <= 11
