@@ -81,6 +81,20 @@ class IdProtector:
         return self.hash(value)
 
 
+def _create_key(path: Path) -> None:
+    """Write a random key once: the first of several starting processes wins, all read it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")
+    atomic_write_bytes(tmp, secrets.token_hex(32).encode())
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)  # fails if another process created the key meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 def load_key(privacy: PrivacyConfig, home: Path) -> bytes:
     """The HMAC key: from the environment, else the per-install key file (created once)."""
     from_env = os.environ.get(privacy.id_hash_key_env, "")
@@ -93,8 +107,7 @@ def load_key(privacy: PrivacyConfig, home: Path) -> bytes:
         )
     path = home / KEY_FILE
     if not path.exists():
-        atomic_write_bytes(path, secrets.token_hex(32).encode())
-        os.chmod(path, 0o600)
+        _create_key(path)
     log.warning(
         "$%s is not set: identifiers are hashed with the per-install key %s; set the variable "
         "(from a Secret) so every process shares one key",

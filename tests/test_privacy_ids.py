@@ -65,6 +65,7 @@ def test_key_from_env_or_per_install_file_or_loud_failure(tiny_cfg, tmp_path, mo
     first = id_protector(cfg)
     key_file = cfg.paths.home / "secrets" / "id_hash.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     assert id_protector(cfg).key == first.key  # stable across restarts of one install
     monkeypatch.setenv(KEY_ENV, "from-the-secret")
     assert id_protector(cfg).key == b"from-the-secret"
