@@ -24,13 +24,16 @@ def matches(ids: list[str | None], targets: Collection[str], protector: IdProtec
     """Which ``ids`` are in ``targets`` (compared canonically: normalized, or hashed)."""
     key = protector.canonical if protector else normalize_id
     wanted = {key(t) for t in targets}
-    return pa.array([i is not None and key(i) in wanted for i in ids], pa.bool_())
+    hit = {i: key(i) in wanted for i in set(ids) if i is not None}  # ids repeat: once each
+    return pa.array([hit.get(i, False) for i in ids], pa.bool_())
 
 
 def _protect_column(table: pa.Table, name: str, protector: IdProtector) -> pa.Table:
-    values = [protector.protect(v, name) for v in table[name].to_pylist()]
+    raw = table[name].to_pylist()
+    protected = {v: protector.protect(v, name) for v in set(raw) if v is not None}
     field = table.schema.field(name)
-    return table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+    values = pa.array([protected.get(v) for v in raw], field.type)
+    return table.set_column(table.schema.get_field_index(name), field, values)
 
 
 def apply_policy(
