@@ -1,7 +1,8 @@
 """One typed configuration for the whole system, resolved in layers.
 
 Layers, lowest first: built-in defaults < YAML file (``--config`` or ``CAPRANK_CONFIG``)
-< environment variables (``CAPRANK_SECTION__FIELD``) < ``--set section.field=value``.
+< environment variables (``CAPRANK_SECTION__FIELD``; ``CAPRANK_SECRET_*`` names hold secrets
+and are skipped) < ``--set section.field=value``.
 Every resolved value remembers the layer it came from, so ``caprank config show`` can
 say why a value is what it is. Unknown keys and bad values are errors naming the key.
 """
@@ -33,6 +34,8 @@ from caprank.errors import ConfigError
 
 ENV_PREFIX = "CAPRANK_"
 ENV_CONFIG_FILE = "CAPRANK_CONFIG"
+# Variables carrying secrets (filled from Kubernetes Secrets) are never config overrides.
+ENV_SECRET_PREFIX = "CAPRANK_SECRET_"
 
 
 class Section(BaseModel):
@@ -517,7 +520,25 @@ class PrivacyConfig(Section):
         True, description="replace e-mails, phone, card and account numbers and IPs in stored texts"
     )
     opt_out_users: list[str] = Field(
-        [], description="users whose events are never stored; empty: nobody opted out"
+        [],
+        description="users whose events are never stored, matched on the normalized id "
+        "(NFKC, stripped, casefolded) and its hashed form; empty: nobody opted out",
+    )
+    pii_ids: Literal["hash", "reject", "keep"] = Field(
+        "hash",
+        description="user_id/session_id values that look like personal data (e-mail, "
+        "phone, card, IP): hash (keyed HMAC-SHA256), reject (HTTP 400) or keep as sent",
+    )
+    id_hash_key_env: str = Field(
+        "CAPRANK_SECRET_ID_HASH_KEY",
+        description="environment variable holding the HMAC key for hashed ids (fill it "
+        "from a Kubernetes Secret; CAPRANK_SECRET_* names are never read as config "
+        "overrides); unset: a per-install key under <home>/secrets/",
+    )
+    require_id_hash_key: bool = Field(
+        False,
+        description="fail at start-up when the id_hash_key_env variable is empty instead "
+        "of using the per-install key (set it in production)",
     )
 
 
@@ -944,6 +965,8 @@ def env_layer(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
     out = []
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        if name.startswith(ENV_SECRET_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         out.append((key, _parse_scalar(environ[name]), f"env {name}"))

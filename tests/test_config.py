@@ -67,6 +67,11 @@ def test_unknown_env_key_is_an_error():
         resolve(environ={"CAPRANK_TRAINING__NOPE": "1"})
 
 
+def test_secret_env_vars_are_not_config_overrides():
+    cfg = resolve(environ={"CAPRANK_SECRET_ID_HASH_KEY": "s3cret"}).config
+    assert cfg.privacy.id_hash_key_env == "CAPRANK_SECRET_ID_HASH_KEY"
+
+
 def test_bad_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("- a list\n")

@@ -19,7 +19,7 @@ from caprank.deploy.state import RolloutState, rollout_state_path
 from caprank.online.feedback import FeedbackLog, event_id, read_segment
 from caprank.online.intents import IntentCache
 from caprank.online.models import save_dense_model
-from caprank.online.request import parse_rank_request
+from caprank.online.request import RequestError, parse_rank_request
 from caprank.online.rules import apply_rules, rule_adjustments
 from tests.serving_fixtures import FailingRanker, Served, start_served
 
@@ -100,6 +100,54 @@ def test_opted_out_user_is_acknowledged_as_dropped(served: Served):
         assert event_id(pred["request_id"], cap) not in set(
             read_feedback(served.cfg)["event_id"].to_pylist()
         )
+    finally:
+        privacy.opt_out_users = []
+
+
+def test_pii_ids_are_hashed_in_served_rankings_and_stored_feedback(served: Served):
+    ids = served.runtime.ids
+    pred = served.rank({"intent": "hello", "top_k": 1, "user_id": "Jane.Doe@Example.com",
+                        "session_id": "+44 20 7946 0958"})  # fmt: skip
+    rid, cap = pred["request_id"], pred["rankings"][0]["capability_id"]
+    kept = served.runtime.engine.requests.get(rid)
+    assert kept.user_id == ids.hash("jane.doe@example.com")
+    assert kept.session_id == ids.hash("+44 20 7946 0958")
+    body = {"request_id": rid, "selected_capability": cap, "outcome": "success",
+            "execution_time_ms": 1, "user_id": "jane.doe@example.com"}  # fmt: skip
+    assert _post(served, body)[1]["status"] == "stored"
+    served.call("POST", "/admin/feedback/compact")
+    row = next(
+        r for r in read_feedback(served.cfg).to_pylist() if r["event_id"] == event_id(rid, cap)
+    )
+    assert row["user_id"] == kept.user_id and row["session_id"] == kept.session_id
+    assert "jane" not in str(row).lower() and "7946" not in str(row)
+
+
+def test_pii_ids_rejected_when_configured(served: Served):
+    runtime = served.runtime
+    runtime.ids = replace(runtime.ids, mode="reject")
+    try:
+        pred = served.rank({"intent": "hello", "top_k": 1})
+        cap = pred["rankings"][0]["capability_id"]
+        code, out = _post(served, {"request_id": pred["request_id"], "outcome": "success",
+                                   "selected_capability": cap, "execution_time_ms": 1,
+                                   "user_id": "jane@example.com"})  # fmt: skip
+        assert code == 400 and "user_id" in out["error"] and "personal data" in out["error"]
+        with pytest.raises(RequestError, match="session_id"):
+            runtime.rank({"intent": "hello", "session_id": "192.168.0.7"})
+    finally:
+        runtime.ids = replace(runtime.ids, mode="hash")
+
+
+def test_opt_out_matches_a_normalized_id(served: Served):
+    privacy = served.runtime.cfg.privacy
+    privacy.opt_out_users = ["  U-Gone-Again "]
+    try:
+        pred = served.rank({"intent": "forget me", "user_id": "u-gone-again", "top_k": 1})
+        code, out = _post(served, {"request_id": pred["request_id"], "outcome": "success",
+                                   "selected_capability": pred["rankings"][0]["capability_id"],
+                                   "execution_time_ms": 3})  # fmt: skip
+        assert code == 200 and out["status"] == "dropped"
     finally:
         privacy.opt_out_users = []
 

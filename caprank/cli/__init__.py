@@ -14,6 +14,7 @@ from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.features_cmd import features_group
 from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
+from caprank.cli.privacy_cmd import privacy_group
 from caprank.cli.serve_cmd import serve_cmd
 from caprank.cli.train_cmd import train_cmd
 from caprank.errors import CaprankError
@@ -49,6 +50,7 @@ cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(train_cmd)
 cli.add_command(monitor_cmd)
+cli.add_command(privacy_group)
 
 
 def main(argv: list[str] | None = None) -> int:

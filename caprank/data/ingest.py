@@ -3,8 +3,9 @@
 With a source directory, its tables are read through the data contract (structure
 only: content checks are the validate stage's job). With none, the embedded default
 dataset is synthesized and its interaction logs simulated, from the config's seed.
-Either way the privacy policy (retention, opt-out, PII scrubbing) is applied to the
-interaction logs before anything is written.
+Either way the privacy policy (retention, opt-out, deletion requests, PII scrubbing of the
+intent text and of user/session ids) is applied to the interaction logs before anything is
+written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import pyarrow.compute as pc
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, load_dataset, read_table, write_dataset
 from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, MANIFEST_FILE
+from caprank.erasure import read_deleted
 from caprank.privacy import apply_policy
+from caprank.pseudonym import id_protector
 
 
 @dataclass
@@ -38,7 +41,7 @@ class IngestResult:
         lines += [f"| {name} | {count:,} |" for name, count in self.rows.items()]
         lines.append(
             f"\n{self.dropped_by_privacy:,} events dropped by the privacy policy "
-            "(retention, opt-out).  \ncontent hash: `" + self.content_hash[:16] + "`"
+            "(retention, opt-out, deletion).  \ncontent hash: `" + self.content_hash[:16] + "`"
         )
         return "\n".join(lines) + "\n"
 
@@ -83,7 +86,8 @@ def ingest(
         ds.interactions = merge_events(ds.interactions, feedback)
         origin += f" + {feedback.num_rows:,} feedback events from {cfg.feedback_dir()}"
     before = ds.interactions.num_rows
-    ds.interactions = apply_policy(ds.interactions, cfg.privacy, now)
+    deleted = read_deleted(cfg.feedback_dir())
+    ds.interactions = apply_policy(ds.interactions, cfg.privacy, now, id_protector(cfg), deleted)
     dropped = before - ds.interactions.num_rows
     out = write_dataset(ds, out, ingested_from=origin, ingested_at=now.isoformat())
     manifest = json.loads((Path(out) / MANIFEST_FILE).read_text(encoding="utf-8"))

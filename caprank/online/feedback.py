@@ -45,6 +45,7 @@ from caprank.files import _fsync_dir, atomic_write_parquet
 from caprank.online.request import MAX_ID_CHARS, RequestError
 from caprank.online.served import ServedRanking
 from caprank.privacy import apply_policy
+from caprank.pseudonym import IdProtector
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,11 @@ def event_id(request_id: str, capability_id: str) -> str:
 
 
 def build_event(
-    post: FeedbackPost, served: ServedRanking, privacy: PrivacyConfig, now: datetime
+    post: FeedbackPost,
+    served: ServedRanking,
+    privacy: PrivacyConfig,
+    now: datetime,
+    ids: IdProtector | None = None,
 ) -> dict | None:
     """The interaction row for ``post``, or None when the privacy policy drops it.
 
@@ -158,10 +163,11 @@ def build_event(
         "propensity": 1.0,  # the served ranking is deterministic given the request
         "model_version": served.model_version,
     }
-    kept = apply_policy(pa.Table.from_pylist([row], schema=INTERACTIONS), privacy, now)
+    kept = apply_policy(pa.Table.from_pylist([row], schema=INTERACTIONS), privacy, now, ids)
     if kept.num_rows == 0:
         return None
-    row["intent_text"] = kept["intent_text"][0].as_py()
+    for name in ("intent_text", "user_id", "session_id"):
+        row[name] = kept[name][0].as_py()
     return row
 
 
@@ -190,24 +196,36 @@ def _decode_line(line: bytes) -> dict | None:
     return data
 
 
-def read_segment(path: Path) -> list[dict]:
-    """Every intact row of a segment, in order (stops at the first torn line)."""
-    rows = []
+def segment_lines(path: Path) -> list[tuple[bytes, dict]]:
+    """Every intact line of a segment with its row, in order (stops at the first torn one)."""
+    lines = []
     with open(path, "rb") as fh:
         for line in fh:
             row = _decode_line(line)
             if row is None:
                 break
-            rows.append(row)
-    return rows
+            lines.append((line, row))
+    return lines
+
+
+def read_segment(path: Path) -> list[dict]:
+    """Every intact row of a segment, in order (stops at the first torn line)."""
+    return [row for _, row in segment_lines(path)]
 
 
 class FeedbackLog:
     """Append-only, fsync'd, compacted interaction log under ``root``."""
 
-    def __init__(self, root: str | Path, privacy: PrivacyConfig, segment_events: int = 5000):
+    def __init__(
+        self,
+        root: str | Path,
+        privacy: PrivacyConfig,
+        segment_events: int = 5000,
+        ids: IdProtector | None = None,
+    ):
         self.root = Path(root)
         self.privacy = privacy
+        self.ids = ids
         self.segment_events = segment_events
         self.wal_dir = self.root / WAL_DIR
         self.parts_dir = self.root / INTERACTION_PARTS_DIR
@@ -341,6 +359,12 @@ class FeedbackLog:
             fut.set_result(STORED)
 
     # ----------------------------------------------------------------- compaction
+    def _policy(self, table: pa.Table, now: datetime) -> pa.Table:
+        """The privacy policy, with deletion requests made since start-up."""
+        from caprank.erasure import read_deleted  # erasure imports this module
+
+        return apply_policy(table, self.privacy, now, self.ids, read_deleted(self.root))
+
     def _segments(self) -> list[Path]:
         active = self._active
         return sorted(p for p in self.wal_dir.glob("seg-*.log") if p != active)
@@ -362,7 +386,7 @@ class FeedbackLog:
                 rows = read_segment(seg)
                 if rows:
                     table = pa.Table.from_pylist(rows, schema=INTERACTIONS)
-                    table = apply_policy(table, self.privacy, datetime.now(UTC))
+                    table = self._policy(table, datetime.now(UTC))
                     seq = _SEGMENT.match(seg.name).group(1)
                     part = self.parts_dir / f"part-{seq}.parquet"
                     atomic_write_parquet(table, part)
@@ -379,7 +403,7 @@ class FeedbackLog:
         with self._compact_lock:
             for part in sorted(self.parts_dir.glob("part-*.parquet")):
                 table = pq.read_table(part)
-                kept = apply_policy(table, self.privacy, now)
+                kept = self._policy(table, now)
                 if kept.num_rows == table.num_rows:
                     continue
                 dropped += table.num_rows - kept.num_rows

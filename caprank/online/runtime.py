@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from secrets import token_bytes
 from typing import Any
 
 from caprank.config import CaprankConfig
@@ -34,6 +35,7 @@ from caprank.online.models import (
     registry_version,
 )
 from caprank.online.request import RequestError, parse_rank_request
+from caprank.pseudonym import IdProtector, PiiIdError, id_protector
 from caprank.registry import CHALLENGER, latest_version
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Runtime:
         self._catalog = catalog
         self.engine: RankEngine | None = None
         self.feedback_log: FeedbackLog | None = None
+        self.ids: IdProtector | None = None
         self.load_error: str = ""
         self.loading = False
         self.feature_refreshes = 0
@@ -98,6 +101,11 @@ class Runtime:
         """Load everything; ``feedback=False`` (the deploy stage's in-process canary) opens no
         feedback log, so it never contends with a server's log."""
         cfg = self.cfg
+        # Fails here when a required key is missing; without a feedback log nothing is
+        # stored, so an in-process canary hashes with a throwaway key and needs no Secret.
+        self.ids = (
+            id_protector(cfg) if feedback else IdProtector(cfg.privacy.pii_ids, token_bytes(32))
+        )
         if cfg.serving.intents.torch_threads:
             import torch
 
@@ -114,7 +122,7 @@ class Runtime:
         self.engine = RankEngine(cfg, catalog, encoder, fallback)
         if feedback:
             self.feedback_log = FeedbackLog(
-                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events
+                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events, self.ids
             ).open()
             self.feedback_log.enforce_retention()
         if background_load:
@@ -214,11 +222,30 @@ class Runtime:
     # ------------------------------------------------------------------ requests
     def rank(self, body: Any, request_id: str | None = None) -> RankResult:
         req = parse_rank_request(body, self.cfg.serving)
+        req = replace(
+            req,
+            user_id=self._protect(req.user_id, "user_id"),
+            session_id=self._protect(req.session_id, "session_id"),
+        )
         return self.engine.rank(req, request_id)
+
+    def _protect(self, value: str | None, field: str) -> str | None:
+        """``value`` hashed, refused (400) or kept per ``privacy.pii_ids``."""
+        if self.ids is None:
+            return value
+        try:
+            return self.ids.protect(value, field)
+        except PiiIdError as exc:
+            raise RequestError(field, exc.reason) from None
 
     def feedback_event(self, body: Any):
         """Validate a post and build its event: (event row or None if dropped, post)."""
         post = parse_feedback(body)
+        post = replace(
+            post,
+            user_id=self._protect(post.user_id, "user_id"),
+            session_id=self._protect(post.session_id, "session_id"),
+        )
         served = self.engine.requests.get(post.request_id)
         if served is None:
             raise UnknownRequest(
@@ -226,7 +253,7 @@ class Runtime:
                 f"follow a ranking served by this replica within "
                 f"{self.cfg.serving.feedback.request_store_ttl_s:.0f}s"
             )
-        return build_event(post, served, self.cfg.privacy, datetime.now(UTC)), post
+        return build_event(post, served, self.cfg.privacy, datetime.now(UTC), self.ids), post
 
     def feedback(self, body: Any, timeout_s: float = 30.0) -> FeedbackAck:
         """Store one feedback event durably (blocking until fsync)."""
