@@ -63,85 +63,87 @@ def table_rules(name: str) -> list[Rule]:
     spec = TABLES[name]
     rules: list[Rule] = []
     for fld in spec.schema:
-        if pa.types.is_list(fld.type):
-            continue
-        col = fld.name
-        if not fld.nullable:
-            floating = pa.types.is_floating(fld.type)
-            rules.append(
-                Rule(
-                    "not_null_or_nan" if floating else "not_null",
-                    col,
-                    "no missing or NaN values" if floating else "no missing values",
-                    "expect_column_values_to_not_be_null",
-                    {"column": col},
-                )
-            )
-        if (name, col) in _BETWEEN:
-            bounds, text = _BETWEEN[(name, col)]
-            rules.append(
-                Rule(
-                    "range",
-                    col,
-                    text,
-                    "expect_column_values_to_be_between",
-                    {"column": col, **bounds},
-                )
-            )
-        if (name, col) in _IN_SET:
-            allowed = list(_IN_SET[(name, col)])
-            rules.append(
-                Rule(
-                    "allowed_values",
-                    col,
-                    f"{col} in {allowed}",
-                    "expect_column_values_to_be_in_set",
-                    {"column": col, "value_set": allowed},
-                )
-            )
-        if fld.type.equals(TIMESTAMP):
-            rules.append(
-                Rule(
-                    "not_in_future",
-                    col,
-                    "not later than now + data.max_future_skew_s",
-                    "expect_column_values_to_be_between",
-                    {"column": col, "max_value": {"$PARAMETER": LATEST}},
-                )
-            )
-        if (name, col) == FRESHNESS:
-            rules.append(
-                Rule(
-                    "freshness",
-                    col,
-                    "newest event younger than data.max_age_days",
-                    "expect_column_max_to_be_between",
-                    {"column": col, "min_value": {"$PARAMETER": OLDEST}},
-                )
-            )
-    if len(spec.key) == 1:
-        (col,) = spec.key
+        if not pa.types.is_list(fld.type):  # list columns: ``integrity`` checks them
+            rules += _column_rules(name, fld)
+    rules.append(_unique_rule(spec.key))
+    return rules
+
+
+def _column_rules(name: str, fld: pa.Field) -> list[Rule]:
+    """A column's rules: required, range, allowed values, not in the future, freshness."""
+    col = fld.name
+    rules: list[Rule] = []
+    if not fld.nullable:
+        floating = pa.types.is_floating(fld.type)
         rules.append(
             Rule(
-                "unique",
+                "not_null_or_nan" if floating else "not_null",
                 col,
-                f"{col} values are unique",
-                "expect_column_values_to_be_unique",
+                "no missing or NaN values" if floating else "no missing values",
+                "expect_column_values_to_not_be_null",
                 {"column": col},
             )
         )
-    else:
-        cols = list(spec.key)
+    if (name, col) in _BETWEEN:
+        bounds, text = _BETWEEN[(name, col)]
         rules.append(
             Rule(
-                "unique",
-                ", ".join(cols),
-                f"({', '.join(cols)}) pairs are unique",
-                "expect_compound_columns_to_be_unique",
-                {"column_list": cols},
+                "range", col, text, "expect_column_values_to_be_between", {"column": col, **bounds}
+            )
+        )
+    if (name, col) in _IN_SET:
+        allowed = list(_IN_SET[(name, col)])
+        rules.append(
+            Rule(
+                "allowed_values",
+                col,
+                f"{col} in {allowed}",
+                "expect_column_values_to_be_in_set",
+                {"column": col, "value_set": allowed},
+            )
+        )
+    if fld.type.equals(TIMESTAMP):
+        rules.append(
+            Rule(
+                "not_in_future",
+                col,
+                "not later than now + data.max_future_skew_s",
+                "expect_column_values_to_be_between",
+                {"column": col, "max_value": {"$PARAMETER": LATEST}},
+            )
+        )
+    if (name, col) == FRESHNESS:
+        rules.append(
+            Rule(
+                "freshness",
+                col,
+                "newest event younger than data.max_age_days",
+                "expect_column_max_to_be_between",
+                {"column": col, "min_value": {"$PARAMETER": OLDEST}},
             )
         )
     return rules
+
+
+def _unique_rule(key: tuple[str, ...]) -> Rule:
+    """The primary key is unique: one column, or a compound key."""
+    if len(key) == 1:
+        (col,) = key
+        return Rule(
+            "unique",
+            col,
+            f"{col} values are unique",
+            "expect_column_values_to_be_unique",
+            {"column": col},
+        )
+    cols = list(key)
+    return Rule(
+        "unique",
+        ", ".join(cols),
+        f"({', '.join(cols)}) pairs are unique",
+        "expect_compound_columns_to_be_unique",
+        {"column_list": cols},
+    )
 
 
 def run_expectations(
