@@ -127,12 +127,16 @@ def deploy(
     return _deploy_local(cfg, version, storage_uri, model_dir)
 
 
-def _promote_hook(cfg: CaprankConfig) -> Callable[[RolloutState], None]:
-    def hook(state: RolloutState) -> None:
+def _rollout(
+    cfg: CaprankConfig, backend: RolloutBackend, uri: str, version: str, **clock_and_quality
+) -> RolloutResult:
+    """The controller both targets run; only its promotion moves the `production` alias."""
+
+    def promote(state: RolloutState) -> None:
         set_alias(cfg, PRODUCTION, state.model_version)
         log.info("alias %s -> version %s", PRODUCTION, state.model_version)
 
-    return hook
+    return run_rollout(backend, uri, version, cfg.canary, on_promote=promote, **clock_and_quality)
 
 
 def _from_rollout(
@@ -162,16 +166,8 @@ def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployRes
         from caprank.deploy.kserve import kserve_backend
 
         backend = kserve_backend(cfg)
-    result = run_rollout(
-        backend,
-        uri,
-        version,
-        cfg.canary,
-        on_promote=_promote_hook(cfg),
-        quality=FeedbackLogQuality(cfg.feedback_dir()),
-        now=now,
-        sleep=sleep,
-    )
+    quality = FeedbackLogQuality(cfg.feedback_dir())
+    result = _rollout(cfg, backend, uri, version, quality=quality, now=now, sleep=sleep)
     return _from_rollout("cluster", cfg, version, uri, result)
 
 
@@ -266,15 +262,7 @@ def _local_canary(
         traffic = _synthetic_traffic(cfg, runtime, intents)
         clock = VirtualClock(traffic.run_for)
         runtime.engine.stats = VersionStats(clock.now)
-        result = run_rollout(
-            backend,
-            uri,
-            version,
-            cfg.canary,
-            on_promote=_promote_hook(cfg),
-            now=clock.now,
-            sleep=clock.sleep,
-        )
+        result = _rollout(cfg, backend, uri, version, now=clock.now, sleep=clock.sleep)
         out = _from_rollout("local", cfg, version, uri, result)
         out.traffic = traffic.summary()
         out.notes = notes
