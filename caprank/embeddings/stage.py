@@ -190,6 +190,17 @@ class _Vectors:
     cache: CacheStats
 
 
+@dataclass
+class _Run:
+    """What one embed run computed, before it is validated and written."""
+
+    items: dict[str, _Items]
+    vec: _Vectors
+    params: dict
+    input_hash: str
+    now: datetime
+
+
 def _items(ds: Dataset) -> dict[str, _Items]:
     """Tools and capabilities with their texts; duplicate or missing ids fail first."""
     where = str(ds.root) if ds.root else "<dataset>"
@@ -221,19 +232,13 @@ def _compute_vectors(
     return _Vectors(text, graph, hybrid, catalog, n2v, stats)
 
 
-def _validated_tables(
-    items: dict[str, _Items],
-    vec: _Vectors,
-    cfg: CaprankConfig,
-    params: dict,
-    input_hash: str,
-    now: datetime,
-) -> dict[str, pa.Table]:
+def _validated_tables(run: _Run, cfg: CaprankConfig) -> dict[str, pa.Table]:
     """Both tables, each validated before anything is written."""
+    vec, now = run.vec, run.now
     text_dim = vec.text.shape[1]
     rows = {"tools": vec.catalog.tool_rows(), "capabilities": vec.catalog.capability_rows()}
     tables = {}
-    for kind, item in items.items():
+    for kind, item in run.items.items():
         name, r = KINDS[kind], rows[kind]
         text, graph, hybrid = vec.text[r], vec.graph[r], vec.hybrid[r]
         cols = _columns(text, graph, hybrid, text_dim, cfg)
@@ -241,24 +246,18 @@ def _validated_tables(
         spec = EMBEDDING_TABLES[name]
         validate_table(spec.file, item.ids, cols, stamps, now, cfg, "nothing stored")
         tables[name] = _table(
-            spec, item.ids, item.texts, text, graph, hybrid, cfg, params, input_hash, now
+            spec, item.ids, item.texts, text, graph, hybrid, cfg, run.params, run.input_hash, now
         )
     return tables
 
 
-def _summary(
-    items: dict[str, _Items],
-    vec: _Vectors,
-    cfg: CaprankConfig,
-    params: dict,
-    input_hash: str,
-    now: datetime,
-) -> dict:
+def _summary(run: _Run, cfg: CaprankConfig) -> dict:
     """The manifest (``embeddings.json``) and the stage's printed summary."""
+    vec = run.vec
     return {
-        "computed_at": now.isoformat(),
-        "tools": len(items["tools"].ids),
-        "capabilities": len(items["capabilities"].ids),
+        "computed_at": run.now.isoformat(),
+        "tools": len(run.items["tools"].ids),
+        "capabilities": len(run.items["capabilities"].ids),
         "text_model": cfg.embedding.text_model,
         "text_dim": vec.text.shape[1],
         "graph_dim": vec.graph.shape[1],
@@ -271,8 +270,8 @@ def _summary(
             "pairs_per_epoch": vec.n2v.pairs_per_epoch,
         },
         "graph": vec.catalog.stats,
-        "input_hash": input_hash,
-        "params": params,
+        "input_hash": run.input_hash,
+        "params": run.params,
     }
 
 
@@ -299,9 +298,9 @@ def embed(
     texts = items["tools"].texts + items["capabilities"].texts
     vec = _compute_vectors(ds, cfg, texts, train_until)
     params = _params(cfg, vec.text.shape[1], vec.catalog)
-    input_hash = _input_hash(ids, texts, vec.catalog, params)
-    tables = _validated_tables(items, vec, cfg, params, input_hash, now)
-    summary = _summary(items, vec, cfg, params, input_hash, now)
+    run = _Run(items, vec, params, _input_hash(ids, texts, vec.catalog, params), now)
+    tables = _validated_tables(run, cfg)
+    summary = _summary(run, cfg)
     with atomic_dir(out_dir) as tmp:
         for name, table in tables.items():
             pq.write_table(table, tmp / EMBEDDING_TABLES[name].file)
