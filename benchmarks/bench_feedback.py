@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,76 +59,76 @@ def make_model_dir(cfg: CaprankConfig, root: Path) -> Path:
     return model_dir
 
 
-def run(
-    duration_s: float = 300.0,
-    rate_per_min: float = 10_000.0,
-    threads: int = 8,
-    home: str | Path | None = None,
-    kill: bool = True,
-) -> dict:
-    tmp = None
-    if home is None:
-        tmp = tempfile.TemporaryDirectory(prefix="caprank-bench-feedback-")
-        home = tmp.name
-    home = Path(home)
-    cfg = CaprankConfig.model_validate({"paths": {"home": str(home)}})
-    model_dir = make_model_dir(cfg, home)
-    overrides = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000"]
-    server = ServerProcess(model_dir, home, overrides=overrides).start()
-    rate = rate_per_min / 60.0
-    n_events = int(rate * duration_s) + threads * 50  # enough for the stream past the kill
-    per_request = 10
-    # 1. serve the rankings the feedback refers to (repeated intents: cache hits)
+OVERRIDES = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000"]
+PER_REQUEST = 10  # rankings per request: each one is a feedback slot
+
+
+def rank_slots(server: ServerProcess, n_events: int) -> list[tuple[str, str]]:
+    """(request id, capability id) pairs to give feedback on; intents repeat (cache hits)."""
     client = Client(server.port)
     slots = []
-    for i in range(-(-n_events // per_request)):
+    for i in range(-(-n_events // PER_REQUEST)):
         code, body = client.post(
             f"/v1/models/{server.model_name}:predict",
-            {"instances": [{"intent": INTENTS[i % len(INTENTS)], "top_k": per_request}]},
+            {"instances": [{"intent": INTENTS[i % len(INTENTS)], "top_k": PER_REQUEST}]},
         )
         assert code == 200, body
         pred = body["predictions"][0]
         slots += [(pred["request_id"], r["capability_id"]) for r in pred["rankings"]]
     client.close()
-    # 2. open-loop feedback stream
-    tasks: queue.Queue = queue.Queue()
-    acked: list[str] = []
-    latencies: list[float] = []
-    errors = Counter()
-    lock = threading.Lock()
-    stop = threading.Event()
+    return slots
 
-    def worker() -> None:
-        c = Client(server.port, timeout=10)
-        while True:
-            item = tasks.get()
-            if item is None:
-                return
-            _due, (rid, cap) = item
-            if stop.is_set():
-                continue
-            t0 = time.perf_counter()
-            try:
-                code, body = c.post(
-                    "/v1/feedback",
-                    {"request_id": rid, "selected_capability": cap, "outcome": "success",
-                     "execution_time_ms": 100.0, "rating": 5},
-                )  # fmt: skip
-            except OSError as exc:
-                errors[type(exc).__name__] += 1
-                c.close()
-                continue
-            dt = time.perf_counter() - t0
-            with lock:
-                if code == 200 and body.get("status") in ("stored", "duplicate"):
-                    acked.append(body["event_id"])
-                    latencies.append(dt)
-                else:
-                    errors[f"http_{code}"] += 1
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for t in pool:
-        t.start()
+@dataclass
+class Tally:
+    """What the feedback workers saw: acknowledged event ids, their latency, errors."""
+
+    acked: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _worker(port: int, tasks: queue.Queue, stop: threading.Event, tally: Tally) -> None:
+    """Post each queued slot's feedback until told to stop (``None``)."""
+    c = Client(port, timeout=10)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        _due, (rid, cap) = item
+        if stop.is_set():
+            continue
+        t0 = time.perf_counter()
+        try:
+            code, body = c.post(
+                "/v1/feedback",
+                {"request_id": rid, "selected_capability": cap, "outcome": "success",
+                 "execution_time_ms": 100.0, "rating": 5},
+            )  # fmt: skip
+        except OSError as exc:
+            tally.errors[type(exc).__name__] += 1
+            c.close()
+            continue
+        dt = time.perf_counter() - t0
+        with tally.lock:
+            if code == 200 and body.get("status") in ("stored", "duplicate"):
+                tally.acked.append(body["event_id"])
+                tally.latencies.append(dt)
+            else:
+                tally.errors[f"http_{code}"] += 1
+
+
+def _pace(
+    server: ServerProcess,
+    slots: list,
+    tasks: queue.Queue,
+    rate: float,
+    duration_s: float,
+    kill: bool,
+) -> tuple[float | None, float]:
+    """Queue slots open-loop at ``rate`` per second; with ``kill``, SIGKILL the server at
+    ``duration_s`` and keep sending for one more second. Returns (killed_at, elapsed)."""
     start = time.perf_counter()
     killed_at = None
     for i, slot in enumerate(slots):
@@ -143,24 +144,42 @@ def run(
         if not kill and now - start >= duration_s:
             break
         tasks.put((due, slot))
-    elapsed = time.perf_counter() - start
+    return killed_at, time.perf_counter() - start
+
+
+def stream_feedback(
+    server: ServerProcess,
+    slots: list,
+    rate: float,
+    duration_s: float,
+    threads: int,
+    kill: bool,
+) -> tuple[Tally, float | None, float]:
+    """The open-loop feedback stream from ``threads`` workers: (tally, killed_at, elapsed)."""
+    tasks: queue.Queue = queue.Queue()
+    tally = Tally()
+    stop = threading.Event()
+    pool = [
+        threading.Thread(target=_worker, args=(server.port, tasks, stop, tally), daemon=True)
+        for _ in range(threads)
+    ]
+    for t in pool:
+        t.start()
+    killed_at, elapsed = _pace(server, slots, tasks, rate, duration_s, kill)
     stop.set()
     for _ in pool:
         tasks.put(None)
     for t in pool:
         t.join(timeout=30)
-    if not kill:
-        server.kill()
-    # 3. restart: recovery compacts the write-ahead log; read what is stored
-    server2 = ServerProcess(model_dir, home, port=server.port, overrides=overrides).start()
-    server2.kill(15)
-    stored = read_feedback(cfg)["event_id"].to_pylist()
+    return tally, killed_at, elapsed
+
+
+def figures(tally: Tally, stored: list[str], phase: float, rate_per_min: float, kill: bool) -> dict:
+    """The benchmark's JSON: acknowledged vs stored, throughput, acknowledgement latency."""
     counts = Counter(stored)
-    acked_set = set(acked)
-    lat = np.array(latencies) * 1000
-    phase = killed_at if killed_at is not None else elapsed
-    ok = len(acked)
-    result = {
+    acked_set = set(tally.acked)
+    lat = np.array(tally.latencies) * 1000
+    return {
         "bench": "feedback",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "duration_s": round(phase, 2),
@@ -170,12 +189,42 @@ def run(
         "acknowledged_missing": len(acked_set - set(counts)),
         "duplicates": sum(c - 1 for c in counts.values() if c > 1),
         "stored_without_ack": len(set(counts) - acked_set),
-        "throughput_per_min": round(ok / phase * 60, 1) if phase else None,
+        "throughput_per_min": round(len(tally.acked) / phase * 60, 1) if phase else None,
         "ack_p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
         "ack_p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
-        "client_errors": dict(errors),
+        "client_errors": dict(tally.errors),
         "killed": kill,
     }
+
+
+def run(
+    duration_s: float = 300.0,
+    rate_per_min: float = 10_000.0,
+    threads: int = 8,
+    home: str | Path | None = None,
+    kill: bool = True,
+) -> dict:
+    """Rank, stream feedback (killing the server mid-stream), restart, compare."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="caprank-bench-feedback-")
+        home = tmp.name
+    home = Path(home)
+    cfg = CaprankConfig.model_validate({"paths": {"home": str(home)}})
+    model_dir = make_model_dir(cfg, home)
+    server = ServerProcess(model_dir, home, overrides=OVERRIDES).start()
+    rate = rate_per_min / 60.0
+    n_events = int(rate * duration_s) + threads * 50  # enough for the stream past the kill
+    slots = rank_slots(server, n_events)
+    tally, killed_at, elapsed = stream_feedback(server, slots, rate, duration_s, threads, kill)
+    if not kill:
+        server.kill()
+    # restart: recovery compacts the write-ahead log; read what is stored
+    server2 = ServerProcess(model_dir, home, port=server.port, overrides=OVERRIDES).start()
+    server2.kill(15)
+    stored = read_feedback(cfg)["event_id"].to_pylist()
+    phase = killed_at if killed_at is not None else elapsed
+    result = figures(tally, stored, phase, rate_per_min, kill)
     if tmp is not None:
         tmp.cleanup()
     return result

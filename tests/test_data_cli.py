@@ -79,29 +79,7 @@ def test_simulate_copy_replace_and_append(config_file, tmp_path):
     assert ds.interactions.num_rows == 1200
     assert ds.manifest["simulation"]["drift"]["tool_reliability"]["day"] == 2
 
-    _run(
-        config_file,
-        "--set",
-        "data.synth.start_date=2026-10-05",
-        "data",
-        "simulate",
-        "--data",
-        str(data),
-        "--days",
-        "1",
-        "--append",
-    )
-    ds = load_dataset(data)
-    assert ds.interactions.num_rows == 1500
-    assert len(list((data / "interactions").glob("sim-*.parquet"))) == 1
-    assert max(ds.interactions["timestamp"].to_pylist()).date().isoformat() == "2026-10-05"
-    assert ds.manifest["content_hash"] == dataset_hash(data)
-    assert len(set(ds.interactions["event_id"].to_pylist())) == 1500
-
-    # the same run appended twice would duplicate events: refused, nothing written
-    argv = [
-        "--config",
-        str(config_file),
+    append_oct_5 = [
         "--set",
         "data.synth.start_date=2026-10-05",
         "data",
@@ -112,7 +90,16 @@ def test_simulate_copy_replace_and_append(config_file, tmp_path):
         "1",
         "--append",
     ]
-    assert main(argv) == 2
+    _run(config_file, *append_oct_5)
+    ds = load_dataset(data)
+    assert ds.interactions.num_rows == 1500
+    assert len(list((data / "interactions").glob("sim-*.parquet"))) == 1
+    assert max(ds.interactions["timestamp"].to_pylist()).date().isoformat() == "2026-10-05"
+    assert ds.manifest["content_hash"] == dataset_hash(data)
+    assert len(set(ds.interactions["event_id"].to_pylist())) == 1500
+
+    # the same run appended twice would duplicate events: refused, nothing written
+    assert main(["--config", str(config_file), *append_oct_5]) == 2
     assert load_dataset(data).interactions.num_rows == 1500
 
 

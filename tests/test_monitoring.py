@@ -13,20 +13,18 @@ from caprank.config import CaprankConfig
 from caprank.data.simulate import simulate
 from caprank.data.synth import synthesize
 from caprank.monitoring import judge_drift, monitor
+from tests.conftest import TINY
 
+# The suite's tiny catalog and traffic; the seed varies per test (``_cfg``).
 SMALL = {
     "data": {
         "synth": {
-            "n_tools": 40,
-            "n_categories": 6,
-            "n_capabilities": 60,
-            "intents_per_capability": 6,
-            "days": 10,
+            **TINY["data"]["synth"],
             # Fixed: the simulator draws each period's events from its start date, so a
             # start relative to today made the false-alarm count change from day to day.
             "start_date": "2026-11-20",
         },
-        "simulate": {"events_per_day": 300, "n_users": 50},
+        "simulate": {**TINY["data"]["simulate"]},
     },
     "monitoring": {"reference_days": 6, "current_days": 4},
 }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import out_file_option
 from caprank.config import dump_yaml
 from caprank.config_doc import render
 from caprank.files import atomic_write_text
@@ -37,13 +39,10 @@ def show(state: CliState, fmt: str) -> None:
 
 
 @config_group.command("doc")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the page here (e.g. docs/configuration.md) instead of printing it.",
+@out_file_option(
+    "--out", help="Write the page here (e.g. docs/configuration.md) instead of printing it."
 )
-def doc(out: str | None) -> None:
+def doc(out: Path | None) -> None:
     """Render docs/configuration.md: every setting, its meaning and default, from the code."""
     text = render()
     if out is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import data_option, out_dir_option
 from caprank.cli.validate_cmd import validate as validate_command
 from caprank.data.dataset import dataset_hash, load_dataset, write_dataset
 from caprank.data.schemas import INTERACTION_PARTS_DIR, MANIFEST_FILE
@@ -28,10 +29,10 @@ def data_group() -> None:
 
 
 @data_group.command("synth")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@out_dir_option("Output directory.", required=True)
 @click.option("--no-logs", is_flag=True, help="Skip the simulated interaction logs.")
 @pass_state
-def synth_cmd(state: CliState, out: str, no_logs: bool) -> None:
+def synth_cmd(state: CliState, out_dir: Path, no_logs: bool) -> None:
     """Write the embedded default dataset and its simulated logs."""
     cfg = state.config()
     ds = synthesize(cfg)
@@ -39,7 +40,7 @@ def synth_cmd(state: CliState, out: str, no_logs: bool) -> None:
     if not no_logs:
         ds.interactions = simulate(ds, cfg)
         extra["simulation"] = simulation_metadata(ds.interactions)
-    path = write_dataset(ds, out, **extra)
+    path = write_dataset(ds, out_dir, **extra)
     click.echo(_summary(path, ds))
 
 
@@ -50,31 +51,31 @@ def import_group() -> None:
 
 @import_group.command("toollens")
 @click.option("--source", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@out_dir_option("Output directory.", required=True)
 @click.option("--split", type=click.Choice(["official", "cold"]), default="official")
 @click.option("--cold-fraction", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=None, help="Cold-split seed (default: data.seed).")
 @pass_state
 def toollens_cmd(
-    state: CliState, source: str, out: str, split: str, cold_fraction: float, seed: int | None
+    state: CliState, source: str, out_dir: Path, split: str, cold_fraction: float, seed: int | None
 ) -> None:
     """Import the ToolLens benchmark (scenes become capabilities)."""
     seed = state.config().data.seed if seed is None else seed
     ds = import_toollens(source, split=split, cold_fraction=cold_fraction, seed=seed)
-    click.echo(_summary(write_dataset(ds, out), ds))
+    click.echo(_summary(write_dataset(ds, out_dir), ds))
 
 
 @data_group.command("simulate")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", type=click.Path(file_okay=False), help="Write a copy here (default: DATA).")
+@data_option(exists=True)
+@out_dir_option("Write a copy here (default: DATA).")
 @click.option("--policy", type=click.Choice(["bm25", "popularity", "random"]), default=None)
 @click.option("--days", type=click.IntRange(1, 3650), default=None, help="Days to simulate.")
 @click.option("--append", is_flag=True, help="Add the logs as a new part instead of replacing.")
 @pass_state
 def simulate_cmd(
     state: CliState,
-    data_dir: str,
-    out: str | None,
+    data_dir: Path,
+    out_dir: Path | None,
     policy: str | None,
     days: int | None,
     append: bool,
@@ -89,13 +90,13 @@ def simulate_cmd(
     logs = simulate(ds, cfg)
     meta = simulation_metadata(logs)
     if append:
-        if out is not None:
+        if out_dir is not None:
             raise click.UsageError("--append writes into --data; do not give --out")
-        _append(Path(data_dir), ds, logs, meta)
+        _append(data_dir, ds, logs, meta)
         return
     ds.interactions = logs
     ds.manifest = {k: v for k, v in ds.manifest.items() if k not in _STALE_KEYS}
-    path = write_dataset(ds, out or data_dir, simulation=meta)
+    path = write_dataset(ds, out_dir or data_dir, simulation=meta)
     click.echo(_summary(path, ds) + f" (policy {meta['policy']})")
 
 

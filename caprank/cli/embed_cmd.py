@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import data_option, out_dir_option
 
 
 def _timestamp(_ctx, _param, value: str | None) -> datetime | None:
@@ -24,8 +25,8 @@ def _timestamp(_ctx, _param, value: str | None) -> datetime | None:
 
 
 @click.command("embed")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@data_option()
+@out_dir_option("Where the two tables and embeddings.json go.", required=True)
 @click.option(
     "--train-until",
     callback=_timestamp,
@@ -33,12 +34,12 @@ def _timestamp(_ctx, _param, value: str | None) -> datetime | None:
     help="Only interactions before this time add co-selection edges (ISO, with zone).",
 )
 @pass_state
-def embed_cmd(state: CliState, data_dir: str, out_dir: str, train_until: datetime | None) -> None:
+def embed_cmd(state: CliState, data_dir: Path, out_dir: Path, train_until: datetime | None) -> None:
     """Embed the catalog of --data into --out (two Parquet tables + embeddings.json)."""
     from caprank.data.dataset import load_dataset
     from caprank.embeddings.stage import embed
 
-    result = embed(load_dataset(data_dir), state.config(), Path(out_dir), train_until=train_until)
+    result = embed(load_dataset(data_dir), state.config(), out_dir, train_until=train_until)
     summary = {k: v for k, v in result.summary.items() if k != "params"}
     summary["out_dir"] = str(result.out_dir)
     click.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from caprank.cli.context import CliState, pass_state
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+from caprank.cli.options import data_option, instant_option, out_dir_option
 
 
 @click.group("features")
@@ -22,25 +19,10 @@ def features_group() -> None:
 
 
 @features_group.command("build")
-@click.option(
-    "--data",
-    "data_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset directory (catalog and interaction logs).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to write capability_features.parquet (default: paths.features).",
-)
-@click.option(
-    "--as-of",
-    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-    default=None,
-    help="Cut-off (UTC): ignore events at or after it (default: end of the log).",
+@data_option()
+@out_dir_option("Where to write capability_features.parquet (default: paths.features).")
+@instant_option(
+    "--as-of", help="Cut-off (UTC): ignore events at or after it (default: end of the log)."
 )
 @click.option("--publish", is_flag=True, help="Also apply to Feast and materialize online.")
 @pass_state
@@ -52,7 +34,7 @@ def build(
     from caprank.features.stage import build_features, last_snapshot, publish_features
 
     cfg = state.config()
-    result = build_features(load_dataset(data_dir), cfg, out_dir or cfg.features_dir(), _utc(as_of))
+    result = build_features(load_dataset(data_dir), cfg, out_dir or cfg.features_dir(), as_of)
     report: dict = {"build": asdict(result)}
     if publish:
         published = publish_features(cfg, result.offline_path, last_snapshot(result.offline_path))

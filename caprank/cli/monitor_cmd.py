@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import data_option, out_dir_option
 
 
 @click.command("monitor")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False))
+@data_option()
 @click.option(
     "--features",
     "features_dir",
@@ -25,7 +25,7 @@ from caprank.cli.context import CliState, pass_state
     default=None,
     help="Retrain policy (default: monitoring.retrain_policy).",
 )
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False))
+@out_dir_option("Write monitor.json (and drift_report.html) here.")
 @pass_state
 def monitor_cmd(state: CliState, data_dir, features_dir, policy, out_dir) -> None:
     """Judge drift on --data's interaction log and print whether to retrain (JSON)."""
@@ -42,7 +42,7 @@ def monitor_cmd(state: CliState, data_dir, features_dir, policy, out_dir) -> Non
         html=out_dir is not None,
     )
     if out_dir is not None:
-        atomic_write_json(Path(out_dir) / "monitor.json", result.to_dict())
+        atomic_write_json(out_dir / "monitor.json", result.to_dict())
         if result.drift is not None and result.drift.html is not None:
-            result.drift.write_html(Path(out_dir) / "drift_report.html")
+            result.drift.write_html(out_dir / "drift_report.html")
     click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))

@@ -6,10 +6,13 @@ package defaults to ``pipelines.compiled_path(cfg)``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import yaml
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import out_file_option
 from caprank.errors import ConfigError
 
 
@@ -104,14 +107,9 @@ def schedule(state, host, package, params, cron) -> None:
 
 
 @pipeline_group.command("compile")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Default: pipelines/compiled/<pipeline.name>.yaml.",
-)
+@out_file_option("--out", help="Default: pipelines/compiled/<pipeline.name>.yaml.")
 @pass_state
-def compile_cmd(state: CliState, out: str | None) -> None:
+def compile_cmd(state: CliState, out: Path | None) -> None:
     """Compile the training pipeline to KFP IR YAML (checked in under pipelines/compiled)."""
     from pipelines.training import compile_pipeline
 

@@ -7,10 +7,11 @@ import json
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import data_option, out_dir_option
 
 
 @click.command("train")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@data_option(exists=True)
 @click.option(
     "--embeddings",
     "emb_dir",
@@ -18,13 +19,7 @@ from caprank.cli.context import CliState, pass_state
     type=click.Path(file_okay=False, exists=True),
     help="Output folder of `caprank embed`.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Where the bundle and checkpoints go (a re-run here resumes).",
-)
+@out_dir_option("Where the bundle and checkpoints go (a re-run here resumes).", required=True)
 @click.option(
     "--features",
     "features",

@@ -8,32 +8,22 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
+from caprank.cli.options import instant_option, out_file_option
 from caprank.data.validation import validate_dataset
 from caprank.files import atomic_write_text
 
 
 @click.command("validate")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option(
+@out_file_option(
     "--report",
     "report_md",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Write the report as Markdown here (written whether or not checks pass).",
 )
-@click.option(
-    "--html",
-    "report_html",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the report as a self-contained HTML page here.",
+@out_file_option(
+    "--html", "report_html", help="Write the report as a self-contained HTML page here."
 )
-@click.option(
-    "--now",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    default=None,
-    help="Validate as of this instant (UTC unless an offset is given).",
-)
+@instant_option("--now", help="Validate as of this instant (UTC unless an offset is given).")
 @pass_state
 def validate(
     state: CliState,

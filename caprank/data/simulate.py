@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -141,99 +142,155 @@ def _lists(values: pa.Array, index: np.ndarray, lengths: np.ndarray) -> pa.ListA
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
+@dataclass
+class _Sessions:
+    """One day's sessions: which session each event is in, and when it happens."""
+
+    lengths: np.ndarray  # events per session
+    session_of: np.ndarray  # per event
+    first: np.ndarray  # index of each session's first event
+    step: np.ndarray  # per event: position within its session
+    seconds: np.ndarray  # per event: seconds since the day's midnight
+    users: np.ndarray  # per session
+
+
+def _day_sessions(rng: np.random.Generator, sim: SimulateConfig, user_w: np.ndarray) -> _Sessions:
+    """Sessions that start anywhere in the day and end before midnight, one user each."""
+    lengths = _sessions(rng, sim.events_per_day, sim.session_length_mean)
+    m = int(lengths.sum())
+    session_of = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    step = np.arange(m) - first[session_of]
+    gaps = np.where(step > 0, SESSION_GAP_MIN_S + rng.exponential(SESSION_GAP_MEAN_S, m), 0.0)
+    offset = np.cumsum(gaps)
+    offset -= offset[first][session_of]
+    span = offset[np.cumsum(lengths) - 1]
+    begin = np.minimum(rng.uniform(0, 86_400, len(lengths)), np.maximum(86_399 - span, 0))
+    users = rng.choice(sim.n_users, size=len(lengths), p=user_w)
+    return _Sessions(lengths, session_of, first, step, begin[session_of] + offset, users)
+
+
+def _show_slates(
+    rng: np.random.Generator,
+    world: World,
+    policy: SlatePolicy,
+    day: int,
+    intents: np.ndarray,
+    greedy_cache: dict[bytes, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slates (greedy, or uniformly random with probability epsilon), the 0-based rank
+    of the executed capability, and that placement's propensity."""
+    m, eps = len(intents), policy.epsilon
+    avail = world.available(day)
+    avail_idx = np.flatnonzero(avail)
+    n = world.slate_length(day)
+    explore = rng.random(m) < eps
+    slates = np.full((m, world.slate_size), -1, dtype=np.int64)
+    if eps < 1:
+        key = avail.tobytes()  # the greedy slates change only with the available set
+        if key not in greedy_cache:
+            greedy_cache[key] = world.greedy_slates(policy, day)
+        greedy = greedy_cache[key]
+        slates[~explore, :n] = greedy[intents[~explore]]
+    slates[explore, :n] = avail_idx[_random_slates(rng, int(explore.sum()), n, len(avail_idx))]
+    k = rng.choice(n, size=m, p=world.position_weights(n))
+    chosen = slates[np.arange(m), k]
+    propensity = np.full(m, eps / len(avail_idx))
+    if eps < 1:
+        propensity += (1 - eps) * (greedy[intents, k] == chosen)
+    return slates, k, propensity
+
+
+def _outcomes(
+    rng: np.random.Generator, world: World, day: int, intents: np.ndarray, chosen: np.ndarray
+) -> np.ndarray:
+    """Outcome index (OUTCOMES order) from relevance and tool reliability, drift included."""
+    q = world.relevance[intents, chosen]
+    r = world.capability_reliability(day)[chosen]
+    ps = q * r
+    pp = q * (1 - r) * world.partial_if_tool_fails + (1 - q) * world.partial_if_unfit
+    u = rng.random(len(chosen))
+    return np.where(u < ps, 0, np.where(u < ps + pp, 1, 2))
+
+
+def _execution_ms(rng: np.random.Generator, world: World, chosen: np.ndarray) -> np.ndarray:
+    """Sum of log-normal latencies over the executed capability's tools."""
+    tools = world.cap_tools[chosen]
+    z = rng.standard_normal(tools.shape)
+    lat = np.exp(world.latency_mu[tools] + world.latency_sigma[tools] * z)
+    return np.where(tools >= 0, lat, 0.0).sum(axis=1)
+
+
+def _feedback(rng: np.random.Generator, outcome: np.ndarray, rate: float) -> np.ndarray:
+    """A 1-5 rating drawn given the outcome, for a ``rate`` share of events; 0 = none."""
+    m = len(outcome)
+    has_fb = rng.random(m) < rate
+    fb_cdf = np.cumsum(FEEDBACK_GIVEN_OUTCOME, axis=1)
+    rating = np.minimum(1 + (rng.random(m)[:, None] > fb_cdf[outcome]).sum(axis=1), 5)
+    return np.where(has_fb, rating, 0)
+
+
+def _simulate_day(
+    rng: np.random.Generator,
+    world: World,
+    policy: SlatePolicy,
+    sim: SimulateConfig,
+    day: int,
+    user_w: np.ndarray,
+    greedy_cache: dict[bytes, np.ndarray],
+) -> tuple[dict[str, np.ndarray], int]:
+    """One day's events as columns (session numbers from 0), and its session count.
+
+    The order of the draws from ``rng`` is part of the output: keep it.
+    """
+    s = _day_sessions(rng, sim, user_w)
+    intents = _sample_intents(
+        rng,
+        world.intent_distribution(day),
+        world.intent_category(),
+        s.first,
+        s.session_of,
+        s.step,
+        sim.session_topic_stickiness,
+    )
+    slates, k, propensity = _show_slates(rng, world, policy, day, intents, greedy_cache)
+    chosen = slates[np.arange(len(intents)), k]
+    outcome = _outcomes(rng, world, day, intents, chosen)
+    exec_ms = _execution_ms(rng, world, chosen)
+    feedback = _feedback(rng, outcome, sim.feedback_rate)
+    cols = {
+        "seconds": day * 86_400 + s.seconds,
+        "session": s.session_of,
+        "user": s.users[s.session_of],
+        "intent": intents,
+        "slate": slates,
+        "slate_len": np.full(len(intents), world.slate_length(day)),
+        "chosen": chosen,
+        "rank": k + 1,
+        "outcome": outcome,
+        "exec_ms": exec_ms,
+        "feedback": feedback,
+        "propensity": propensity,
+        "prev": np.where(s.step > 0, np.roll(chosen, 1), -1),
+    }
+    return cols, len(s.lengths)
+
+
 def simulate_logs(world: World, policy: SlatePolicy, sim: SimulateConfig) -> pa.Table:
     """Sample ``sim.events_per_day`` events per day of ``world`` under ``policy``."""
     # the first day is part of the seed: appending a later period draws fresh events
     rng = np.random.default_rng([world.seed, 0x10C5, world.start.toordinal()])
-    eps = policy.epsilon
-    cat = world.intent_category()
     user_w = (1.0 + rng.permutation(sim.n_users)) ** -USER_ACTIVITY_EXPONENT
     user_w /= user_w.sum()
-    fb_cdf = np.cumsum(FEEDBACK_GIVEN_OUTCOME, axis=1)
     greedy_cache: dict[bytes, np.ndarray] = {}
     parts: dict[str, list[np.ndarray]] = {}
     n_sessions = 0
-
     for day in range(world.days):
-        avail = world.available(day)
-        avail_idx = np.flatnonzero(avail)
-        n = world.slate_length(day)
-        lengths = _sessions(rng, sim.events_per_day, sim.session_length_mean)
-        m = int(lengths.sum())
-        session_of = np.repeat(np.arange(len(lengths)), lengths)
-        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        step = np.arange(m) - first[session_of]
-
-        # time: sessions start anywhere in the day and end before midnight
-        gaps = np.where(step > 0, SESSION_GAP_MIN_S + rng.exponential(SESSION_GAP_MEAN_S, m), 0.0)
-        offset = np.cumsum(gaps)
-        offset -= offset[first][session_of]
-        span = offset[np.cumsum(lengths) - 1]
-        begin = np.minimum(rng.uniform(0, 86_400, len(lengths)), np.maximum(86_399 - span, 0))
-        seconds = begin[session_of] + offset
-        users = rng.choice(sim.n_users, size=len(lengths), p=user_w)
-
-        intents = _sample_intents(
-            rng,
-            world.intent_distribution(day),
-            cat,
-            first,
-            session_of,
-            step,
-            sim.session_topic_stickiness,
-        )
-
-        # slates: greedy, or uniformly random with probability epsilon
-        explore = rng.random(m) < eps
-        slates = np.full((m, world.slate_size), -1, dtype=np.int64)
-        if eps < 1:
-            key = avail.tobytes()
-            if key not in greedy_cache:
-                greedy_cache[key] = world.greedy_slates(policy, day)
-            greedy = greedy_cache[key]
-            slates[~explore, :n] = greedy[intents[~explore]]
-        slates[explore, :n] = avail_idx[_random_slates(rng, int(explore.sum()), n, len(avail_idx))]
-        k = rng.choice(n, size=m, p=world.position_weights(n))
-        chosen = slates[np.arange(m), k]
-        propensity = np.full(m, eps / len(avail_idx))
-        if eps < 1:
-            propensity += (1 - eps) * (greedy[intents, k] == chosen)
-
-        # outcome from relevance and tool reliability (drift included)
-        q = world.relevance[intents, chosen]
-        r = world.capability_reliability(day)[chosen]
-        ps = q * r
-        pp = q * (1 - r) * world.partial_if_tool_fails + (1 - q) * world.partial_if_unfit
-        u = rng.random(m)
-        outcome = np.where(u < ps, 0, np.where(u < ps + pp, 1, 2))
-
-        tools = world.cap_tools[chosen]
-        z = rng.standard_normal(tools.shape)
-        lat = np.exp(world.latency_mu[tools] + world.latency_sigma[tools] * z)
-        exec_ms = np.where(tools >= 0, lat, 0.0).sum(axis=1)
-
-        has_fb = rng.random(m) < sim.feedback_rate
-        rating = np.minimum(1 + (rng.random(m)[:, None] > fb_cdf[outcome]).sum(axis=1), 5)
-
-        prev = np.where(step > 0, np.roll(chosen, 1), -1)
-        day_start_s = day * 86_400
-        for name, arr in (
-            ("seconds", day_start_s + seconds),
-            ("session", n_sessions + session_of),
-            ("user", users[session_of]),
-            ("intent", intents),
-            ("slate", slates),
-            ("slate_len", np.full(m, n)),
-            ("chosen", chosen),
-            ("rank", k + 1),
-            ("outcome", outcome),
-            ("exec_ms", exec_ms),
-            ("feedback", np.where(has_fb, rating, 0)),
-            ("propensity", propensity),
-            ("prev", prev),
-        ):
+        cols, day_sessions = _simulate_day(rng, world, policy, sim, day, user_w, greedy_cache)
+        cols["session"] = n_sessions + cols["session"]
+        for name, arr in cols.items():
             parts.setdefault(name, []).append(arr)
-        n_sessions += len(lengths)
+        n_sessions += day_sessions
 
     cols = {name: np.concatenate(arrs) for name, arrs in parts.items()}
     order = np.lexsort((cols["rank"], cols["session"], cols["seconds"]))

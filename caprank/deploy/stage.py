@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from caprank.config import CaprankConfig
 from caprank.deploy.backend import RolloutBackend
@@ -34,6 +34,10 @@ from caprank.deploy.controller import RolloutResult, run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.state import RolloutState, rollout_state_path
 from caprank.registry import PRODUCTION, get_version, set_alias, version_storage_uri
+
+if TYPE_CHECKING:
+    from caprank.deploy.traffic import SyntheticTraffic
+    from caprank.online.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +127,16 @@ def deploy(
     return _deploy_local(cfg, version, storage_uri, model_dir)
 
 
-def _promote_hook(cfg: CaprankConfig) -> Callable[[RolloutState], None]:
-    def hook(state: RolloutState) -> None:
+def _rollout(
+    cfg: CaprankConfig, backend: RolloutBackend, uri: str, version: str, **clock_and_quality
+) -> RolloutResult:
+    """The controller both targets run; only its promotion moves the `production` alias."""
+
+    def promote(state: RolloutState) -> None:
         set_alias(cfg, PRODUCTION, state.model_version)
         log.info("alias %s -> version %s", PRODUCTION, state.model_version)
 
-    return hook
+    return run_rollout(backend, uri, version, cfg.canary, on_promote=promote, **clock_and_quality)
 
 
 def _from_rollout(
@@ -158,16 +166,8 @@ def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployRes
         from caprank.deploy.kserve import kserve_backend
 
         backend = kserve_backend(cfg)
-    result = run_rollout(
-        backend,
-        uri,
-        version,
-        cfg.canary,
-        on_promote=_promote_hook(cfg),
-        quality=FeedbackLogQuality(cfg.feedback_dir()),
-        now=now,
-        sleep=sleep,
-    )
+    quality = FeedbackLogQuality(cfg.feedback_dir())
+    result = _rollout(cfg, backend, uri, version, quality=quality, now=now, sleep=sleep)
     return _from_rollout("cluster", cfg, version, uri, result)
 
 
@@ -185,12 +185,6 @@ def _finished(state: RolloutState) -> bool:
 
 
 def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
-    from caprank.deploy.local import LocalBackend
-    from caprank.deploy.traffic import SyntheticTraffic, VirtualClock, local_inputs
-    from caprank.files import atomic_write_text
-    from caprank.online.runtime import DENSE_REF, Runtime
-    from caprank.online.stats import VersionStats
-
     local_dir = Path(model_dir).resolve() if model_dir and Path(model_dir).is_dir() else None
     uri = storage_uri or (str(local_dir) if local_dir else version)
     state_file = rollout_state_path(cfg)
@@ -206,14 +200,7 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         )
         return _from_rollout("local", cfg, version, uri, result)
     if state is not None and state.active and state.new_uri != uri:
-        # The local canary lived only in the process that ran it; that process is gone.
-        abandoned = replace(
-            state,
-            phase="rolled_back",
-            reason=f"abandoned: the process holding the local canary of {state.new_uri} exited",
-            finished_at=time.time(),
-        )
-        atomic_write_text(state_file, abandoned.to_json())
+        _abandon(state_file, state)
         notes.append(f"an unfinished local rollout of {state.new_uri} was marked abandoned")
         state = None
 
@@ -223,6 +210,38 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         return DeployResult(
             "local", "unchanged", version, uri, production, reason, False, production, notes=notes
         )
+    resume = state if state is not None and state.new_uri == uri and state.active else None
+    return _local_canary(cfg, version, uri, local_dir, production, resume, notes)
+
+
+def _abandon(state_file: Path, state: RolloutState) -> None:
+    """The local canary lived only in the process that ran it; that process is gone."""
+    from caprank.files import atomic_write_text
+
+    abandoned = replace(
+        state,
+        phase="rolled_back",
+        reason=f"abandoned: the process holding the local canary of {state.new_uri} exited",
+        finished_at=time.time(),
+    )
+    atomic_write_text(state_file, abandoned.to_json())
+
+
+def _local_canary(
+    cfg: CaprankConfig,
+    version: str,
+    uri: str,
+    local_dir: Path | None,
+    production: str | None,
+    resume: RolloutState | None,
+    notes: list[str],
+) -> DeployResult:
+    """Serve `production` (else the dense ranker) in-process, canary ``uri`` beside it,
+    and let synthetic traffic on a virtual clock feed the same controller as the cluster."""
+    from caprank.deploy.local import LocalBackend
+    from caprank.deploy.traffic import VirtualClock, local_inputs
+    from caprank.online.runtime import DENSE_REF, Runtime
+    from caprank.online.stats import VersionStats
 
     catalog, intents = local_inputs(cfg, local_dir, cfg.canary.local_intents)
     runtime = Runtime(cfg, production or DENSE_REF, catalog=catalog)
@@ -234,38 +253,39 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
         backend = LocalBackend(
             runtime.engine,
             lambda ref, v: runtime.load(ref, v or None),
-            state_file,
+            rollout_state_path(cfg),
             cfg.canary.mode,
         )
-        if state is not None and state.new_uri == uri and state.active:
-            _reinstall_canary(backend, state)
-            notes.append(f"resumed an unfinished local rollout from phase '{state.phase}'")
-        canary = cfg.canary
-        traffic = SyntheticTraffic(
-            runtime,
-            intents,
-            total=canary.local_requests,
-            window_s=canary.window_s,
-            min_per_model=canary.min_requests,
-            seed=cfg.data.seed,
-        )
+        if resume is not None:
+            _reinstall_canary(backend, resume)
+            notes.append(f"resumed an unfinished local rollout from phase '{resume.phase}'")
+        traffic = _synthetic_traffic(cfg, runtime, intents)
         clock = VirtualClock(traffic.run_for)
         runtime.engine.stats = VersionStats(clock.now)
-        result = run_rollout(
-            backend,
-            uri,
-            version,
-            canary,
-            on_promote=_promote_hook(cfg),
-            now=clock.now,
-            sleep=clock.sleep,
-        )
+        result = _rollout(cfg, backend, uri, version, now=clock.now, sleep=clock.sleep)
         out = _from_rollout("local", cfg, version, uri, result)
         out.traffic = traffic.summary()
         out.notes = notes
         return out
     finally:
         runtime.close()
+
+
+def _synthetic_traffic(
+    cfg: CaprankConfig, runtime: Runtime, intents: list[str]
+) -> SyntheticTraffic:
+    """Enough requests for ``canary.min_requests`` on both arms, however busy the machine."""
+    from caprank.deploy.traffic import SyntheticTraffic
+
+    canary = cfg.canary
+    return SyntheticTraffic(
+        runtime,
+        intents,
+        total=canary.local_requests,
+        window_s=canary.window_s,
+        min_per_model=canary.min_requests,
+        seed=cfg.data.seed,
+    )
 
 
 def _reinstall_canary(backend, state: RolloutState) -> None:

@@ -26,7 +26,7 @@ from caprank.embeddings.cache import CacheStats, embed_texts
 from caprank.embeddings.catalog_graph import CatalogGraph, build_catalog_graph
 from caprank.embeddings.catalog_text import capability_texts, tool_texts
 from caprank.embeddings.hybrid import hybrid_dim, hybrid_embeddings, l2_normalize
-from caprank.embeddings.node2vec import node2vec_embeddings
+from caprank.embeddings.node2vec import Node2VecResult, node2vec_embeddings
 from caprank.embeddings.text import resolve_device
 from caprank.embeddings.validation import VectorColumn, validate_table
 from caprank.errors import DataError
@@ -170,6 +170,111 @@ def _guard_out_dir(out_dir: Path) -> None:
         )
 
 
+@dataclass
+class _Items:
+    """One kind of item to embed: ids (checked) and the texts the encoder reads."""
+
+    ids: list[str]
+    texts: list[str]
+
+
+@dataclass
+class _Vectors:
+    """All three kinds of vectors, rows in ``tools + capabilities`` order."""
+
+    text: np.ndarray
+    graph: np.ndarray
+    hybrid: np.ndarray
+    catalog: CatalogGraph
+    n2v: Node2VecResult
+    cache: CacheStats
+
+
+@dataclass
+class _Run:
+    """What one embed run computed, before it is validated and written."""
+
+    items: dict[str, _Items]
+    vec: _Vectors
+    params: dict
+    input_hash: str
+    now: datetime
+
+
+def _items(ds: Dataset) -> dict[str, _Items]:
+    """Tools and capabilities with their texts; duplicate or missing ids fail first."""
+    where = str(ds.root) if ds.root else "<dataset>"
+    caps_file = f"{where}/capabilities.parquet"
+    tool_ids = _check_ids(ds.tools, "tool_id", f"{where}/tools.parquet")
+    cap_ids = _check_ids(ds.capabilities, "capability_id", caps_file)
+    return {
+        "tools": _Items(tool_ids, tool_texts(ds.tools)),
+        "capabilities": _Items(cap_ids, capability_texts(ds.capabilities, ds.tools, caps_file)),
+    }
+
+
+def _compute_vectors(
+    ds: Dataset, cfg: CaprankConfig, texts: list[str], train_until: datetime | None
+) -> _Vectors:
+    """Encode the texts, train Node2Vec on the catalog graph, and combine the two."""
+    text, stats = embed_texts(texts, cfg)
+    catalog = build_catalog_graph(ds, cfg.embedding.node2vec, train_until)
+    n2v = node2vec_embeddings(
+        catalog.graph,
+        cfg.embedding.node2vec,
+        seed=cfg.embedding.seed,
+        device=resolve_device(cfg.embedding.device),
+    )
+    # Skip-gram vectors share a common direction (every node co-occurs with the hubs), which
+    # on small catalogs makes all cosines ~0.9; centering keeps only the structure.
+    graph = l2_normalize(n2v.vectors - n2v.vectors.mean(axis=0, keepdims=True))
+    hybrid = hybrid_embeddings(text, graph, cfg.embedding.hybrid, cfg.embedding.seed)
+    return _Vectors(text, graph, hybrid, catalog, n2v, stats)
+
+
+def _validated_tables(run: _Run, cfg: CaprankConfig) -> dict[str, pa.Table]:
+    """Both tables, each validated before anything is written."""
+    vec, now = run.vec, run.now
+    text_dim = vec.text.shape[1]
+    rows = {"tools": vec.catalog.tool_rows(), "capabilities": vec.catalog.capability_rows()}
+    tables = {}
+    for kind, item in run.items.items():
+        name, r = KINDS[kind], rows[kind]
+        text, graph, hybrid = vec.text[r], vec.graph[r], vec.hybrid[r]
+        cols = _columns(text, graph, hybrid, text_dim, cfg)
+        stamps = [now] * len(item.ids)
+        spec = EMBEDDING_TABLES[name]
+        validate_table(spec.file, item.ids, cols, stamps, now, cfg, "nothing stored")
+        tables[name] = _table(
+            spec, item.ids, item.texts, text, graph, hybrid, cfg, run.params, run.input_hash, now
+        )
+    return tables
+
+
+def _summary(run: _Run, cfg: CaprankConfig) -> dict:
+    """The manifest (``embeddings.json``) and the stage's printed summary."""
+    vec = run.vec
+    return {
+        "computed_at": run.now.isoformat(),
+        "tools": len(run.items["tools"].ids),
+        "capabilities": len(run.items["capabilities"].ids),
+        "text_model": cfg.embedding.text_model,
+        "text_dim": vec.text.shape[1],
+        "graph_dim": vec.graph.shape[1],
+        "hybrid_dim": vec.hybrid.shape[1],
+        "hybrid_method": cfg.embedding.hybrid.method,
+        "cache": vec.cache.as_dict(),
+        "node2vec": {
+            "epoch_losses": [round(x, 5) for x in vec.n2v.epoch_losses],
+            "walks_per_epoch": vec.n2v.walks_per_epoch,
+            "pairs_per_epoch": vec.n2v.pairs_per_epoch,
+        },
+        "graph": vec.catalog.stats,
+        "input_hash": run.input_hash,
+        "params": run.params,
+    }
+
+
 def embed(
     ds: Dataset,
     cfg: CaprankConfig,
@@ -188,70 +293,14 @@ def embed(
     _guard_out_dir(out_dir)
     now = _utc(now, "now") or datetime.now(UTC)
     train_until = _utc(train_until, "train_until")
-    where = str(ds.root) if ds.root else "<dataset>"
-    tool_ids = _check_ids(ds.tools, "tool_id", f"{where}/tools.parquet")
-    cap_ids = _check_ids(ds.capabilities, "capability_id", f"{where}/capabilities.parquet")
-    t_texts = tool_texts(ds.tools)
-    c_texts = capability_texts(ds.capabilities, ds.tools, f"{where}/capabilities.parquet")
-
-    text, stats = embed_texts(t_texts + c_texts, cfg)
-    text_dim = text.shape[1]
-    catalog = build_catalog_graph(ds, cfg.embedding.node2vec, train_until)
-    n2v = node2vec_embeddings(
-        catalog.graph,
-        cfg.embedding.node2vec,
-        seed=cfg.embedding.seed,
-        device=resolve_device(cfg.embedding.device),
-    )
-    # Skip-gram vectors share a common direction (every node co-occurs with the hubs), which
-    # on small catalogs makes all cosines ~0.9; centering keeps only the structure.
-    graph = l2_normalize(n2v.vectors - n2v.vectors.mean(axis=0, keepdims=True))
-    hybrid = hybrid_embeddings(text, graph, cfg.embedding.hybrid, cfg.embedding.seed)
-
-    params = _params(cfg, text_dim, catalog)
-    input_hash = _input_hash(tool_ids + cap_ids, t_texts + c_texts, catalog, params)
-    parts = {
-        "tools": (tool_ids, t_texts, catalog.tool_rows()),
-        "capabilities": (cap_ids, c_texts, catalog.capability_rows()),
-    }
-    tables = {}
-    for kind, (ids, texts, rows) in parts.items():
-        name = KINDS[kind]
-        cols = _columns(text[rows], graph[rows], hybrid[rows], text_dim, cfg)
-        stamps = [now] * len(ids)
-        validate_table(EMBEDDING_TABLES[name].file, ids, cols, stamps, now, cfg, "nothing stored")
-        tables[name] = _table(
-            EMBEDDING_TABLES[name],
-            ids,
-            texts,
-            text[rows],
-            graph[rows],
-            hybrid[rows],
-            cfg,
-            params,
-            input_hash,
-            now,
-        )
-
-    summary = {
-        "computed_at": now.isoformat(),
-        "tools": len(tool_ids),
-        "capabilities": len(cap_ids),
-        "text_model": cfg.embedding.text_model,
-        "text_dim": text_dim,
-        "graph_dim": graph.shape[1],
-        "hybrid_dim": hybrid.shape[1],
-        "hybrid_method": cfg.embedding.hybrid.method,
-        "cache": stats.as_dict(),
-        "node2vec": {
-            "epoch_losses": [round(x, 5) for x in n2v.epoch_losses],
-            "walks_per_epoch": n2v.walks_per_epoch,
-            "pairs_per_epoch": n2v.pairs_per_epoch,
-        },
-        "graph": catalog.stats,
-        "input_hash": input_hash,
-        "params": params,
-    }
+    items = _items(ds)
+    ids = items["tools"].ids + items["capabilities"].ids
+    texts = items["tools"].texts + items["capabilities"].texts
+    vec = _compute_vectors(ds, cfg, texts, train_until)
+    params = _params(cfg, vec.text.shape[1], vec.catalog)
+    run = _Run(items, vec, params, _input_hash(ids, texts, vec.catalog, params), now)
+    tables = _validated_tables(run, cfg)
+    summary = _summary(run, cfg)
     with atomic_dir(out_dir) as tmp:
         for name, table in tables.items():
             pq.write_table(table, tmp / EMBEDDING_TABLES[name].file)
@@ -260,9 +309,9 @@ def embed(
         out_dir=out_dir,
         tool_path=out_dir / EMBEDDING_TABLES["tool_embeddings"].file,
         capability_path=out_dir / EMBEDDING_TABLES["capability_embeddings"].file,
-        n_tools=len(tool_ids),
-        n_capabilities=len(cap_ids),
-        cache=stats,
+        n_tools=len(items["tools"].ids),
+        n_capabilities=len(items["capabilities"].ids),
+        cache=vec.cache,
         summary=summary,
     )
 

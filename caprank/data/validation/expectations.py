@@ -63,85 +63,87 @@ def table_rules(name: str) -> list[Rule]:
     spec = TABLES[name]
     rules: list[Rule] = []
     for fld in spec.schema:
-        if pa.types.is_list(fld.type):
-            continue
-        col = fld.name
-        if not fld.nullable:
-            floating = pa.types.is_floating(fld.type)
-            rules.append(
-                Rule(
-                    "not_null_or_nan" if floating else "not_null",
-                    col,
-                    "no missing or NaN values" if floating else "no missing values",
-                    "expect_column_values_to_not_be_null",
-                    {"column": col},
-                )
-            )
-        if (name, col) in _BETWEEN:
-            bounds, text = _BETWEEN[(name, col)]
-            rules.append(
-                Rule(
-                    "range",
-                    col,
-                    text,
-                    "expect_column_values_to_be_between",
-                    {"column": col, **bounds},
-                )
-            )
-        if (name, col) in _IN_SET:
-            allowed = list(_IN_SET[(name, col)])
-            rules.append(
-                Rule(
-                    "allowed_values",
-                    col,
-                    f"{col} in {allowed}",
-                    "expect_column_values_to_be_in_set",
-                    {"column": col, "value_set": allowed},
-                )
-            )
-        if fld.type.equals(TIMESTAMP):
-            rules.append(
-                Rule(
-                    "not_in_future",
-                    col,
-                    "not later than now + data.max_future_skew_s",
-                    "expect_column_values_to_be_between",
-                    {"column": col, "max_value": {"$PARAMETER": LATEST}},
-                )
-            )
-        if (name, col) == FRESHNESS:
-            rules.append(
-                Rule(
-                    "freshness",
-                    col,
-                    "newest event younger than data.max_age_days",
-                    "expect_column_max_to_be_between",
-                    {"column": col, "min_value": {"$PARAMETER": OLDEST}},
-                )
-            )
-    if len(spec.key) == 1:
-        (col,) = spec.key
+        if not pa.types.is_list(fld.type):  # list columns: ``integrity`` checks them
+            rules += _column_rules(name, fld)
+    rules.append(_unique_rule(spec.key))
+    return rules
+
+
+def _column_rules(name: str, fld: pa.Field) -> list[Rule]:
+    """A column's rules: required, range, allowed values, not in the future, freshness."""
+    col = fld.name
+    rules: list[Rule] = []
+    if not fld.nullable:
+        floating = pa.types.is_floating(fld.type)
         rules.append(
             Rule(
-                "unique",
+                "not_null_or_nan" if floating else "not_null",
                 col,
-                f"{col} values are unique",
-                "expect_column_values_to_be_unique",
+                "no missing or NaN values" if floating else "no missing values",
+                "expect_column_values_to_not_be_null",
                 {"column": col},
             )
         )
-    else:
-        cols = list(spec.key)
+    if (name, col) in _BETWEEN:
+        bounds, text = _BETWEEN[(name, col)]
         rules.append(
             Rule(
-                "unique",
-                ", ".join(cols),
-                f"({', '.join(cols)}) pairs are unique",
-                "expect_compound_columns_to_be_unique",
-                {"column_list": cols},
+                "range", col, text, "expect_column_values_to_be_between", {"column": col, **bounds}
+            )
+        )
+    if (name, col) in _IN_SET:
+        allowed = list(_IN_SET[(name, col)])
+        rules.append(
+            Rule(
+                "allowed_values",
+                col,
+                f"{col} in {allowed}",
+                "expect_column_values_to_be_in_set",
+                {"column": col, "value_set": allowed},
+            )
+        )
+    if fld.type.equals(TIMESTAMP):
+        rules.append(
+            Rule(
+                "not_in_future",
+                col,
+                "not later than now + data.max_future_skew_s",
+                "expect_column_values_to_be_between",
+                {"column": col, "max_value": {"$PARAMETER": LATEST}},
+            )
+        )
+    if (name, col) == FRESHNESS:
+        rules.append(
+            Rule(
+                "freshness",
+                col,
+                "newest event younger than data.max_age_days",
+                "expect_column_max_to_be_between",
+                {"column": col, "min_value": {"$PARAMETER": OLDEST}},
             )
         )
     return rules
+
+
+def _unique_rule(key: tuple[str, ...]) -> Rule:
+    """The primary key is unique: one column, or a compound key."""
+    if len(key) == 1:
+        (col,) = key
+        return Rule(
+            "unique",
+            col,
+            f"{col} values are unique",
+            "expect_column_values_to_be_unique",
+            {"column": col},
+        )
+    cols = list(key)
+    return Rule(
+        "unique",
+        ", ".join(cols),
+        f"({', '.join(cols)}) pairs are unique",
+        "expect_compound_columns_to_be_unique",
+        {"column_list": cols},
+    )
 
 
 def run_expectations(
@@ -150,21 +152,8 @@ def run_expectations(
     """Run each table's suite through a GX checkpoint and record every result."""
     # Imported here: GX takes seconds to import, and the CLI should start fast.
     import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(
-        project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-        ),
-        mode="ephemeral",
-    )
+    context = _ephemeral_context(gx)
     source = context.data_sources.add_pandas("caprank")
     params = {
         LATEST: now + timedelta(seconds=cfg.max_future_skew_s),
@@ -204,24 +193,44 @@ def run_expectations(
                 by_rule[res.expectation_config.meta["caprank_rule"]] = res
         for i, rule in enumerate(active):
             checks.append(_record(name, loaded, rule, by_rule.get(i), params))
-        for rule in rules:
-            if rule not in active:
-                checks.append(
-                    CheckResult(
-                        table=name,
-                        file=loaded.file,
-                        column=rule.column,
-                        check=rule.check,
-                        description=rule.description,
-                        engine=ENGINE,
-                        passed=True,
-                        expectation=rule.expectation,
-                        skipped=True,
-                        element_count=0,
-                        note="no interactions: freshness not checked",
-                    )
-                )
+        checks += [_skipped(name, loaded, rule) for rule in rules if rule not in active]
     return checks
+
+
+def _ephemeral_context(gx: Any) -> Any:
+    """An in-memory GX context: no files, no analytics, no progress bars."""
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return gx.get_context(
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+        mode="ephemeral",
+    )
+
+
+def _skipped(name: str, loaded: LoadedTable, rule: Rule) -> CheckResult:
+    """A freshness rule on an empty log: reported as skipped, not as passed silently."""
+    return CheckResult(
+        table=name,
+        file=loaded.file,
+        column=rule.column,
+        check=rule.check,
+        description=rule.description,
+        engine=ENGINE,
+        passed=True,
+        expectation=rule.expectation,
+        skipped=True,
+        element_count=0,
+        note="no interactions: freshness not checked",
+    )
 
 
 def _expectation_class(gx: Any, snake: str) -> type:
