@@ -565,6 +565,29 @@ class FeedbackConfig(Section):
     )
 
 
+class RateLimitConfig(Section):
+    """Per-client token buckets on predict and feedback (keyed by client address)."""
+
+    predict_per_s: float = Field(
+        100.0,
+        ge=0.0,
+        description="predict/infer requests a client may send per second; 0: no limit",
+    )
+    predict_burst: int = Field(200, ge=1, description="predict requests a client may send at once")
+    feedback_per_s: float = Field(
+        50.0, ge=0.0, description="feedback posts a client may send per second; 0: no limit"
+    )
+    feedback_burst: int = Field(100, ge=1, description="feedback posts a client may send at once")
+    client_header: str = Field(
+        "",
+        description="header whose first address names the client (e.g. x-forwarded-for behind "
+        "Knative's queue-proxy); empty: the connection's peer address",
+    )
+    max_clients: int = Field(
+        10_000, ge=1, description="client buckets kept (least recently seen dropped first)"
+    )
+
+
 class ServingConfig(Section):
     """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
 
@@ -593,6 +616,34 @@ class ServingConfig(Section):
     fallback_on_error: bool = Field(
         True, description="answer with the dense fallback ranker when the model fails"
     )
+    max_instances: int = Field(
+        16, ge=1, le=1024, description="rank requests one predict/infer call may carry"
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0.0, description="a predict call not answered by then gets 503 (its work stops)"
+    )
+    max_queued_requests: int = Field(
+        32,
+        ge=1,
+        description="predict calls with uncached intents waiting for or running in the worker "
+        "pool; more get 503 with Retry-After (calls whose intents are cached skip the pool)",
+    )
+    admin_token_env: str = Field(
+        "CAPRANK_ADMIN_TOKEN",
+        description="environment variable holding the bearer token of /admin/* (fill it from "
+        "a Kubernetes Secret); unset or empty: the admin routes answer 404",
+    )
+    model_roots: list[str] = Field(
+        [],
+        description="directories under which /admin may load a model directory; empty: admin "
+        "loads only registry versions and aliases",
+    )
+    model_repository: bool = Field(
+        False,
+        description="KServe's model-repository extension (/v2/repository/models/<name>/load, "
+        "unload); when on it needs the admin token too",
+    )
+    rate_limit: RateLimitConfig = RateLimitConfig()
     intents: IntentEncodingConfig = IntentEncodingConfig()
     feedback: FeedbackConfig = FeedbackConfig()
 

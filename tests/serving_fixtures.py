@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import time
@@ -31,6 +32,9 @@ from caprank.data.dataset import Dataset
 from caprank.online.runtime import Runtime
 from serving.model import CaprankModel
 from serving.server import CaprankServer, bind, mount
+
+ADMIN_TOKEN_ENV = "CAPRANK_TEST_ADMIN_TOKEN"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @functools.cache
@@ -62,15 +66,25 @@ class Served:
     url: str
 
     def close(self) -> None:
-        kserve_server()[0].registered_models.unload(self.model.name)
+        server = kserve_server()[0]
+        server.registered_models.unload(self.model.name)
+        server.dataplane.served.discard(self.model.name)
         self.model.metrics.close()
         self.runtime.close()
 
-    def call(self, method: str, path: str, body=None, raw: bytes | None = None):
+    def call(
+        self, method: str, path: str, body=None, raw: bytes | None = None,
+        headers: dict | None = None,
+    ):  # fmt: skip
+        """(status, JSON body); /admin calls carry the test's admin token unless
+        ``headers`` names an ``authorization`` of its own."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
+        sent = {"content-type": "application/json"}
+        if path.startswith("/admin"):
+            sent["authorization"] = f"Bearer {ADMIN_TOKEN}"
+        sent.update(headers or {})
+        sent = {k: v for k, v in sent.items() if v is not None}
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 text = resp.read()
@@ -104,6 +118,12 @@ def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = Tr
     cfg.paths.data = ds.root
     cfg.serving.feature_refresh_s = 3600.0
     cfg.serving.feedback.compact_s = 3600.0
+    # the admin routes on, with a token only the tests know; rate limits off (one client
+    # sends every test's requests); tests/test_serving_security.py turns them on
+    cfg.serving.admin_token_env = ADMIN_TOKEN_ENV
+    os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
+    cfg.serving.rate_limit.predict_per_s = 0.0
+    cfg.serving.rate_limit.feedback_per_s = 0.0
     if publish:
         from caprank.features.stage import build_and_publish
 

@@ -21,6 +21,7 @@ from typing import Any
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 from caprank.online.catalog import Catalog, load_catalog
+from caprank.online.control import check_model_ref
 from caprank.online.engine import Mode, RankEngine, RankResult
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.feedback import DROPPED, FeedbackLog, build_event, parse_feedback
@@ -161,7 +162,9 @@ class Runtime:
         return self.engine is not None and self.engine.routing.primary is not None
 
     # ------------------------------------------------------------------- models
-    def load(self, ref: str, version: str | None = None) -> LoadedModel:
+    def load(
+        self, ref: str, version: str | None = None, registry_only: bool = False
+    ) -> LoadedModel:
         """Load ``ref`` (directory, registry version or alias, or 'dense') for this catalog."""
         engine = self.engine
         snapshot = engine.features
@@ -169,7 +172,17 @@ class Runtime:
             return build_model(
                 dense_builder(self.cfg), engine.catalog, snapshot, version or "dense", ref
             )
-        return load_model_ref(self.cfg, ref, engine.catalog, snapshot, version or None)
+        return load_model_ref(
+            self.cfg, ref, engine.catalog, snapshot, version or None, registry_only
+        )
+
+    def load_checked(self, ref: str, version: str | None = None) -> LoadedModel:
+        """``load`` for a reference from outside (the admin API): only the registry, the
+        dense ranker or a directory under ``serving.model_roots`` (``RequestError`` else)."""
+        if ref == DENSE_REF:
+            return self.load(ref, version)
+        target, registry_only = check_model_ref(self.cfg.serving, ref)
+        return self.load(target, version, registry_only)
 
     def _warm(self, model: LoadedModel) -> LoadedModel:
         """Load the model's text encoder now, not on the first request."""
@@ -177,12 +190,12 @@ class Runtime:
         return model
 
     def swap(self, ref: str, version: str | None = None) -> LoadedModel:
-        model = self.load(ref, version)
+        model = self.load_checked(ref, version)
         self.engine.set_primary(model)
         return model
 
     def set_second(self, ref: str, percent: int, mode: Mode, version: str | None = None):
-        model = self.load(ref, version)
+        model = self.load_checked(ref, version)
         self.engine.set_second(model, mode, percent)
         return model
 
