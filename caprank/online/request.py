@@ -124,6 +124,9 @@ def parse_rank_request(body: Any, cfg: ServingConfig) -> RankRequest:
     top_k = body.get("top_k", cfg.default_top_k)
     if top_k is None:
         top_k = cfg.default_top_k
+    if isinstance(top_k, float) and math.isfinite(top_k) and abs(top_k) >= 2**63:
+        # an integer past 64 bits (the JSON reader hands it over as a float)
+        raise RequestError("top_k", f"is out of range; it must be between 1 and {cfg.max_top_k}")
     if isinstance(top_k, bool) or not isinstance(top_k, int):
         raise RequestError("top_k", f"must be an integer, got {type(top_k).__name__}")
     if not 1 <= top_k <= cfg.max_top_k:
