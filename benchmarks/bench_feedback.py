@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.serving_proc import Client, ServerProcess
+from benchmarks.serving_proc import NO_RATE_LIMIT, Client, ServerProcess
 from caprank.config import CaprankConfig
 from caprank.data.ingest import read_feedback
 from caprank.online.catalog import catalog_from_tables, write_catalog
@@ -72,7 +72,8 @@ def run(
     home = Path(home)
     cfg = CaprankConfig.model_validate({"paths": {"home": str(home)}})
     model_dir = make_model_dir(cfg, home)
-    overrides = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000"]
+    overrides = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000",
+                 *NO_RATE_LIMIT]  # fmt: skip
     server = ServerProcess(model_dir, home, overrides=overrides).start()
     rate = rate_per_min / 60.0
     n_events = int(rate * duration_s) + threads * 50  # enough for the stream past the kill

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the throughput benchmarks load one server from one address: per-client limits off
+NO_RATE_LIMIT = ["serving.rate_limit.predict_per_s=0", "serving.rate_limit.feedback_per_s=0"]
 
 
 def free_port() -> int:

@@ -569,19 +569,19 @@ class RateLimitConfig(Section):
     """Per-client token buckets on predict and feedback (keyed by client address)."""
 
     predict_per_s: float = Field(
-        100.0,
+        500.0,
         ge=0.0,
         description="predict/infer requests a client may send per second; 0: no limit",
     )
-    predict_burst: int = Field(200, ge=1, description="predict requests a client may send at once")
+    predict_burst: int = Field(1000, ge=1, description="predict requests a client may send at once")
     feedback_per_s: float = Field(
-        50.0, ge=0.0, description="feedback posts a client may send per second; 0: no limit"
+        500.0, ge=0.0, description="feedback posts a client may send per second; 0: no limit"
     )
-    feedback_burst: int = Field(100, ge=1, description="feedback posts a client may send at once")
+    feedback_burst: int = Field(1000, ge=1, description="feedback posts a client may send at once")
     client_header: str = Field(
         "",
-        description="header whose first address names the client (e.g. x-forwarded-for behind "
-        "Knative's queue-proxy); empty: the connection's peer address",
+        description="header whose first address names the client (x-forwarded-for where the "
+        "edge proxy overwrites it); empty: the connection's peer address",
     )
     max_clients: int = Field(
         10_000, ge=1, description="client buckets kept (least recently seen dropped first)"
