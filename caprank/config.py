@@ -2,6 +2,8 @@
 
 Layers, lowest first: built-in defaults < YAML file (``--config`` or ``CAPRANK_CONFIG``)
 < environment variables (``CAPRANK_SECTION__FIELD``) < ``--set section.field=value``.
+A ``CAPRANK_`` variable without ``__`` names no field and is not read as one (the admin
+token, ``CAPRANK_ADMIN_TOKEN``, and ``CAPRANK_GIT_REVISION`` are such).
 Every resolved value remembers the layer it came from, so ``caprank config show`` can
 say why a value is what it is. Unknown keys and bad values are errors naming the key.
 """
@@ -994,8 +996,8 @@ def env_layer(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
     """CAPRANK_SECTION__FIELD=value -> (section.field, value, 'env CAPRANK_...')."""
     out = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
-            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # every field is section.field: CAPRANK_CONFIG, secrets are not fields
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         out.append((key, _parse_scalar(environ[name]), f"env {name}"))
     return out

@@ -14,12 +14,14 @@ app; ``bind`` points them, and a new ``CaprankModel``, at a runtime. docs/securi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from kserve import ModelServer
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from caprank.online.admission import Overloaded
 from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
@@ -70,10 +72,33 @@ class LoadedDataPlane(DataPlane):
         return super().decode(parsed, headers, *args, **kwargs)
 
 
+class GatedRepository(ModelRepositoryExtension):
+    """KServe's model-repository extension that refuses to load or unload unless
+    ``is_open()`` (``serving.model_repository``); over REST ``RepositoryGate`` also asks
+    for the admin token, and this covers the gRPC RPCs, which carry none."""
+
+    def __init__(self, model_registry, is_open: Callable[[], bool]):
+        super().__init__(model_registry=model_registry)
+        self.is_open = is_open
+
+    def _check(self) -> None:
+        if not self.is_open():
+            raise NotImplementedError("the model-repository extension is off")
+
+    async def load(self, model_name: str) -> None:
+        self._check()
+        await super().load(model_name)
+
+    async def unload(self, model_name: str) -> None:
+        self._check()
+        await super().unload(model_name)
+
+
 class CaprankServer(ModelServer):
-    def __init__(self, **kwargs):
+    def __init__(self, repository_open: Callable[[], bool] = lambda: False, **kwargs):
         super().__init__(**kwargs)
         self.dataplane = LoadedDataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = GatedRepository(self.registered_models, repository_open)
 
     def register_model(self, model, name: str | None = None):
         super().register_model(model, name)

@@ -33,14 +33,19 @@ from caprank.online.runtime import Runtime
 from serving.model import CaprankModel
 from serving.server import CaprankServer, bind, mount
 
-ADMIN_TOKEN_ENV = "CAPRANK_TEST_ADMIN_TOKEN"
+ADMIN_TOKEN_ENV = "TEST_CAPRANK_ADMIN_TOKEN"  # not CAPRANK_*: no config key
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @functools.cache
 def kserve_server() -> tuple[CaprankServer, str]:
     """The process's server and its URL: KServe's app on a free loopback port."""
-    server = CaprankServer(enable_grpc=False)
+
+    def repository_open() -> bool:
+        state = getattr(kserve_app.state, "caprank", None)
+        return state is not None and state.runtime.cfg.serving.model_repository
+
+    server = CaprankServer(enable_grpc=False, repository_open=repository_open)
     port = free_port()
     mount(kserve_app, CaprankConfig().serving.max_payload_bytes)
     RESTServer(

@@ -67,6 +67,12 @@ def test_unknown_env_key_is_an_error():
         resolve(environ={"CAPRANK_TRAINING__NOPE": "1"})
 
 
+def test_env_variables_that_name_no_field_are_not_config():
+    """The admin token's variable (and other CAPRANK_ names without ``__``) is no key."""
+    env = {"CAPRANK_ADMIN_TOKEN": "s3cret", "CAPRANK_GIT_REVISION": "abc"}
+    assert resolve(environ=env).config.serving.admin_token_env == "CAPRANK_ADMIN_TOKEN"
+
+
 def test_bad_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("- a list\n")

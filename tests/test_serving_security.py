@@ -10,6 +10,7 @@ accepted-wrongly input a 4xx naming its field; 5xx never carry exception text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -90,6 +91,22 @@ def test_model_repository_extension_is_off_by_default(served: Served):
     assert served.call("POST", "/v2/repository/models/caprank/load")[0] == 404
     assert served.rank({"intent": "still served"})["model_version"] == "dense"
     assert served.call("GET", "/v2/health/ready")[0] == 200
+
+
+def test_repository_rpcs_are_refused_when_off(served: Served):
+    """The extension object itself refuses (what gRPC's RPCs reach, with no token)."""
+    extension = kserve_server()[0].model_repository_extension
+    with pytest.raises(NotImplementedError):
+        asyncio.run(extension.unload("caprank"))
+    assert served.rank({"intent": "still here"})["model_version"] == "dense"
+
+
+def test_repository_extension_cannot_be_on_with_grpc(capsys):
+    from serving.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--enable_grpc", "true", "--set", "serving.model_repository=true"])
+    assert "gRPC carries no admin token" in capsys.readouterr().err
 
 
 def test_unloaded_model_fails_readiness_and_liveness(served: Served):
