@@ -3,7 +3,10 @@
 ``router`` is a FastAPI ``APIRouter`` that the serving adapter (``serving/``) mounts on
 KServe's app, with ``ERROR_HANDLERS`` for the bodies of refused requests. The handlers
 hold no state: they reach the process's runtime through ``app.state.caprank`` (a
-``ServerState``), which the adapter sets. API: docs/serving.md.
+``ServerState``), which the adapter sets. Every ``/admin`` route needs the bearer token
+(``caprank.online.control``): 404 when none is configured, 401 on a wrong one; a model
+it loads comes from the registry or ``serving.model_roots`` only. API: docs/serving.md,
+docs/security.md.
 """
 
 from __future__ import annotations
