@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.serving_proc import Client, ServerProcess
+from benchmarks.serving_proc import NO_RATE_LIMIT, Client, ServerProcess
 from caprank.config import CaprankConfig
 from caprank.data.ingest import read_feedback
 from caprank.online.catalog import catalog_from_tables, write_catalog
@@ -59,7 +59,7 @@ def make_model_dir(cfg: CaprankConfig, root: Path) -> Path:
     return model_dir
 
 
-OVERRIDES = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000"]
+OVERRIDES = ["serving.feedback.compact_s=5", "serving.feedback.segment_events=2000", *NO_RATE_LIMIT]
 PER_REQUEST = 10  # rankings per request: each one is a feedback slot
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.serving_proc import ROOT, ServerProcess
+from benchmarks.serving_proc import NO_RATE_LIMIT, ROOT, ServerProcess
 from caprank.config import CaprankConfig
 from caprank.data.schemas import CAPABILITY_EMBEDDINGS, EMBEDDING_TABLES, TOOL_EMBEDDINGS
 from caprank.embeddings.cache import EmbeddingCache, encode_cached
@@ -262,7 +262,7 @@ def batching(model_dir, home, ids, seconds: float) -> dict:
     payloads = bodies(ids, 1000, 400, unique=True, seed=99)
     for on in (True, False):
         srv = ServerProcess(model_dir, home, overrides=[f"serving.intents.batch={str(on).lower()}",
-                            f"embedding.cache_dir={CACHE}"]).start()  # fmt: skip
+                            f"embedding.cache_dir={CACHE}", *NO_RATE_LIMIT]).start()  # fmt: skip
         path = f"/v1/models/{srv.model_name}:predict"
         out["on" if on else "off"] = round(closed_loop(srv.port, path, payloads, 8, seconds), 1)
         srv.kill(15)
@@ -293,7 +293,7 @@ def run(seconds: float = 8.0, n_caps: int = 10_000) -> dict:
     home = Path(tmp.name)
     cfg, model_dir, ids = setup(home, n_caps)
     sizes = tuple(s for s in SIZES if s <= len(ids))
-    over = [f"embedding.cache_dir={CACHE}"]
+    over = [f"embedding.cache_dir={CACHE}", *NO_RATE_LIMIT]
     srv = ServerProcess(model_dir, home, overrides=over).start(timeout_s=300)
     caprank = measure("caprank", srv, ids, seconds, sizes, warm_hits=True)
     srv.kill(15)

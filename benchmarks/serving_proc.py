@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the throughput benchmarks load one server from one address: per-client limits off
+NO_RATE_LIMIT = ["serving.rate_limit.predict_per_s=0", "serving.rate_limit.feedback_per_s=0"]
 
 
 def free_port() -> int:
@@ -33,15 +35,16 @@ class Client:
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, body=None) -> tuple[int, dict]:
+    def request(
+        self, method: str, path: str, body=None, headers: dict | None = None
+    ) -> tuple[int, dict]:
         data = None if body is None else json.dumps(body).encode()
+        sent = {"content-type": "application/json", **(headers or {})}
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
             try:
-                self.conn.request(
-                    method, path, body=data, headers={"content-type": "application/json"}
-                )
+                self.conn.request(method, path, body=data, headers=sent)
                 resp = self.conn.getresponse()
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else {}
@@ -52,8 +55,8 @@ class Client:
                     raise
         raise AssertionError("unreachable")
 
-    def post(self, path: str, body) -> tuple[int, dict]:
-        return self.request("POST", path, body)
+    def post(self, path: str, body, headers: dict | None = None) -> tuple[int, dict]:
+        return self.request("POST", path, body, headers)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -1,8 +1,10 @@
 """One typed configuration for the whole system, resolved in layers.
 
 Layers, lowest first: built-in defaults < YAML file (``--config`` or ``CAPRANK_CONFIG``)
-< environment variables (``CAPRANK_SECTION__FIELD``; ``CAPRANK_SECRET_*`` names hold secrets
-and are skipped) < ``--set section.field=value``.
+< environment variables (``CAPRANK_SECTION__FIELD``) < ``--set section.field=value``.
+A ``CAPRANK_`` variable without ``__`` names no field and is not read as one: secrets
+(``CAPRANK_SECRET_*``, the admin token ``CAPRANK_ADMIN_TOKEN``) and
+``CAPRANK_GIT_REVISION`` are such.
 Every resolved value remembers the layer it came from, so ``caprank config show`` can
 say why a value is what it is. Unknown keys and bad values are errors naming the key.
 """
@@ -35,7 +37,6 @@ from caprank.errors import ConfigError
 ENV_PREFIX = "CAPRANK_"
 ENV_CONFIG_FILE = "CAPRANK_CONFIG"
 # Variables carrying secrets (filled from Kubernetes Secrets) are never config overrides.
-ENV_SECRET_PREFIX = "CAPRANK_SECRET_"
 
 
 class Section(BaseModel):
@@ -586,6 +587,29 @@ class FeedbackConfig(Section):
     )
 
 
+class RateLimitConfig(Section):
+    """Per-client token buckets on predict and feedback (keyed by client address)."""
+
+    predict_per_s: float = Field(
+        500.0,
+        ge=0.0,
+        description="predict/infer requests a client may send per second; 0: no limit",
+    )
+    predict_burst: int = Field(1000, ge=1, description="predict requests a client may send at once")
+    feedback_per_s: float = Field(
+        500.0, ge=0.0, description="feedback posts a client may send per second; 0: no limit"
+    )
+    feedback_burst: int = Field(1000, ge=1, description="feedback posts a client may send at once")
+    client_header: str = Field(
+        "",
+        description="header whose first address names the client (x-forwarded-for where the "
+        "edge proxy overwrites it); empty: the connection's peer address",
+    )
+    max_clients: int = Field(
+        10_000, ge=1, description="client buckets kept (least recently seen dropped first)"
+    )
+
+
 class ServingConfig(Section):
     """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
 
@@ -614,6 +638,34 @@ class ServingConfig(Section):
     fallback_on_error: bool = Field(
         True, description="answer with the dense fallback ranker when the model fails"
     )
+    max_instances: int = Field(
+        16, ge=1, le=1024, description="rank requests one predict/infer call may carry"
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0.0, description="a predict call not answered by then gets 503 (its work stops)"
+    )
+    max_queued_requests: int = Field(
+        32,
+        ge=1,
+        description="predict calls with uncached intents waiting for or running in the worker "
+        "pool; more get 503 with Retry-After (calls whose intents are cached skip the pool)",
+    )
+    admin_token_env: str = Field(
+        "CAPRANK_ADMIN_TOKEN",
+        description="environment variable holding the bearer token of /admin/* (fill it from "
+        "a Kubernetes Secret); unset or empty: the admin routes answer 404",
+    )
+    model_roots: list[str] = Field(
+        [],
+        description="directories under which /admin may load a model directory; empty: admin "
+        "loads only registry versions and aliases",
+    )
+    model_repository: bool = Field(
+        False,
+        description="KServe's model-repository extension (/v2/repository/models/<name>/load, "
+        "unload); when on it needs the admin token too",
+    )
+    rate_limit: RateLimitConfig = RateLimitConfig()
     intents: IntentEncodingConfig = IntentEncodingConfig()
     feedback: FeedbackConfig = FeedbackConfig()
 
@@ -964,10 +1016,8 @@ def env_layer(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
     """CAPRANK_SECTION__FIELD=value -> (section.field, value, 'env CAPRANK_...')."""
     out = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
-            continue
-        if name.startswith(ENV_SECRET_PREFIX):
-            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # every field is section.field: CAPRANK_CONFIG, secrets are not fields
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         out.append((key, _parse_scalar(environ[name]), f"env {name}"))
     return out

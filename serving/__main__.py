@@ -41,11 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers: the runtime lives in one process; run more replicas instead")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = load_config(args.config, args.overrides)
+    if cfg.serving.model_repository and args.enable_grpc:
+        parser.error("serving.model_repository: gRPC carries no admin token; keep it off there")
     runtime = Runtime(cfg, args.model_dir or default_model_ref(cfg)).start(background_load=True)
     model = bind(model_server.app, runtime, args.model_name or cfg.serving.endpoint_name)
     mount(model_server.app, cfg.serving.max_payload_bytes)
     kwargs = {name: getattr(args, name) for name in PASSED_ON}
-    server = CaprankServer(http_port=args.http_port or cfg.serving.port, workers=1, **kwargs)
+    server = CaprankServer(
+        http_port=args.http_port or cfg.serving.port, workers=1,
+        repository_open=lambda: cfg.serving.model_repository, **kwargs,
+    )  # fmt: skip
     if args.log_config_file is None:  # no log line per request unless a log config asks
         for name in ("kserve.trace", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,18 +1,30 @@
 """KServe's ``ModelServer``, and what caprank adds to its app.
 
-``CaprankServer`` is KServe's ``ModelServer`` whose readiness (``/v2/health/ready``, the
-readiness probe) waits for the model load: the server starts before the model has loaded,
-so that it can answer with the dense fallback meanwhile. ``mount`` adds the library's
-feedback and admin router, its error bodies and the payload limit to KServe's app;
-``bind`` points them, and a new ``CaprankModel``, at a runtime.
+``CaprankServer`` is KServe's ``ModelServer`` whose probes say whether a model is served:
+readiness (``/v2/health/ready``) waits for the model load (the server starts before the
+model has loaded, so that it can answer with the dense fallback meanwhile), and both
+readiness and liveness (``/v2/health/live``, ``/``) fail once a model it served is gone,
+so Kubernetes takes the pod out of the Service and restarts it. ``mount`` adds the
+library's feedback and admin router, its error bodies, the payload limit, the rate limits,
+the gate that keeps KServe's model-repository extension closed unless
+``serving.model_repository`` is on, and 500 bodies without exception text to KServe's
+app; ``bind`` points them, and a new ``CaprankModel``, at a runtime. docs/security.md.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from kserve import ModelServer
-from kserve.protocol.dataplane import DataPlane
+import json
+from collections.abc import Callable
 
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from kserve import ModelServer
+from kserve.errors import InvalidInput
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+from caprank.online.admission import Overloaded
+from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
 from caprank.online.metrics import ServerMetrics
 from caprank.online.payload import PayloadLimit
 from caprank.online.routes import ERROR_HANDLERS, ServerState, router
@@ -21,26 +33,110 @@ from serving.model import CaprankModel
 
 
 class LoadedDataPlane(DataPlane):
-    """Server readiness means every registered model has loaded, not just "up"."""
+    """Readiness means every model this server was given is registered and loaded (not just
+    "up"); liveness means none of them is gone. An unknown name stays a 404."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.served: set[str] = set()
+
+    def _present(self) -> bool:
+        models = self.model_registry.get_models()
+        return bool(models) and self.served <= set(models)
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()
-        return all(getattr(m, "loaded", m.ready) for m in models)
+        return self._present() and all(getattr(m, "loaded", m.ready) for m in models)
+
+    async def live(self) -> dict[str, str]:
+        return {"status": "alive" if self._present() else "model gone"}
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        if model_name in self.served and self.model_registry.get_model(model_name) is None:
+            return False  # it was served and is gone: 503, not "model does not exist"
+        return await super().model_ready(model_name, disable_predictor_health_check)
+
+    def decode(self, body, headers, *args, **kwargs):
+        """KServe's V1 decoding, with Python's JSON reader where orjson refuses a valid body
+        (integers past 64 bits), so the field check names the field."""
+        try:
+            return super().decode(body, headers, *args, **kwargs)
+        except InvalidInput as exc:
+            if not isinstance(body, bytes | bytearray):
+                raise
+            refused = exc
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise refused from None  # not JSON at all: KServe's own message
+        return super().decode(parsed, headers, *args, **kwargs)
+
+
+class GatedRepository(ModelRepositoryExtension):
+    """KServe's model-repository extension that refuses to load or unload unless
+    ``is_open()`` (``serving.model_repository``); over REST ``RepositoryGate`` also asks
+    for the admin token, and this covers the gRPC RPCs, which carry none."""
+
+    def __init__(self, model_registry, is_open: Callable[[], bool]):
+        super().__init__(model_registry=model_registry)
+        self.is_open = is_open
+
+    def _check(self) -> None:
+        if not self.is_open():
+            raise NotImplementedError("the model-repository extension is off")
+
+    async def load(self, model_name: str) -> None:
+        self._check()
+        await super().load(model_name)
+
+    async def unload(self, model_name: str) -> None:
+        self._check()
+        await super().unload(model_name)
 
 
 class CaprankServer(ModelServer):
-    def __init__(self, **kwargs):
+    def __init__(self, repository_open: Callable[[], bool] = lambda: False, **kwargs):
         super().__init__(**kwargs)
         self.dataplane = LoadedDataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = GatedRepository(self.registered_models, repository_open)
+
+    def register_model(self, model, name: str | None = None):
+        super().register_model(model, name)
+        self.dataplane.served.add(name or model.name)
+
+
+# GET /v1/models/<name>:predict would otherwise match KServe's model-status route
+not_allowed = APIRouter()
+
+
+@not_allowed.api_route("/v1/models/{name}:predict", methods=["GET", "PUT", "DELETE", "PATCH"])
+@not_allowed.api_route("/v1/models/{name}:explain", methods=["GET", "PUT", "DELETE", "PATCH"])
+async def method_not_allowed(request: Request) -> JSONResponse:
+    return JSONResponse(
+        status_code=405,
+        content={"error": f"{request.method} is not allowed here; use POST"},
+        headers={"Allow": "POST"},
+    )
+
+
+async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse(
+        status_code=503, content={"error": str(exc)},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )  # fmt: skip
 
 
 def mount(app: FastAPI, max_payload_bytes: int) -> None:
-    """Add caprank's routes, error bodies and payload limit to KServe's app (once, before
+    """Add caprank's routes, error bodies, limits and gates to KServe's app (once, before
     it serves; KServe adds its own endpoints when the server starts)."""
+    app.include_router(not_allowed)
     app.include_router(router)
-    for exc, handler in ERROR_HANDLERS.items():
+    for exc, handler in {**ERROR_HANDLERS, Overloaded: overloaded}.items():
         app.add_exception_handler(exc, handler)
     app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
+    app.add_middleware(RateLimit)
+    app.add_middleware(RepositoryGate)
+    app.add_middleware(SafeErrors)
 
 
 def bind(app: FastAPI, runtime: Runtime, model_name: str) -> CaprankModel:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import time
@@ -32,11 +33,19 @@ from caprank.online.runtime import Runtime
 from serving.model import CaprankModel
 from serving.server import CaprankServer, bind, mount
 
+ADMIN_TOKEN_ENV = "TEST_CAPRANK_ADMIN_TOKEN"  # not CAPRANK_*: no config key
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
 
 @functools.cache
 def kserve_server() -> tuple[CaprankServer, str]:
     """The process's server and its URL: KServe's app on a free loopback port."""
-    server = CaprankServer(enable_grpc=False)
+
+    def repository_open() -> bool:
+        state = getattr(kserve_app.state, "caprank", None)
+        return state is not None and state.runtime.cfg.serving.model_repository
+
+    server = CaprankServer(enable_grpc=False, repository_open=repository_open)
     port = free_port()
     mount(kserve_app, CaprankConfig().serving.max_payload_bytes)
     RESTServer(
@@ -62,15 +71,25 @@ class Served:
     url: str
 
     def close(self) -> None:
-        kserve_server()[0].registered_models.unload(self.model.name)
+        server = kserve_server()[0]
+        server.registered_models.unload(self.model.name)
+        server.dataplane.served.discard(self.model.name)
         self.model.metrics.close()
         self.runtime.close()
 
-    def call(self, method: str, path: str, body=None, raw: bytes | None = None):
+    def call(
+        self, method: str, path: str, body=None, raw: bytes | None = None,
+        headers: dict | None = None,
+    ):  # fmt: skip
+        """(status, JSON body); /admin calls carry the test's admin token unless
+        ``headers`` names an ``authorization`` of its own."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
+        sent = {"content-type": "application/json"}
+        if path.startswith("/admin"):
+            sent["authorization"] = f"Bearer {ADMIN_TOKEN}"
+        sent.update(headers or {})
+        sent = {k: v for k, v in sent.items() if v is not None}
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 text = resp.read()
@@ -104,6 +123,12 @@ def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = Tr
     cfg.paths.data = ds.root
     cfg.serving.feature_refresh_s = 3600.0
     cfg.serving.feedback.compact_s = 3600.0
+    # the admin routes on, with a token only the tests know; rate limits off (one client
+    # sends every test's requests); tests/test_serving_security.py turns them on
+    cfg.serving.admin_token_env = ADMIN_TOKEN_ENV
+    os.environ[ADMIN_TOKEN_ENV] = ADMIN_TOKEN
+    cfg.serving.rate_limit.predict_per_s = 0.0
+    cfg.serving.rate_limit.feedback_per_s = 0.0
     if publish:
         from caprank.features.stage import build_and_publish
 

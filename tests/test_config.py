@@ -72,6 +72,12 @@ def test_secret_env_vars_are_not_config_overrides():
     assert cfg.privacy.id_hash_key_env == "CAPRANK_SECRET_ID_HASH_KEY"
 
 
+def test_env_variables_that_name_no_field_are_not_config():
+    """The admin token's variable (and other CAPRANK_ names without ``__``) is no key."""
+    env = {"CAPRANK_ADMIN_TOKEN": "s3cret", "CAPRANK_GIT_REVISION": "abc"}
+    assert resolve(environ=env).config.serving.admin_token_env == "CAPRANK_ADMIN_TOKEN"
+
+
 def test_bad_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("- a list\n")

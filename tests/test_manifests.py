@@ -121,6 +121,20 @@ def test_probes_and_autoscaling_bounds(rendered):
                 assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
 
 
+def test_admin_token_comes_from_an_optional_secret(rendered):
+    """The predictor reads the admin token from the Secret caprank-admin; without it the
+    pod still starts (optional) and the admin routes stay off (docs/security.md)."""
+    for overlay in OVERLAYS:
+        container = one(rendered[overlay], "ServingRuntime", "caprank-ranker")["spec"][
+            "containers"
+        ][0]
+        env = {e["name"]: e for e in container["env"]}
+        ref = env[CFG.serving.admin_token_env]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "caprank-admin", "key": "token", "optional": True}
+        assert not any(d["kind"] == "Secret" and d["metadata"]["name"] == "caprank-admin"
+                       for d in rendered[overlay])  # fmt: skip
+
+
 def test_canary_forms_match_what_the_controller_patches(rendered):
     percent = CFG.canary.traffic_percent
     serverless = _isvc(rendered["gpu-canary"])["spec"]

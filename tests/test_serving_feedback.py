@@ -242,6 +242,8 @@ def test_rollout_over_the_admin_api_keeps_the_one_rollout_record(served: Served,
     rt.cfg.canary = CanaryConfig(traffic_percent=50, window_s=2, poll_s=0.5, min_requests=10)
     uri = str(save_dense_model(tmp_path / "next", rt.cfg.embedding.text_model))
     try:
+        assert served.call("POST", "/admin/rollout", {"uri": uri, "version": "v-http"})[0] == 400
+        rt.cfg.serving.model_roots = [str(tmp_path)]  # a directory loads only from a root
         assert served.call("POST", "/admin/rollout", {"version": "v-http"})[0] == 400
         code, out = served.call("POST", "/admin/rollout", {"uri": uri, "version": "v-http"})
         assert (code, out) == (200, {"started": uri})
@@ -257,4 +259,5 @@ def test_rollout_over_the_admin_api_keeps_the_one_rollout_record(served: Served,
         assert record.new_uri == uri and record.phase == "promoted"
     finally:
         rt.cfg.canary = saved
+        rt.cfg.serving.model_roots = []
         rt.swap("dense", "dense")

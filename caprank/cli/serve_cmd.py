@@ -44,8 +44,8 @@ def serve_cmd(
 ) -> None:
     """Serve the ranker: the registry's `production` alias (set when the deploy stage
     promotes), else `challenger`, else its latest version, else the dense ranker; V1/V2
-    endpoints, /v1/feedback, /admin/*, /metrics. KServe's server listens on every
-    interface."""
+    endpoints, /v1/feedback, /admin/* (with the bearer token in $CAPRANK_ADMIN_TOKEN; off
+    without it, docs/security.md), /metrics. KServe's server listens on every interface."""
     argv = serving_argv(state, model_dir, model_ref, port)
     click.echo(" ".join(argv[1:]), err=True)
     sys.stdout.flush()

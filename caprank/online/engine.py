@@ -183,6 +183,15 @@ class RankEngine:
             self.fallback = fallback
 
     # --------------------------------------------------------------------- ranking
+    def cached(self, intent: str) -> bool:
+        """Whether every model that may answer has ``intent``'s vector cached: the request
+        then costs no encoder pass and the server answers it without queueing."""
+        r = self._routing
+        models = [r.primary or self.fallback]
+        if r.second is not None and r.mode == "split" and r.percent > 0:
+            models.append(r.second)
+        return all(self.encoder.cache.peek(m.ranker.text_model, intent) for m in models)
+
     def new_request_id(self) -> str:
         return uuid.uuid4().hex
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from caprank.config import PrivacyConfig
 from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, OUTCOMES
 from caprank.files import _fsync_dir, atomic_write_parquet
-from caprank.online.request import MAX_ID_CHARS, RequestError
+from caprank.online.request import MAX_ID_CHARS, RequestError, check_id
 from caprank.online.served import ServedRanking
 from caprank.privacy import apply_policy
 from caprank.pseudonym import IdProtector
@@ -50,6 +50,7 @@ from caprank.pseudonym import IdProtector
 log = logging.getLogger(__name__)
 
 WAL_DIR = "wal"
+MAX_EXECUTION_MS = 86_400_000  # one day: a longer "execution" is a broken client
 _SEGMENT = re.compile(r"^seg-(\d{12})\.log$")
 _PART = re.compile(r"^part-(\d{12})\.parquet$")
 FEEDBACK_FIELDS = (
@@ -85,7 +86,7 @@ def _id_field(body: Mapping[str, Any], name: str, required: bool) -> str | None:
         raise RequestError(name, "must be a non-empty string")
     if len(value) > MAX_ID_CHARS:
         raise RequestError(name, f"is longer than {MAX_ID_CHARS} characters")
-    return value
+    return check_id(value, name)
 
 
 def parse_feedback(body: Any) -> FeedbackPost:
@@ -105,8 +106,10 @@ def parse_feedback(body: Any) -> FeedbackPost:
         raise RequestError("execution_time_ms", "is required")
     if isinstance(ms, bool) or not isinstance(ms, int | float):
         raise RequestError("execution_time_ms", f"must be a number, got {type(ms).__name__}")
-    if not math.isfinite(ms) or ms < 0:
-        raise RequestError("execution_time_ms", f"must be finite and >= 0, got {ms}")
+    if not math.isfinite(ms) or not 0 <= ms <= MAX_EXECUTION_MS:
+        raise RequestError(
+            "execution_time_ms", f"must be between 0 and {MAX_EXECUTION_MS} (one day), got {ms}"
+        )
     rating = body.get("rating")
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)):
         raise RequestError("rating", f"must be an integer 1-5, got {rating!r}")

@@ -51,6 +51,12 @@ class IntentCache:
             self.misses += 1
             return None
 
+    def peek(self, model: str, text: str) -> bool:
+        """Whether a fresh entry is there (no LRU move, no hit or miss counted)."""
+        with self._lock:
+            item = self._data.get((model, text))
+            return item is not None and self._clock() - item[0] <= self.ttl_s
+
     def put(self, model: str, text: str, vec: np.ndarray) -> None:
         if self.size <= 0:
             return

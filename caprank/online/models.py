@@ -161,9 +161,12 @@ def download_registry_model(cfg: CaprankConfig, version: str) -> Path:
     return registry.download_version(cfg, version, target)
 
 
-def resolve_model_ref(cfg: CaprankConfig, ref: str) -> tuple[Path, str]:
-    """(local directory, version) for a directory path, a version number or an alias."""
-    if Path(ref).expanduser().is_dir():
+def resolve_model_ref(
+    cfg: CaprankConfig, ref: str, registry_only: bool = False
+) -> tuple[Path, str]:
+    """(local directory, version) for a directory path, a version number or an alias;
+    ``registry_only``: never a directory (an admin's alias that names a folder too)."""
+    if not registry_only and Path(ref).expanduser().is_dir():
         root = find_model_root(Path(ref).expanduser())
         return root, ""
     version = registry_version(cfg, ref)
@@ -176,7 +179,8 @@ def load_model_ref(
     catalog: Catalog,
     features: FeatureSnapshot | None,
     version: str | None = None,
+    registry_only: bool = False,
 ) -> LoadedModel:
     """Load a model by directory, registry version or alias."""
-    local, registry_v = resolve_model_ref(cfg, ref)
+    local, registry_v = resolve_model_ref(cfg, ref, registry_only)
     return load_model_dir(local, cfg, catalog, features, version or registry_v or None, ref)

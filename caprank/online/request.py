@@ -8,6 +8,7 @@ to HTTP 400 and keeps serving.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,19 +55,34 @@ class RankRequest:
     user_id: str | None = None
 
 
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character that is neither white space nor an invisible
+    format character (zero-width space/joiners, word joiner, byte-order mark)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+
+
 def _string(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise RequestError(field, f"must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
-        raise RequestError(field, "must not be empty")
     if len(value) > max_chars:
         raise RequestError(field, f"is {len(value)} characters long; the limit is {max_chars}")
+    if not allow_empty and not visible(value):
+        raise RequestError(field, "must not be empty (white space and zero-width characters only)")
     return value
+
+
+def check_id(value: Any, field: str) -> str:
+    """An identifier: a visible string of at most ``MAX_ID_CHARS`` with no control
+    characters (a CR/LF in an id would split log lines and echoed headers)."""
+    text = _string(value, field, MAX_ID_CHARS)
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise RequestError(field, "must not contain control characters (CR, LF, tab, NUL, ...)")
+    return text
 
 
 def _optional_id(body: Mapping[str, Any], field: str) -> str | None:
     value = body.get(field)
-    return None if value is None else _string(value, field, MAX_ID_CHARS)
+    return None if value is None else check_id(value, field)
 
 
 def _id_list(value: Any, field: str, limit: int) -> tuple[str, ...]:
@@ -108,10 +124,14 @@ def parse_rank_request(body: Any, cfg: ServingConfig) -> RankRequest:
     top_k = body.get("top_k", cfg.default_top_k)
     if top_k is None:
         top_k = cfg.default_top_k
+    if isinstance(top_k, float) and math.isfinite(top_k) and abs(top_k) >= 2**63:
+        # an integer past 64 bits (the JSON reader hands it over as a float)
+        raise RequestError("top_k", f"is out of range; it must be between 1 and {cfg.max_top_k}")
     if isinstance(top_k, bool) or not isinstance(top_k, int):
         raise RequestError("top_k", f"must be an integer, got {type(top_k).__name__}")
     if not 1 <= top_k <= cfg.max_top_k:
-        raise RequestError("top_k", f"is {top_k}; it must be between 1 and {cfg.max_top_k}")
+        shown = top_k if abs(top_k) < 10**12 else ("too large" if top_k > 0 else "too small")
+        raise RequestError("top_k", f"is {shown}; it must be between 1 and {cfg.max_top_k}")
 
     min_score = body.get("min_score")
     if min_score is not None:

@@ -3,13 +3,18 @@
 ``router`` is a FastAPI ``APIRouter`` that the serving adapter (``serving/``) mounts on
 KServe's app, with ``ERROR_HANDLERS`` for the bodies of refused requests. The handlers
 hold no state: they reach the process's runtime through ``app.state.caprank`` (a
-``ServerState``), which the adapter sets. API: docs/serving.md.
+``ServerState``), which the adapter sets. Every ``/admin`` route needs the bearer token
+(``caprank.online.control``): 404 when none is configured, 401 on a wrong one; a model
+it loads comes from the registry or ``serving.model_roots`` only. API: docs/serving.md,
+docs/security.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,9 +28,12 @@ from caprank.deploy.controller import run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.local import LocalBackend
 from caprank.deploy.state import rollout_state_path
+from caprank.online.control import Unauthorized, check_bearer, check_model_ref
 from caprank.online.metrics import ServerMetrics
 from caprank.online.request import RequestError
 from caprank.online.runtime import Runtime, UnknownRequest
+
+log = logging.getLogger(__name__)
 
 
 class RolloutJob:
@@ -60,7 +68,8 @@ def backend(runtime: Runtime) -> LocalBackend:
     """The local rollout backend over this server's engine and the one rollout record."""
     cfg = runtime.cfg
     return LocalBackend(
-        runtime.engine, lambda uri, v: runtime.load(uri, v or None), rollout_state_path(cfg),
+        runtime.engine, lambda uri, v: runtime.load_checked(uri, v or None),
+        rollout_state_path(cfg),
         cfg.canary.mode,
     )  # fmt: skip
 
@@ -78,8 +87,14 @@ def _state(request: Request) -> ServerState:
     return request.app.state.caprank
 
 
+def _admin(request: Request) -> None:
+    """Every /admin route: 404 without a configured token, 401 without the right one."""
+    check_bearer(_state(request).runtime.cfg.serving, request.headers.get("authorization"))
+
+
 State = Annotated[ServerState, Depends(_state)]
 router = APIRouter(default_response_class=JSONResponse)  # not KServe's deprecated ORJSON
+admin = APIRouter(prefix="/admin", dependencies=[Depends(_admin)])
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -96,6 +111,25 @@ async def json_body(request: Request) -> Any:
 
 async def in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def load_failed(ref: str) -> JSONResponse:
+    """422 for a model that would not load; the reason goes to the log, not the caller."""
+    log.exception("loading model %r for an admin call failed", ref)
+    return error(422, f"could not load model '{ref}' (the server log has the reason)")
+
+
+def window_param(raw: str | None, default: float) -> float:
+    """The ``window_s`` query parameter: seconds, finite and positive."""
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RequestError("window_s", "must be a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise RequestError("window_s", "must be a finite number of seconds above 0")
+    return value
 
 
 def model_ref(body: Any) -> tuple[str, str | None]:
@@ -135,12 +169,12 @@ async def feedback(request: Request, state: State):
 # ------------------------------------------------------------ admin: state and data
 
 
-@router.get("/admin/status")
+@admin.get("/status")
 async def status(state: State):
     return state.runtime.status()
 
 
-@router.post("/admin/features/refresh")
+@admin.post("/features/refresh")
 async def refresh_features(state: State):
     snap = await in_thread(state.runtime.refresh_features)
     return {
@@ -151,7 +185,7 @@ async def refresh_features(state: State):
     }
 
 
-@router.post("/admin/feedback/compact")
+@admin.post("/feedback/compact")
 async def compact_feedback(state: State):
     log = state.runtime.feedback_log
     parts = await in_thread(log.compact, True)
@@ -161,17 +195,19 @@ async def compact_feedback(state: State):
 # ------------------------------------------------------------ admin: models, canary
 
 
-@router.post("/admin/models/primary")
+@admin.post("/models/primary")
 async def swap_primary(request: Request, state: State):
     ref, version = model_ref(await json_body(request))
     try:
         model = await in_thread(state.runtime.swap, ref, version)
-    except Exception as exc:
-        return error(422, f"could not load '{ref}': {exc}")
+    except RequestError:
+        raise
+    except Exception:
+        return load_failed(ref)
     return {"primary": model.version}
 
 
-@router.put("/admin/canary")
+@admin.put("/canary")
 async def set_canary(request: Request, state: State):
     body = await json_body(request)
     ref, version = model_ref(body)
@@ -184,19 +220,21 @@ async def set_canary(request: Request, state: State):
         raise RequestError("mode", "must be 'split' or 'shadow'")
     try:
         model = await in_thread(state.runtime.set_second, ref, percent, mode, version)
-    except Exception as exc:
-        return error(422, f"could not load '{ref}': {exc}")
+    except RequestError:
+        raise
+    except Exception:
+        return load_failed(ref)
     return {"second": model.version, "mode": mode, "percent": percent}
 
 
-@router.delete("/admin/canary")
+@admin.delete("/canary")
 async def drop_canary(state: State):
     engine = state.runtime.engine
     engine.set_second(None, engine.routing.mode, 0)
     return {"second": None}
 
 
-@router.post("/admin/canary/promote")
+@admin.post("/canary/promote")
 async def promote_canary(state: State):
     try:
         model = state.runtime.engine.promote()
@@ -205,11 +243,11 @@ async def promote_canary(state: State):
     return {"primary": model.version}
 
 
-@router.get("/admin/canary/metrics")
+@admin.get("/canary/metrics")
 async def canary_metrics(request: Request, state: State):
     engine, query = state.runtime.engine, request.query_params
     version = query.get("version")
-    window = float(query.get("window_s", state.runtime.cfg.canary.window_s))
+    window = window_param(query.get("window_s"), state.runtime.cfg.canary.window_s)
     if not version:
         second = engine.routing.second
         version = second.version if second else None
@@ -222,19 +260,24 @@ async def canary_metrics(request: Request, state: State):
 # ------------------------------------------------------------------ admin: rollout
 
 
-@router.post("/admin/rollout")
+@admin.post("/rollout")
 async def start_rollout(request: Request, state: State):
     body = await json_body(request)
     uri, version = model_ref({"ref": body.get("uri"), "version": body.get("version")})
     if state.rollout.running:
         return error(409, "a rollout is already running in this server")
+    if uri != "dense":
+        check_model_ref(state.runtime.cfg.serving, uri)
     state.rollout.start(state.runtime, uri, version or uri)
     return {"started": uri}
 
 
-@router.get("/admin/rollout")
+@admin.get("/rollout")
 async def rollout_status(state: State):
     return {"result": state.rollout.result, **backend(state.runtime).describe()}
+
+
+router.include_router(admin)
 
 
 # ------------------------------------------------------------------- error bodies
@@ -251,4 +294,13 @@ async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
     return error(exc.status, str(exc))
 
 
-ERROR_HANDLERS = {RequestValidationError: validation_error, RequestError: request_error}
+async def unauthorized(_request: Request, exc: Unauthorized) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(status_code=exc.status, content={"error": str(exc)}, headers=headers)
+
+
+ERROR_HANDLERS = {
+    RequestValidationError: validation_error,
+    RequestError: request_error,
+    Unauthorized: unauthorized,
+}

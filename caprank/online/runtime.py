@@ -22,6 +22,7 @@ from typing import Any
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 from caprank.online.catalog import Catalog, load_catalog
+from caprank.online.control import check_model_ref
 from caprank.online.engine import Mode, RankEngine, RankResult
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.feedback import DROPPED, FeedbackLog, build_event, parse_feedback
@@ -34,7 +35,7 @@ from caprank.online.models import (
     load_model_ref,
     registry_version,
 )
-from caprank.online.request import RequestError, parse_rank_request
+from caprank.online.request import RankRequest, RequestError, parse_rank_request
 from caprank.pseudonym import IdProtector, PiiIdError, id_protector
 from caprank.registry import CHALLENGER, latest_version
 
@@ -169,7 +170,9 @@ class Runtime:
         return self.engine is not None and self.engine.routing.primary is not None
 
     # ------------------------------------------------------------------- models
-    def load(self, ref: str, version: str | None = None) -> LoadedModel:
+    def load(
+        self, ref: str, version: str | None = None, registry_only: bool = False
+    ) -> LoadedModel:
         """Load ``ref`` (directory, registry version or alias, or 'dense') for this catalog."""
         engine = self.engine
         snapshot = engine.features
@@ -177,7 +180,17 @@ class Runtime:
             return build_model(
                 dense_builder(self.cfg), engine.catalog, snapshot, version or "dense", ref
             )
-        return load_model_ref(self.cfg, ref, engine.catalog, snapshot, version or None)
+        return load_model_ref(
+            self.cfg, ref, engine.catalog, snapshot, version or None, registry_only
+        )
+
+    def load_checked(self, ref: str, version: str | None = None) -> LoadedModel:
+        """``load`` for a reference from outside (the admin API): only the registry, the
+        dense ranker or a directory under ``serving.model_roots`` (``RequestError`` else)."""
+        if ref == DENSE_REF:
+            return self.load(ref, version)
+        target, registry_only = check_model_ref(self.cfg.serving, ref)
+        return self.load(target, version, registry_only)
 
     def _warm(self, model: LoadedModel) -> LoadedModel:
         """Load the model's text encoder now, not on the first request."""
@@ -185,12 +198,12 @@ class Runtime:
         return model
 
     def swap(self, ref: str, version: str | None = None) -> LoadedModel:
-        model = self.load(ref, version)
+        model = self.load_checked(ref, version)
         self.engine.set_primary(model)
         return model
 
     def set_second(self, ref: str, percent: int, mode: Mode, version: str | None = None):
-        model = self.load(ref, version)
+        model = self.load_checked(ref, version)
         self.engine.set_second(model, mode, percent)
         return model
 
@@ -220,14 +233,19 @@ class Runtime:
                 log.exception("feedback compaction failed")
 
     # ------------------------------------------------------------------ requests
-    def rank(self, body: Any, request_id: str | None = None) -> RankResult:
+    def parse_rank(self, body: Any) -> RankRequest:
+        """A validated request whose identifiers are already hashed or refused per
+        ``privacy.pii_ids``: nothing downstream (the served-ranking store, feedback) sees
+        them raw. Every way into ranking goes through here."""
         req = parse_rank_request(body, self.cfg.serving)
-        req = replace(
+        return replace(
             req,
             user_id=self._protect(req.user_id, "user_id"),
             session_id=self._protect(req.session_id, "session_id"),
         )
-        return self.engine.rank(req, request_id)
+
+    def rank(self, body: Any, request_id: str | None = None) -> RankResult:
+        return self.engine.rank(self.parse_rank(body), request_id)
 
     def _protect(self, value: str | None, field: str) -> str | None:
         """``value`` hashed, refused (400) or kept per ``privacy.pii_ids``."""
