@@ -5,6 +5,10 @@ answers ``{"predictions": [<rank response>, ...]}``.
 V2: ``POST /v2/models/<name>/infer`` with one BYTES input named ``request`` of shape
 ``[n]`` whose elements are rank requests as JSON text; answers one BYTES output named
 ``response`` of shape ``[n]`` holding the responses as JSON text.
+
+Each response's ``request_id`` is issued by the server (feedback names it); an
+``x-request-id`` header or a V2 request ``id`` is a client correlation id, echoed as
+``client_request_id`` for instances that carry no ``request_id`` of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from caprank.online.engine import ModelFailure
 from caprank.online.metrics import ServerMetrics
-from caprank.online.request import RequestError
+from caprank.online.request import RequestError, correlation_id
 from caprank.online.runtime import Runtime
 
 V2_INPUT = "request"
@@ -65,11 +69,11 @@ class CaprankModel(kserve.Model):
         self.metrics.rejected.labels(field.split("[")[0]).inc()
         return InvalidInput(f"field '{field}': {message}")
 
-    def _rank_all(self, bodies: list, request_ids: list[str | None], prefix: str) -> list[dict]:
+    def _rank_all(self, bodies: list, client_id: str | None, prefix: str) -> list[dict]:
         out = []
-        for i, (body, rid) in enumerate(zip(bodies, request_ids, strict=True)):
+        for i, body in enumerate(bodies):
             try:
-                result = self.runtime.rank(body, rid)
+                result = self.runtime.rank(body, client_request_id=client_id)
             except RequestError as exc:
                 err = exc.within(f"{prefix}[{i}]")
                 self.metrics.rejected.labels(exc.field.split("[")[0]).inc()
@@ -79,17 +83,23 @@ class CaprankModel(kserve.Model):
                 raise InferenceError(str(exc)) from exc
             except Exception as exc:
                 self.metrics.requests.labels("error", "none").inc()
-                raise InferenceError(f"request {rid or '?'}: internal error: {exc}") from exc
+                raise InferenceError(f"request {client_id or '?'}: internal error: {exc}") from exc
             self.metrics.observe_rank(result)
             out.append(result.to_json())
         return out
 
-    async def _run(self, bodies, request_ids, prefix) -> list[dict]:
+    async def _run(self, bodies, client_id, prefix) -> list[dict]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, self._rank_all, bodies, request_ids, prefix)
+        return await loop.run_in_executor(self.pool, self._rank_all, bodies, client_id, prefix)
+
+    def _client_id(self, value, field: str) -> str | None:
+        try:
+            return correlation_id(value, field)
+        except RequestError as exc:
+            raise self._reject(exc.field, exc.message) from exc
 
     async def predict(self, payload, headers=None, response_headers=None):
-        header_id = (headers or {}).get("x-request-id")
+        header_id = self._client_id((headers or {}).get("x-request-id"), "x-request-id")
         if isinstance(payload, InferRequest):
             return await self._predict_v2(payload, header_id)
         if not isinstance(payload, dict) or "instances" not in payload:
@@ -99,8 +109,7 @@ class CaprankModel(kserve.Model):
             raise self._reject("instances", "must be a non-empty list of rank requests")
         if len(instances) > MAX_INSTANCES:
             raise self._reject("instances", f"more than {MAX_INSTANCES} requests")
-        ids = [header_id if len(instances) == 1 else None] * len(instances)
-        return {"predictions": await self._run(instances, ids, "instances")}
+        return {"predictions": await self._run(instances, header_id, "instances")}
 
     async def _predict_v2(self, request: InferRequest, header_id: str | None) -> InferResponse:
         inputs = request.inputs
@@ -118,9 +127,8 @@ class CaprankModel(kserve.Model):
                 raise self._reject(f"inputs[0].data[{i}]", f"not valid JSON ({exc})") from exc
         if not bodies or len(bodies) > MAX_INSTANCES:
             raise self._reject("inputs[0].data", f"needs 1 to {MAX_INSTANCES} requests")
-        rid = request.id or header_id
-        ids = [rid if len(bodies) == 1 else None] * len(bodies)
-        results = await self._run(bodies, ids, "inputs[0].data")
+        rid = self._client_id(request.id, "id") or header_id
+        results = await self._run(bodies, rid, "inputs[0].data")
         texts = [json.dumps(r, separators=(",", ":")) for r in results]
         output = InferOutput(V2_OUTPUT, [len(texts)], "BYTES", texts)
         return InferResponse(

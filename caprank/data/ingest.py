@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, load_dataset, read_table, write_dataset
 from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, MANIFEST_FILE
+from caprank.online.feedback import read_wal
 from caprank.privacy import apply_policy
 
 
@@ -53,11 +54,19 @@ def _embedded_default(cfg: CaprankConfig) -> Dataset:
 
 
 def read_feedback(cfg: CaprankConfig) -> pa.Table:
-    """Events the serving feedback path appended under ``<feedback_dir>/interactions/``."""
+    """Every event the serving feedback path acknowledged: the compacted parts under
+    ``<feedback_dir>/interactions/`` and the write-ahead segments not yet compacted (a
+    running or crashed server's), one row per event id."""
     root = cfg.feedback_dir()
-    if not (root / INTERACTION_PARTS_DIR).is_dir():
-        return INTERACTIONS.empty_table()
-    return read_table(root, "interactions")
+    wal = read_wal(root)  # before the parts: see read_wal
+    parts = (
+        read_table(root, "interactions")
+        if (root / INTERACTION_PARTS_DIR).is_dir()
+        else INTERACTIONS.empty_table()
+    )
+    if not wal.num_rows:
+        return parts
+    return merge_events(parts, wal)
 
 
 def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:

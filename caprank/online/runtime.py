@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from caprank.online.models import (
     registry_version,
 )
 from caprank.online.request import RequestError, parse_rank_request
+from caprank.online.served import SERVED_DIR, DurableRequestStore, RequestStore
+from caprank.privacy import scrub_pii
 from caprank.registry import CHALLENGER, latest_version
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,9 @@ class Runtime:
         )
         self._encode(["warm up the intent encoder"], cfg.embedding.text_model)
         encoder = IntentEncoder(cfg.serving, self._encode)
-        self.engine = RankEngine(cfg, catalog, encoder, fallback)
+        self.engine = RankEngine(
+            cfg, catalog, encoder, fallback, requests=self._request_store(feedback)
+        )
         if feedback:
             self.feedback_log = FeedbackLog(
                 cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events
@@ -126,6 +130,18 @@ class Runtime:
         if feedback:
             self._spawn(self._compact_loop, "feedback-compact")
         return self
+
+    def _request_store(self, durable: bool) -> RequestStore:
+        """The served-ranking store: in a log beside the feedback log when this process
+        takes feedback (so a restart keeps it), else in memory."""
+        fb = self.cfg.serving.feedback
+        if not durable:
+            return RequestStore(fb.request_store_size, fb.request_store_ttl_s)
+        scrub = scrub_pii if self.cfg.privacy.scrub_pii else None
+        return DurableRequestStore(
+            self.cfg.feedback_dir() / SERVED_DIR, fb.request_store_size,
+            fb.request_store_ttl_s, fb.request_store_fsync_s, scrub=scrub,
+        ).open()  # fmt: skip
 
     def _spawn(self, target, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -147,6 +163,7 @@ class Runtime:
         if self.feedback_log is not None:
             self.feedback_log.close()
         if self.engine is not None:
+            self.engine.requests.close()
             self.engine.close()
 
     # -------------------------------------------------------------------- state
@@ -212,8 +229,15 @@ class Runtime:
                 log.exception("feedback compaction failed")
 
     # ------------------------------------------------------------------ requests
-    def rank(self, body: Any, request_id: str | None = None) -> RankResult:
+    def rank(
+        self, body: Any, request_id: str | None = None, *, client_request_id: str | None = None
+    ) -> RankResult:
+        """Rank one request body. ``request_id`` is a server-side id (the local canary
+        traffic's seeded ids), never a client's; ``client_request_id`` (an already
+        validated header or V2 id) is the correlation id of a body that carries none."""
         req = parse_rank_request(body, self.cfg.serving)
+        if client_request_id is not None and req.client_request_id is None:
+            req = replace(req, client_request_id=client_request_id)
         return self.engine.rank(req, request_id)
 
     def feedback_event(self, body: Any):
