@@ -133,8 +133,12 @@ class RankEngine:
         self.encoder = encoder
         self.fallback = fallback
         self.stats = VersionStats(clock)
-        self.requests = requests or RequestStore(
-            cfg.serving.feedback.request_store_size, cfg.serving.feedback.request_store_ttl_s
+        self.requests = (
+            requests
+            if requests is not None
+            else RequestStore(
+                cfg.serving.feedback.request_store_size, cfg.serving.feedback.request_store_ttl_s
+            )
         )
         self._routing = Routing(primary=None, mode=cfg.canary.mode)
         self._lock = threading.Lock()  # serializes writers; readers never lock
