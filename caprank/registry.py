@@ -170,6 +170,12 @@ def _artifact_uri(root: str) -> str:
     return root if "://" in root else Path(root).resolve().as_uri()
 
 
+def _moved_away(location: str) -> bool:
+    """A local artifact location that no longer exists (its store was moved)."""
+    path = _local_path(location)
+    return path is not None and not path.exists()
+
+
 class Tracker:
     """One MLflow training run; use as a context manager (the run ends FAILED on an
     exception). ``log_metrics`` is the trainer's ``on_log`` callback."""
@@ -181,6 +187,11 @@ class Tracker:
         self.mlflow = mlflow
         c = client(cfg)
         exp = c.get_experiment_by_name(EXPERIMENT)
+        if exp is not None and _moved_away(exp.artifact_location):
+            # the home moved: keep the old experiment's runs (``relocated`` finds their
+            # files) under another name, and log new runs inside the moved home
+            c.rename_experiment(exp.experiment_id, f"{EXPERIMENT}-{exp.experiment_id}")
+            exp = None
         if exp is None:
             exp_id = c.create_experiment(
                 EXPERIMENT, artifact_location=_artifact_uri(cfg.mlflow_artifact_root())

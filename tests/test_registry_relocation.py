@@ -46,6 +46,11 @@ def test_a_moved_home_serves_its_registered_model(tmp_path):
     assert (find_model_root(local) / "dense_ranker.json").is_file()
     uri = registry.version_storage_uri(cfg2, "1")
     assert str(moved) in uri and Path(uri.removeprefix("file://")).is_dir()
+    with registry.Tracker(cfg2, "after the move") as tracker:  # new runs log in the new home
+        tracker.log_dict({"a": 1}, "x.json")
+        where = registry.client(cfg2).get_run(tracker.run_id).info.artifact_uri
+    assert where.startswith(Path(cfg2.mlflow_artifact_root()).as_uri())
+    assert not (tmp_path / "before" / ".caprank").exists()  # nothing written at the old place
 
 
 def test_a_failed_download_names_what_is_missing_and_is_retried(tmp_path):
