@@ -13,6 +13,7 @@ from benchmarks.bench_feedback import make_model_dir
 from benchmarks.serving_proc import Client, ServerProcess
 from caprank.config import CaprankConfig
 from caprank.data.ingest import read_feedback
+from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.online.feedback import WAL_DIR, FeedbackLog
 from caprank.online.served import DurableRequestStore, ServedRanking
 
@@ -71,6 +72,8 @@ def test_ingest_reads_segments_and_close_compacts_the_active_one(tmp_path):
     log.compact(rotate=True)  # e0..e2 in a part
     assert log.append(_row(3)).result() == "stored"  # e3 only in the active segment
     assert sorted(read_feedback(cfg)["event_id"].to_pylist()) == ["e0", "e1", "e2", "e3"]
+    # the rollout's quality guardrail counts it from its acknowledgement as well
+    assert FeedbackLogQuality(cfg.feedback_dir()).success_counts("v", 0.0) == (4, 4)
     log.close()
     assert not list((cfg.feedback_dir() / WAL_DIR).glob("seg-*.log"))  # all compacted
     assert sorted(read_feedback(cfg)["event_id"].to_pylist()) == ["e0", "e1", "e2", "e3"]

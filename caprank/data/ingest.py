@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from caprank.config import CaprankConfig
-from caprank.data.dataset import Dataset, load_dataset, read_table, write_dataset
-from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, MANIFEST_FILE
-from caprank.online.feedback import read_wal
+from caprank.data.dataset import Dataset, load_dataset, write_dataset
+from caprank.data.schemas import MANIFEST_FILE
+from caprank.online.feedback import read_events
 from caprank.privacy import apply_policy
 
 
@@ -57,16 +57,7 @@ def read_feedback(cfg: CaprankConfig) -> pa.Table:
     """Every event the serving feedback path acknowledged: the compacted parts under
     ``<feedback_dir>/interactions/`` and the write-ahead segments not yet compacted (a
     running or crashed server's), one row per event id."""
-    root = cfg.feedback_dir()
-    wal = read_wal(root)  # before the parts: see read_wal
-    parts = (
-        read_table(root, "interactions")
-        if (root / INTERACTION_PARTS_DIR).is_dir()
-        else INTERACTIONS.empty_table()
-    )
-    if not wal.num_rows:
-        return parts
-    return merge_events(parts, wal)
+    return read_events(cfg.feedback_dir())
 
 
 def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:

@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from caprank.config import PrivacyConfig
+from caprank.data.dataset import read_table
 from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, OUTCOMES
 from caprank.files import _fsync_dir, atomic_write_parquet
 from caprank.online.journal import encode_line, read_records
@@ -253,6 +255,23 @@ def read_wal(root: str | Path) -> pa.Table:
         except FileNotFoundError:  # compacted while we listed: its part holds the rows
             continue
     return pa.Table.from_pylist(rows, schema=INTERACTIONS)
+
+
+def read_events(root: str | Path) -> pa.Table:
+    """Every acknowledged event under ``root``: the Parquet parts, then the events of
+    segments not yet compacted, one row per event id (what ingest and the rollout's
+    quality guardrail read)."""
+    root = Path(root)
+    wal = read_wal(root)  # before the parts: see read_wal
+    if (root / INTERACTION_PARTS_DIR).is_dir():
+        parts = read_table(root, "interactions")
+    else:
+        parts = INTERACTIONS.empty_table()
+    if not wal.num_rows:
+        return parts
+    held = pa.array(parts["event_id"].to_pylist(), pa.string())
+    fresh = wal.filter(pc.invert(pc.is_in(wal["event_id"], value_set=held)))
+    return pa.concat_tables([parts, fresh.cast(parts.schema)])
 
 
 class FeedbackLog:
