@@ -228,20 +228,27 @@ class DurableRequestStore(RequestStore):
 
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.fsync_s):
+            fd = None
             with self._lock:
                 if self._fh is None:
                     return
                 try:
-                    if self._dirty:
-                        os.fsync(self._fh.fileno())
-                        self._dirty = False
+                    if self._dirty:  # a duplicate stays valid if a rotation closes the file
+                        fd, self._dirty = os.dup(self._fh.fileno()), False
                     now = self._clock()
                     if self._active.count and now - self._active.oldest > self.ttl_s / 4:
                         self._rotate(now)  # so that expired rankings leave the disk
                     else:
                         self._prune(now)
                 except OSError:
+                    log.exception("rotating the served-ranking log failed")
+            if fd is not None:  # outside the lock: a rank never waits for the disk
+                try:
+                    os.fsync(fd)
+                except OSError:
                     log.exception("syncing the served-ranking log failed")
+                finally:
+                    os.close(fd)
 
     @property
     def segment_paths(self) -> list[Path]:
