@@ -570,7 +570,8 @@ class IntentEncodingConfig(Section):
 
 
 class FeedbackConfig(Section):
-    """The feedback path: served rankings kept in memory, and the log feedback is written to."""
+    """The feedback path: served rankings kept for feedback (in memory and in a log under
+    ``dir``/served, replayed at start-up), and the log feedback is written to."""
 
     dir: Path | None = Field(None, description="the feedback log; empty: <home>/feedback")
     request_store_size: int = Field(
@@ -578,6 +579,13 @@ class FeedbackConfig(Section):
     )
     request_store_ttl_s: float = Field(
         6 * 3600.0, gt=0.0, description="feedback for a ranking older than this is refused"
+    )
+    request_store_fsync_s: float = Field(
+        0.2,
+        gt=0.0,
+        le=60.0,
+        description="how often the served-ranking log is fsync'd (each ranking reaches the OS "
+        "before its answer, surviving a process kill; a machine crash loses at most this)",
     )
     segment_events: int = Field(
         5000, ge=1, le=10_000_000, description="write-ahead log segment size before rotation"

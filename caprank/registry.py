@@ -16,7 +16,10 @@ pickle by reference.
   one serving traffic (``serving.model_ref`` defaults to it); the evaluate step sets the
   first, the deploy step moves the second.
 - **Download**: ``download_version`` fetches a version's files for a local server;
-  ``version_storage_uri`` is where KServe's storage initializer reads them.
+  ``version_storage_uri`` is where KServe's storage initializer reads them. MLflow
+  records absolute artifact paths; a local one that is gone (the home was moved) is
+  re-resolved under the current artifact root (``relocated``), and files missing there
+  too are an error naming both places, never an empty download marked complete.
 
 Lineage travels as version tags (data content hashes, config hash, pipeline run id, git
 revision), with the resolved config itself logged to the run as ``lineage/config.yaml``
@@ -33,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from caprank.config import CaprankConfig, dump_yaml
 from caprank.errors import CaprankError
@@ -167,6 +170,12 @@ def _artifact_uri(root: str) -> str:
     return root if "://" in root else Path(root).resolve().as_uri()
 
 
+def _moved_away(location: str) -> bool:
+    """A local artifact location that no longer exists (its store was moved)."""
+    path = _local_path(location)
+    return path is not None and not path.exists()
+
+
 class Tracker:
     """One MLflow training run; use as a context manager (the run ends FAILED on an
     exception). ``log_metrics`` is the trainer's ``on_log`` callback."""
@@ -178,6 +187,11 @@ class Tracker:
         self.mlflow = mlflow
         c = client(cfg)
         exp = c.get_experiment_by_name(EXPERIMENT)
+        if exp is not None and _moved_away(exp.artifact_location):
+            # the home moved: keep the old experiment's runs (``relocated`` finds their
+            # files) under another name, and log new runs inside the moved home
+            c.rename_experiment(exp.experiment_id, f"{EXPERIMENT}-{exp.experiment_id}")
+            exp = None
         if exp is None:
             exp_id = c.create_experiment(
                 EXPERIMENT, artifact_location=_artifact_uri(cfg.mlflow_artifact_root())
@@ -469,33 +483,108 @@ def latest_version(cfg: CaprankConfig) -> str | None:
 # ------------------------------------------------------------------------ download
 
 
+COMPLETE = ".complete"  # marks a finished download (beside at least one model file)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path a ``file:`` URI or a plain path names; None for a remote store."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def _stored_at(c: Any, uri: str) -> str:
+    """The storage URI behind a ``runs:/<run>/<path>`` or ``models:/<logged model id>``
+    source (what MLflow would resolve it to); other URIs as they are."""
+    parsed = urlparse(uri)
+    rest = uri.split(":/", 1)[-1].strip("/")
+    if parsed.scheme == "runs":
+        run_id, _, sub = rest.partition("/")
+        base = _run(c, run_id).info.artifact_uri.rstrip("/")
+        return f"{base}/{sub}" if sub else base
+    if parsed.scheme == "models" and rest and "/" not in rest:
+        return c.get_logged_model(rest).artifact_location
+    return uri
+
+
+def relocated(cfg: CaprankConfig, uri: str, run_id: str | None) -> str:
+    """``uri`` re-resolved when the store moved: MLflow keeps absolute artifact paths, so a
+    local path under the run's experiment root (as it was when the run was logged) that is
+    gone is looked up at the same place under ``cfg.mlflow_artifact_root()``, the root
+    the moved home has now. Remote URIs and paths that exist are returned as they are."""
+    path = _local_path(uri)
+    if path is None or path.exists() or run_id is None:
+        return uri
+    c = client(cfg)
+    try:
+        old_root = _local_path(
+            c.get_experiment(_run(c, run_id).info.experiment_id).artifact_location
+        )
+    except Exception:
+        return uri
+    if old_root is None or not path.is_relative_to(old_root):
+        return uri
+    moved = Path(cfg.mlflow_artifact_root()) / path.relative_to(old_root)
+    return moved.as_uri() if moved.exists() else uri
+
+
+def _download_uri(cfg: CaprankConfig, version: str) -> str:
+    """Where the files of ``version`` are now (re-resolved after a move); ``RegistryError``
+    naming the path when a local store no longer holds them."""
+    import mlflow.exceptions
+
+    name = cfg.services.registered_model
+    mv = get_version(cfg, version)
+    try:
+        uri = client(cfg).get_model_version_download_uri(name, str(version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"no storage URI for '{name}' version {version}: {exc}") from exc
+    found = relocated(cfg, _stored_at(client(cfg), uri), mv.run_id)
+    path = _local_path(found)
+    if path is not None and not path.exists():
+        raise RegistryError(
+            f"registered model '{name}' version {version}: its files are missing: "
+            f"{path} does not exist (the registry's record) and neither does the same path "
+            f"under the current artifact root {cfg.mlflow_artifact_root()}"
+        )
+    return found
+
+
+def _complete(target: Path) -> bool:
+    """A finished download: marked, and with a file besides the mark."""
+    if not (target / COMPLETE).is_file():
+        return False
+    return any(p.is_file() and p.name != COMPLETE for p in target.rglob("*"))
+
+
 def download_version(cfg: CaprankConfig, version: str, target: str | Path) -> Path:
     """Download the files of ``version`` into ``target`` (once: a finished download is
-    marked ``.complete`` and reused; a failed one leaves nothing behind)."""
+    marked ``.complete`` and reused; a failed or empty one leaves nothing behind and is
+    retried by the next call)."""
     target = Path(target)
-    if (target / ".complete").is_file():
+    if _complete(target):
         return target
-    uri = f"models:/{cfg.services.registered_model}/{version}"
-    client(cfg)  # sets the tracking URI the download resolves models:/ against
+    uri = _download_uri(cfg, version)
     import mlflow
 
     with atomic_dir(target) as tmp:
         mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
-        atomic_write_text(tmp / ".complete", str(version))
+        if not any(p.is_file() for p in tmp.rglob("*")):
+            raise RegistryError(
+                f"registered model '{cfg.services.registered_model}' version {version}: "
+                f"nothing to download at {uri}"
+            )
+        atomic_write_text(tmp / COMPLETE, str(version))
     return target
 
 
 def version_storage_uri(cfg: CaprankConfig, version: str) -> str:
     """Where the files of ``version`` live (s3://, gs://, a path): what KServe's storage
-    initializer downloads into ``/mnt/models``."""
-    import mlflow.exceptions
-
-    name = cfg.services.registered_model
-    try:
-        uri = client(cfg).get_model_version_download_uri(name, str(version))
-    except mlflow.exceptions.MlflowException as exc:
-        raise RegistryError(f"no storage URI for '{name}' version {version}: {exc}") from exc
-    return storage_location(uri, cfg.services.mlflow_artifacts_destination)
+    initializer downloads into ``/mnt/models`` (a local store re-resolved after a move)."""
+    return storage_location(_download_uri(cfg, version), cfg.services.mlflow_artifacts_destination)
 
 
 def storage_location(uri: str, artifacts_destination: str) -> str:

@@ -99,9 +99,9 @@ def _exercise(cfg: CaprankConfig, tmp_path: Path) -> None:
     local, version = resolve_model_ref(cfg, "challenger")
     assert version == "2" and (find_model_root(local) / "dense_ranker.json").is_file()
     assert (local / ".complete").read_text() == "2"
-    marker = find_model_root(local) / "dense_ranker.json"
-    marker.unlink()  # a second call reuses the directory, it does not download again
-    assert registry.download_version(cfg, "2", local) == local and not marker.exists()
+    marker = local / "left-by-the-first-download"
+    marker.write_text("x")  # a second call reuses the directory, it does not download again
+    assert registry.download_version(cfg, "2", local) == local and marker.exists()
     fresh = registry.download_version(cfg, "1", tmp_path / "v1")
     assert (find_model_root(fresh) / "dense_ranker.json").is_file()
     with pytest.raises(ModelLoadError, match="no version '9'"):

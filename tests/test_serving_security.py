@@ -123,7 +123,7 @@ def test_unloaded_model_fails_readiness_and_liveness(served: Served):
     finally:
         served.cfg.serving.model_repository = False
         cfg = served.cfg.serving
-        model.admission = Admission(cfg.worker_threads, cfg.max_queued_requests, 10.0)
+        model.predictor.admission = Admission(cfg.worker_threads, cfg.max_queued_requests, 10.0)
         model.load()
         server.register_model(model)
     assert served.call("GET", "/v2/health/ready")[0] == 200
@@ -174,7 +174,7 @@ def _wait_idle(admission: Admission, timeout_s: float = 10.0) -> None:
 def test_cache_hits_answer_while_misses_fill_the_queue(served: Served):
     model, engine = served.model, served.runtime.engine
     served.rank({"intent": "a cached intent"})
-    saved, model.admission = model.admission, Admission(1, 1, 10.0)
+    saved, model.predictor.admission = model.predictor.admission, Admission(1, 1, 10.0)
     results = {}
     try:
         with SlowEncode(engine.encoder, 1.5):
@@ -184,7 +184,7 @@ def test_cache_hits_answer_while_misses_fill_the_queue(served: Served):
             )
             heavy.start()
             deadline = time.monotonic() + 5
-            while model.admission.pending < 1:
+            while model.predictor.admission.pending < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             code, out = served.call("POST", PREDICT, {"instances": [{"intent": "another miss"}]})
@@ -195,22 +195,22 @@ def test_cache_hits_answer_while_misses_fill_the_queue(served: Served):
             heavy.join(10)
         assert results["heavy"][0] == 200
     finally:
-        _wait_idle(model.admission)
-        model.admission.close()
-        model.admission = saved
+        _wait_idle(model.predictor.admission)
+        model.predictor.admission.close()
+        model.predictor.admission = saved
 
 
 def test_a_request_past_its_deadline_is_503(served: Served):
     model = served.model
-    saved, model.admission = model.admission, Admission(1, 4, 0.3)
+    saved, model.predictor.admission = model.predictor.admission, Admission(1, 4, 0.3)
     try:
         with SlowEncode(served.runtime.engine.encoder, 1.0):
             code, out = served.call("POST", PREDICT, {"instances": [{"intent": "too slow"}]})
             assert code == 503 and "serving.request_timeout_s" in out["error"]
-            _wait_idle(model.admission)
+            _wait_idle(model.predictor.admission)
     finally:
-        model.admission.close()
-        model.admission = saved
+        model.predictor.admission.close()
+        model.predictor.admission = saved
 
 
 def test_rate_limits_per_client_on_predict_and_feedback(served: Served):

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from caprank.config import CaprankConfig
-from caprank.data.dataset import Dataset, load_dataset, read_table, write_dataset
-from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, MANIFEST_FILE
+from caprank.data.dataset import Dataset, load_dataset, write_dataset
+from caprank.data.schemas import MANIFEST_FILE
 from caprank.erasure import read_deleted
+from caprank.online.feedback import read_events
 from caprank.privacy import apply_policy
 from caprank.pseudonym import id_protector
 
@@ -56,11 +57,10 @@ def _embedded_default(cfg: CaprankConfig) -> Dataset:
 
 
 def read_feedback(cfg: CaprankConfig) -> pa.Table:
-    """Events the serving feedback path appended under ``<feedback_dir>/interactions/``."""
-    root = cfg.feedback_dir()
-    if not (root / INTERACTION_PARTS_DIR).is_dir():
-        return INTERACTIONS.empty_table()
-    return read_table(root, "interactions")
+    """Every event the serving feedback path acknowledged: the compacted parts under
+    ``<feedback_dir>/interactions/`` and the write-ahead segments not yet compacted (a
+    running or crashed server's), one row per event id."""
+    return read_events(cfg.feedback_dir())
 
 
 def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:

@@ -22,8 +22,8 @@ from string import Template
 import pyarrow.compute as pc
 
 from caprank.config import CanaryConfig
-from caprank.data.dataset import read_table
 from caprank.deploy.backend import CanaryMetrics, MetricsUnavailable
+from caprank.online.feedback import read_events
 
 
 def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | None:
@@ -120,14 +120,15 @@ def prometheus_metrics(
 
 @dataclass(frozen=True)
 class FeedbackLogQuality:
-    """Success rate from a feedback log laid out as a dataset's interactions table."""
+    """Success rate from a feedback log (its Parquet parts and the write-ahead segments
+    not yet compacted: an event counts from its acknowledgement)."""
 
     feedback_dir: Path
 
     def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
         if not Path(self.feedback_dir).is_dir():
             return 0, 0
-        table = read_table(self.feedback_dir, "interactions")
+        table = read_events(self.feedback_dir)
         start = datetime.fromtimestamp(since, tz=UTC)
         mask = pc.and_(
             pc.equal(table["model_version"], model_version),

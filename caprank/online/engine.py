@@ -7,7 +7,11 @@ one in flight finishes on the models it started with and no request ever fails b
 of a swap.
 
 - ``split``: the second model (canary) answers ``percent``% of requests, chosen by a hash
-  of the request id (deterministic: a retried request id gets the same model).
+  of the client's correlation id when it sends one (deterministic: a retry with the same
+  ``request_id`` gets the same model), else of the server-issued request id.
+
+Every ranking gets a request id issued here (``new_request_id``); a client's
+``request_id`` is kept as ``client_request_id`` for correlation only.
 - ``shadow``: the primary answers every request; the second model scores the same request
   in a background thread and its ranking is logged and kept for comparison.
 - fallback: when the model raises (or none is loaded yet) the dense fallback answers,
@@ -52,9 +56,11 @@ STAGES = ("embed", "score", "rules", "total")
 class ModelFailure(CaprankError):
     """The model (and the fallback, if allowed) failed on a valid request (HTTP 500)."""
 
-    def __init__(self, request_id: str, message: str):
+    def __init__(self, request_id: str, message: str, client_request_id: str | None = None):
         self.request_id = request_id
-        super().__init__(f"request {request_id}: ranking failed: {message}")
+        self.client_request_id = client_request_id
+        named = f" (client request id {client_request_id})" if client_request_id else ""
+        super().__init__(f"request {request_id}{named}: ranking failed: {message}")
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,12 @@ class RankResult:
     features_stale: bool
     feature_age_hours: float | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    client_request_id: str | None = None
 
     def to_json(self) -> dict:
         return {
             "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
             "model_version": self.model_version,
             "arm": self.arm,
             "rankings": self.rankings,
@@ -118,14 +126,19 @@ class RankEngine:
         encoder: IntentEncoder,
         fallback: LoadedModel,
         clock=time.time,
+        requests: RequestStore | None = None,
     ):
         self.cfg = cfg
         self.catalog = catalog
         self.encoder = encoder
         self.fallback = fallback
         self.stats = VersionStats(clock)
-        self.requests = RequestStore(
-            cfg.serving.feedback.request_store_size, cfg.serving.feedback.request_store_ttl_s
+        self.requests = (
+            requests
+            if requests is not None
+            else RequestStore(
+                cfg.serving.feedback.request_store_size, cfg.serving.feedback.request_store_ttl_s
+            )
         )
         self._routing = Routing(primary=None, mode=cfg.canary.mode)
         self._lock = threading.Lock()  # serializes writers; readers never lock
@@ -193,6 +206,7 @@ class RankEngine:
         return all(self.encoder.cache.peek(m.ranker.text_model, intent) for m in models)
 
     def new_request_id(self) -> str:
+        """A fresh server-issued request id (128 random bits: never reused)."""
         return uuid.uuid4().hex
 
     def _score(self, model: LoadedModel, req: RankRequest, idx: np.ndarray | None) -> _Scored:
@@ -228,16 +242,20 @@ class RankEngine:
             raise RequestError("candidate_ids", f"unknown capability ids: {exc.args[0]}") from None
 
     def rank(self, req: RankRequest, request_id: str | None = None) -> RankResult:
-        """Rank one validated request; raises ``RequestError`` or ``ModelFailure``."""
+        """Rank one validated request; raises ``RequestError`` or ``ModelFailure``.
+
+        ``request_id`` is for server-side callers only (the local canary traffic's seeded
+        ids); otherwise a fresh one is issued. Never the client's ``request_id``."""
         start = time.perf_counter()
-        request_id = request_id or req.request_id or self.new_request_id()
+        request_id = request_id or self.new_request_id()
+        cid = req.client_request_id
         idx = self._candidates(req)
         routing = self._routing
         model, arm = routing.primary, "primary"
         if (
             routing.second is not None
             and routing.mode == "split"
-            and bucket(request_id) < routing.percent
+            and bucket(cid or request_id) < routing.percent
         ):
             model, arm = routing.second, "canary"
         reason = None
@@ -252,12 +270,13 @@ class RankEngine:
             self.stats.record(model.version, elapsed, error=True)
             log.exception("model %s failed on request %s", model.version, request_id)
             if model is self.fallback or not self.cfg.serving.fallback_on_error:
-                raise ModelFailure(request_id, f"{type(exc).__name__}: {exc}") from exc
+                raise ModelFailure(request_id, f"{type(exc).__name__}: {exc}", cid) from exc
             model, arm, reason = self.fallback, "fallback", "model_error"
             try:
                 scored = self._score(model, req, idx)
             except Exception as exc2:
-                raise ModelFailure(request_id, f"fallback: {type(exc2).__name__}: {exc2}") from exc2
+                msg = f"fallback: {type(exc2).__name__}: {exc2}"
+                raise ModelFailure(request_id, msg, cid) from exc2
         if reason is not None:
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         rankings = self._rankings(scored)
@@ -282,6 +301,7 @@ class RankEngine:
                 "rules": scored.rules_s,
                 "total": total,
             },
+            client_request_id=cid,
         )
         self.requests.put(
             ServedRanking(

@@ -10,25 +10,32 @@ Durability design (docs/serving.md):
   events, on ``compact()``, and all segments found at start-up) are turned into
   ``<feedback_dir>/interactions/part-<n>.parquet`` in the data contract's
   ``INTERACTIONS`` schema (atomic write), then deleted. A crash between the two steps
-  rewrites the same part from the same segment: compaction is idempotent. The pipeline's
-  ingest (``caprank.data.ingest.read_feedback``) reads those parts.
-- **Exactly once.** The event id is a hash of (request id, selected capability), and the
-  log keeps the set of ids it holds (rebuilt from parts and segments at start-up), so a
-  retried post is acknowledged as a duplicate and not stored twice. A line torn by a
-  crash fails its checksum and is skipped; it was never acknowledged.
+  rewrites the same part from the same segment: compaction is idempotent. A clean
+  shutdown compacts the active segment too. The pipeline's ingest
+  (``caprank.data.ingest.read_feedback``) reads those parts and any segment not yet
+  compacted (``read_wal``), so an acknowledged event is never invisible to it.
+- **Exactly once.** The event id is a hash of (server-issued request id, selected
+  capability, the client's optional ``client_event_id``), and the log keeps each id it
+  holds with the event's outcome, time and rating (rebuilt from parts and segments at
+  start-up): a retry with the same content is acknowledged as a duplicate and not stored
+  twice; the same event with a different outcome, time or rating is refused with HTTP 409
+  naming the field (never silently dropped); distinct events on one selection carry
+  distinct ``client_event_id`` values. A line torn by a crash fails its checksum and is
+  skipped; it was never acknowledged.
+- **Attribution.** An event's user and session are the ranking's: a post naming another
+  ``user_id`` or ``session_id`` is refused (HTTP 422), so the opt-out list is matched
+  against the user the ranking was served to.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
 import queue
 import re
 import threading
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,11 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from caprank.config import PrivacyConfig
+from caprank.data.dataset import read_table
 from caprank.data.schemas import INTERACTION_PARTS_DIR, INTERACTIONS, OUTCOMES
 from caprank.files import _fsync_dir, atomic_write_parquet
+from caprank.online.journal import decode_line, encode_line
 from caprank.online.request import MAX_ID_CHARS, RequestError, check_id
 from caprank.online.served import ServedRanking
 from caprank.privacy import apply_policy
@@ -61,8 +71,11 @@ FEEDBACK_FIELDS = (
     "rating",
     "user_id",
     "session_id",
+    "client_event_id",
 )
 STORED, DUPLICATE, DROPPED = "stored", "duplicate", "dropped"
+CONTENT_FIELDS = ("outcome", "execution_time_ms", "feedback")  # what a retry must repeat
+_POST_NAMES = {"feedback": "rating"}  # row column -> post field
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,14 @@ class FeedbackPost:
     rating: int | None = None
     user_id: str | None = None
     session_id: str | None = None
+    client_event_id: str | None = None
+
+
+class FeedbackConflict(RequestError):
+    """The event was already stored with other content (HTTP 409): never a silent drop."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(field, message, status=409)
 
 
 def _id_field(body: Mapping[str, Any], name: str, required: bool) -> str | None:
@@ -123,12 +144,35 @@ def parse_feedback(body: Any) -> FeedbackPost:
         rating=rating,
         user_id=_id_field(body, "user_id", False),
         session_id=_id_field(body, "session_id", False),
+        client_event_id=_id_field(body, "client_event_id", False),
     )
 
 
-def event_id(request_id: str, capability_id: str) -> str:
-    """Deterministic id of the event for one selection in one served request."""
-    return hashlib.sha256(f"{request_id}\0{capability_id}".encode()).hexdigest()[:32]
+def event_id(request_id: str, capability_id: str, client_event_id: str | None = None) -> str:
+    """Deterministic id of one event: a selection in one served (server-issued) request,
+    told apart from other events on that selection by the client's event id."""
+    key = f"{request_id}\0{capability_id}"
+    if client_event_id is not None:
+        key += f"\0{client_event_id}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def content_of(row: Mapping[str, Any]) -> tuple:
+    """What a retry of the event must repeat to be a duplicate."""
+    return tuple(row[name] for name in CONTENT_FIELDS)
+
+
+def _attributed(post: FeedbackPost, served: ServedRanking) -> None:
+    """Refuse a post that names another user or session than its ranking's."""
+    for name in ("user_id", "session_id"):
+        sent, held = getattr(post, name), getattr(served, name)
+        if sent is not None and sent != held:
+            raise RequestError(
+                name,
+                f"does not match the ranking served for request '{post.request_id}' "
+                f"(feedback is attributed to the ranking's {name}; omit the field)",
+                status=422,
+            )
 
 
 def build_event(
@@ -149,11 +193,12 @@ def build_event(
             f"'{post.request_id}'",
             status=422,
         )
+    _attributed(post, served)
     row = {
-        "event_id": event_id(post.request_id, post.selected_capability),
+        "event_id": event_id(post.request_id, post.selected_capability, post.client_event_id),
         "timestamp": now,
-        "session_id": post.session_id or served.session_id or post.request_id,
-        "user_id": post.user_id or served.user_id,
+        "session_id": served.session_id or post.request_id,
+        "user_id": served.user_id,
         "intent_id": None,
         "intent_text": served.intent_text,
         "context_tools": list(served.context_tools),
@@ -174,46 +219,81 @@ def build_event(
     return row
 
 
+def _conflict(eid: str, held: tuple, sent: tuple) -> FeedbackConflict:
+    name, was, now = next(
+        (n, a, b) for n, a, b in zip(CONTENT_FIELDS, held, sent, strict=True) if a != b
+    )
+    return FeedbackConflict(
+        _POST_NAMES.get(name, name),
+        f"event {eid} is already stored with {was!r}, not {now!r}: a stored event is not "
+        "changed; send a new client_event_id for a distinct event",
+    )
+
+
 # ----------------------------------------------------------------- write-ahead log
 
 
 def _encode_line(row: dict) -> bytes:
     data = dict(row)
     data["timestamp"] = int(row["timestamp"].timestamp() * 1_000_000)
-    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+    return encode_line(data)
 
 
-def _decode_line(line: bytes) -> dict | None:
-    """The row of a complete line, or None for a torn or corrupt one."""
-    if not line.endswith(b"\n") or len(line) < 10:
-        return None
-    crc, _, body = line[:-1].partition(b" ")
-    try:
-        if int(crc, 16) != zlib.crc32(body):
-            return None
-        data = json.loads(body)
-    except ValueError:
-        return None
+def _row(data: dict) -> dict:
     data["timestamp"] = datetime.fromtimestamp(data["timestamp"] / 1_000_000, UTC)
     return data
 
 
 def segment_lines(path: Path) -> list[tuple[bytes, dict]]:
-    """Every intact line of a segment with its row, in order (stops at the first torn one)."""
+    """Every intact line of a segment with its row, in order (stops at the first torn
+    one): erasure rewrites segments line by line."""
     lines = []
     with open(path, "rb") as fh:
         for line in fh:
-            row = _decode_line(line)
-            if row is None:
+            data = decode_line(line)
+            if data is None:
                 break
-            lines.append((line, row))
+            lines.append((line, _row(data)))
     return lines
 
 
 def read_segment(path: Path) -> list[dict]:
     """Every intact row of a segment, in order (stops at the first torn line)."""
     return [row for _, row in segment_lines(path)]
+
+
+def read_wal(root: str | Path) -> pa.Table:
+    """The events of every write-ahead segment under ``root`` not yet compacted (the
+    active one included): acknowledged, so the next pipeline run must see them too.
+
+    Read before the parts: a segment compacted meanwhile has its part written before the
+    segment is deleted, so a reader that lists segments first never misses its events
+    (it may see them twice; ``read_feedback`` keeps one per event id)."""
+    rows: list[dict] = []
+    wal = Path(root) / WAL_DIR
+    for seg in sorted(wal.glob("seg-*.log")) if wal.is_dir() else []:
+        try:
+            rows += read_segment(seg)
+        except FileNotFoundError:  # compacted while we listed: its part holds the rows
+            continue
+    return pa.Table.from_pylist(rows, schema=INTERACTIONS)
+
+
+def read_events(root: str | Path) -> pa.Table:
+    """Every acknowledged event under ``root``: the Parquet parts, then the events of
+    segments not yet compacted, one row per event id (what ingest and the rollout's
+    quality guardrail read)."""
+    root = Path(root)
+    wal = read_wal(root)  # before the parts: see read_wal
+    if (root / INTERACTION_PARTS_DIR).is_dir():
+        parts = read_table(root, "interactions")
+    else:
+        parts = INTERACTIONS.empty_table()
+    if not wal.num_rows:
+        return parts
+    held = pa.array(parts["event_id"].to_pylist(), pa.string())
+    fresh = wal.filter(pc.invert(pc.is_in(wal["event_id"], value_set=held)))
+    return pa.concat_tables([parts, fresh.cast(parts.schema)])
 
 
 class FeedbackLog:
@@ -232,7 +312,7 @@ class FeedbackLog:
         self.segment_events = segment_events
         self.wal_dir = self.root / WAL_DIR
         self.parts_dir = self.root / INTERACTION_PARTS_DIR
-        self._known: set[str] = set()
+        self._known: dict[str, tuple] = {}  # event id -> content_of(row)
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._compact_lock = threading.Lock()
@@ -255,7 +335,8 @@ class FeedbackLog:
         self._seq = max(seqs, default=0)
         self._compact_segments(self._segments())
         for part in sorted(self.parts_dir.glob("part-*.parquet")):
-            self._known.update(pq.read_table(part, columns=["event_id"])["event_id"].to_pylist())
+            table = pq.read_table(part, columns=["event_id", *CONTENT_FIELDS])
+            self._known.update((r["event_id"], content_of(r)) for r in table.to_pylist())
         self._open_segment()
         self._thread = threading.Thread(target=self._writer, name="feedback-wal", daemon=True)
         self._thread.start()
@@ -270,6 +351,7 @@ class FeedbackLog:
         done.result(timeout=30)
         self._thread.join(timeout=5)
         self._thread = None
+        self._active = None  # the active segment is closed now: compact it as well
         self._compact_segments(self._segments())
 
     def __len__(self) -> int:
@@ -277,9 +359,15 @@ class FeedbackLog:
 
     # -------------------------------------------------------------------- appends
     def append(self, row: dict) -> Future:
-        """Queue ``row``; the future resolves to 'stored' after fsync, or 'duplicate'."""
+        """Queue ``row``; the future resolves to 'stored' after fsync, or 'duplicate', or
+        fails with ``FeedbackConflict`` when the event is held with other content."""
         eid = row["event_id"]
         with self._lock:
+            held = self._known.get(eid)
+            if held is not None and held != content_of(row):
+                conflict: Future = Future()
+                conflict.set_exception(_conflict(eid, held, content_of(row)))
+                return conflict
             pending = self._pending.get(eid)
             if pending is not None:
                 dup: Future = Future()
@@ -296,7 +384,7 @@ class FeedbackLog:
                 done.set_result(DUPLICATE)
                 return done
             fut: Future = Future()
-            self._known.add(eid)
+            self._known[eid] = content_of(row)
             self._pending[eid] = fut
         self._queue.put(("row", row, fut))
         return fut
@@ -347,7 +435,7 @@ class FeedbackLog:
         except Exception as exc:
             with self._lock:
                 for _, row, _ in rows:
-                    self._known.discard(row["event_id"])
+                    self._known.pop(row["event_id"], None)
                     self._pending.pop(row["event_id"], None)
             for _, _, fut in rows:
                 fut.set_exception(exc)
@@ -394,7 +482,7 @@ class FeedbackLog:
                     part = self.parts_dir / f"part-{seq}.parquet"
                     atomic_write_parquet(table, part)
                     written.append(part)
-                    self._known.update(r["event_id"] for r in rows)
+                    self._known.update((r["event_id"], content_of(r)) for r in rows)
                 seg.unlink()
                 _fsync_dir(self.wal_dir)
         return written

@@ -51,7 +51,8 @@ class ServerMetrics:
         )
         self.feedback = Counter(
             "caprank_feedback_events",
-            "Feedback posts by outcome (stored, duplicate, dropped, rejected, unknown_request)",
+            "Feedback posts by outcome (stored, duplicate, conflict, dropped, rejected, "
+            "unknown_request)",
             ["status"],
             registry=r,
         )

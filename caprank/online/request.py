@@ -3,6 +3,10 @@
 Every rejection is a ``RequestError`` that names the offending field (``instances[2].top_k``
 once the server prefixes the instance), so a client can fix its call; the server maps it
 to HTTP 400 and keeps serving.
+
+A client's ``request_id`` is only a correlation id (``client_request_id`` in the answer):
+the server issues the request id that feedback refers to, so no client can overwrite or
+reuse another ranking's identity.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class RankRequest:
     candidate_ids: tuple[str, ...] | None
     top_k: int
     min_score: float | None
-    request_id: str | None = None
+    client_request_id: str | None = None  # the body's ``request_id``: correlation only
     session_id: str | None = None
     user_id: str | None = None
 
@@ -83,6 +87,19 @@ def check_id(value: Any, field: str) -> str:
 def _optional_id(body: Mapping[str, Any], field: str) -> str | None:
     value = body.get(field)
     return None if value is None else check_id(value, field)
+
+
+def correlation_id(value: Any, field: str) -> str | None:
+    """A client-chosen id that the server echoes (body ``request_id``, ``x-request-id``, a
+    V2 request ``id``): printable text only, so an echo can never split a header or a log
+    line (CR/LF and other control characters are refused, naming the field)."""
+    if value is None:
+        return None
+    text = _string(value, field, MAX_ID_CHARS)
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise RequestError(field, f"must be printable text; it holds U+{ord(bad):04X}")
+    return text
 
 
 def _id_list(value: Any, field: str, limit: int) -> tuple[str, ...]:
@@ -147,7 +164,7 @@ def parse_rank_request(body: Any, cfg: ServingConfig) -> RankRequest:
         candidate_ids=candidate_ids,
         top_k=top_k,
         min_score=min_score,
-        request_id=_optional_id(body, "request_id"),
+        client_request_id=correlation_id(body.get("request_id"), "request_id"),
         session_id=_optional_id(body, "session_id"),
         user_id=_optional_id(body, "user_id"),
     )

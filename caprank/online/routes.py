@@ -29,6 +29,7 @@ from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.local import LocalBackend
 from caprank.deploy.state import rollout_state_path
 from caprank.online.control import Unauthorized, check_bearer, check_model_ref
+from caprank.online.feedback import FeedbackConflict
 from caprank.online.metrics import ServerMetrics
 from caprank.online.request import RequestError
 from caprank.online.runtime import Runtime, UnknownRequest
@@ -160,7 +161,11 @@ async def feedback(request: Request, state: State):
         counts.labels("dropped").inc()
         reason = "privacy policy (opt-out or retention)"
         return {"status": "dropped", "event_id": None, "reason": reason}
-    status = await asyncio.wrap_future(runtime.feedback_log.append(row))
+    try:
+        status = await asyncio.wrap_future(runtime.feedback_log.append(row))
+    except FeedbackConflict as exc:
+        counts.labels("conflict").inc()
+        return error(exc.status, str(exc))
     counts.labels(status).inc()
     state.metrics.feedback_ack.observe(time.perf_counter() - start)
     return {"status": status, "event_id": row["event_id"]}

@@ -36,6 +36,8 @@ from caprank.online.models import (
     registry_version,
 )
 from caprank.online.request import RankRequest, RequestError, parse_rank_request
+from caprank.online.served import SERVED_DIR, DurableRequestStore, RequestStore
+from caprank.privacy import scrub_pii
 from caprank.pseudonym import IdProtector, PiiIdError, id_protector
 from caprank.registry import CHALLENGER, latest_version
 
@@ -120,7 +122,9 @@ class Runtime:
         )
         self._encode(["warm up the intent encoder"], cfg.embedding.text_model)
         encoder = IntentEncoder(cfg.serving, self._encode)
-        self.engine = RankEngine(cfg, catalog, encoder, fallback)
+        self.engine = RankEngine(
+            cfg, catalog, encoder, fallback, requests=self._request_store(feedback)
+        )
         if feedback:
             self.feedback_log = FeedbackLog(
                 cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events, self.ids
@@ -135,6 +139,18 @@ class Runtime:
         if feedback:
             self._spawn(self._compact_loop, "feedback-compact")
         return self
+
+    def _request_store(self, durable: bool) -> RequestStore:
+        """The served-ranking store: in a log beside the feedback log when this process
+        takes feedback (so a restart keeps it), else in memory."""
+        fb = self.cfg.serving.feedback
+        if not durable:
+            return RequestStore(fb.request_store_size, fb.request_store_ttl_s)
+        scrub = scrub_pii if self.cfg.privacy.scrub_pii else None
+        return DurableRequestStore(
+            self.cfg.feedback_dir() / SERVED_DIR, fb.request_store_size,
+            fb.request_store_ttl_s, fb.request_store_fsync_s, scrub=scrub,
+        ).open()  # fmt: skip
 
     def _spawn(self, target, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -156,6 +172,7 @@ class Runtime:
         if self.feedback_log is not None:
             self.feedback_log.close()
         if self.engine is not None:
+            self.engine.requests.close()
             self.engine.close()
 
     # -------------------------------------------------------------------- state
@@ -233,19 +250,26 @@ class Runtime:
                 log.exception("feedback compaction failed")
 
     # ------------------------------------------------------------------ requests
-    def parse_rank(self, body: Any) -> RankRequest:
+    def parse_rank(self, body: Any, client_request_id: str | None = None) -> RankRequest:
         """A validated request whose identifiers are already hashed or refused per
-        ``privacy.pii_ids``: nothing downstream (the served-ranking store, feedback) sees
-        them raw. Every way into ranking goes through here."""
+        ``privacy.pii_ids`` (nothing downstream, the served-ranking store or feedback,
+        sees them raw). ``client_request_id`` (an already validated header or V2 id) is
+        the correlation id of a body that carries none. Every way into ranking goes
+        through here."""
         req = parse_rank_request(body, self.cfg.serving)
         return replace(
             req,
+            client_request_id=req.client_request_id or client_request_id,
             user_id=self._protect(req.user_id, "user_id"),
             session_id=self._protect(req.session_id, "session_id"),
         )
 
-    def rank(self, body: Any, request_id: str | None = None) -> RankResult:
-        return self.engine.rank(self.parse_rank(body), request_id)
+    def rank(
+        self, body: Any, request_id: str | None = None, *, client_request_id: str | None = None
+    ) -> RankResult:
+        """Rank one request body. ``request_id`` is a server-side id (the local canary
+        traffic's seeded ids), never a client's."""
+        return self.engine.rank(self.parse_rank(body, client_request_id), request_id)
 
     def _protect(self, value: str | None, field: str) -> str | None:
         """``value`` hashed, refused (400) or kept per ``privacy.pii_ids``."""

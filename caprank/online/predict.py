@@ -1,0 +1,110 @@
+"""One predict call, whatever the protocol: the rank requests it carries, validated and
+answered, without any KServe type (``serving/model.py`` adapts V1 and V2 to it).
+
+At most ``serving.max_instances`` requests per call. Every request is validated first (a
+bad one is a 400 naming it before any work); a call whose intents are all cached is
+answered at once, the others go through the bounded queue of ``caprank.online.admission``
+(503 when full or past ``serving.request_timeout_s``). Each response's ``request_id`` is
+issued by the server; an ``x-request-id`` header or a V2 request ``id`` is a client
+correlation id, echoed as ``client_request_id`` for requests that carry none of their
+own. A failure answers with the request id, never the exception (the log has it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from caprank.errors import CaprankError
+from caprank.online.admission import Admission, DeadlinePassed
+from caprank.online.engine import ModelFailure
+from caprank.online.metrics import ServerMetrics
+from caprank.online.request import RankRequest, RequestError, correlation_id
+from caprank.online.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class RankFailed(CaprankError):
+    """A request could not be ranked (HTTP 500); the message names it, not the cause."""
+
+
+class Predictor:
+    """Validates and ranks the requests of one call on ``runtime``'s engine."""
+
+    def __init__(self, runtime: Runtime, metrics: ServerMetrics):
+        self.runtime = runtime
+        self.metrics = metrics
+        cfg = runtime.cfg.serving
+        self.admission = Admission(
+            cfg.worker_threads, cfg.max_queued_requests, cfg.request_timeout_s
+        )
+
+    def reject(self, field: str, message: str) -> RequestError:
+        """A 400 naming ``field``, counted by its top-level name."""
+        self.metrics.rejected.labels(field.split("[")[0].split(".")[0]).inc()
+        return RequestError(field, message)
+
+    def check_count(self, n: int, field: str) -> None:
+        limit = self.runtime.cfg.serving.max_instances
+        if not 1 <= n <= limit:
+            raise self.reject(
+                field, f"holds {n} requests; it must hold 1 to {limit} (serving.max_instances)"
+            )
+
+    def client_id(self, value: Any, field: str) -> str | None:
+        """A client correlation id (printable text) or None; a 400 naming ``field``."""
+        try:
+            return correlation_id(value, field)
+        except RequestError as exc:
+            raise self.reject(exc.field, exc.message) from exc
+
+    def parse(self, bodies: list, client_id: str | None, prefix: str) -> list[RankRequest]:
+        out = []
+        for i, body in enumerate(bodies):
+            try:
+                out.append(self.runtime.parse_rank(body, client_id))
+            except RequestError as exc:
+                self.metrics.rejected.labels(exc.field.split("[")[0]).inc()
+                raise exc.within(f"{prefix}[{i}]") from exc
+        return out
+
+    def rank_all(self, deadline: float | None, reqs: list[RankRequest], prefix: str) -> list[dict]:
+        engine, out = self.runtime.engine, []
+        for i, req in enumerate(reqs):
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlinePassed("request not answered within serving.request_timeout_s")
+            try:
+                result = engine.rank(req)
+            except RequestError as exc:
+                self.metrics.rejected.labels(exc.field.split("[")[0]).inc()
+                raise exc.within(f"{prefix}[{i}]") from exc
+            except ModelFailure as exc:
+                self.metrics.requests.labels("error", "none").inc()
+                cid = (
+                    f" (client request id {req.client_request_id})" if req.client_request_id else ""
+                )
+                raise RankFailed(
+                    f"request {exc.request_id}{cid}: ranking failed (the server log has the reason)"
+                ) from exc
+            except Exception as exc:
+                self.metrics.requests.labels("error", "none").inc()
+                cid = req.client_request_id or "?"
+                log.exception("request (client request id %s) failed", cid)
+                raise RankFailed(
+                    f"request (client request id {cid}): internal error (the server log has it)"
+                ) from exc
+            self.metrics.observe_rank(result)
+            out.append(result.to_json())
+        return out
+
+    async def run(self, bodies: list, client_id: str | None, prefix: str) -> list[dict]:
+        """The responses of ``bodies`` (already counted), in order."""
+        reqs = self.parse(bodies, client_id, prefix)
+        if all(self.runtime.engine.cached(r.intent) for r in reqs):
+            return self.rank_all(None, reqs, prefix)  # no encoder pass: answer now
+        return await self.admission.run(self.rank_all, reqs, prefix)
+
+    def close(self) -> None:
+        self.admission.close()
