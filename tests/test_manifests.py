@@ -17,6 +17,7 @@ from caprank.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.32.0"  # kindest/node:v1.32.2 in kind-cluster.yaml
 OVERLAYS = ("kind", "gpu", "kind-canary", "gpu-canary")
+PIPELINE_ENV = "pipeline-env"  # manifests/pipeline-env: what every pipeline pod reads
 KSERVE_MODELS = {
     "InferenceService": "V1beta1InferenceService",
     "ServingRuntime": "V1alpha1ServingRuntime",
@@ -35,9 +36,10 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     for example in work.rglob("*.env.example"):
         shutil.copy(example, example.with_suffix(""))
     out = {}
-    for name in OVERLAYS:
+    for name in (*OVERLAYS, PIPELINE_ENV):
+        where = work / name if name == PIPELINE_ENV else work / "overlays" / name
         res = subprocess.run(
-            [KUBECTL, "kustomize", str(work / "overlays" / name)],
+            [KUBECTL, "kustomize", str(where)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -162,14 +164,14 @@ def test_no_credentials_are_committed():
         pytest.skip("not a git checkout")
     assert not [f for f in tracked if f.endswith(".env")]
     assert any(f.endswith("s3.env.example") for f in tracked)
+    assert any(f.endswith("pipeline-env/secrets/credentials.env.example") for f in tracked)
     for path in tracked:
         for doc in yaml.safe_load_all((ROOT / path).read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "Secret":
                 pytest.fail(f"{path} holds a Secret object")
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "manifests/base/secrets/s3.env"], cwd=ROOT
-    )
-    assert ignored.returncode == 0
+    for env_file in ("base/secrets/s3.env", "pipeline-env/secrets/credentials.env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"manifests/{env_file}"], cwd=ROOT)
+        assert ignored.returncode == 0, env_file
 
 
 def test_kind_cluster_has_the_labelled_and_tainted_gpu_worker():
@@ -229,3 +231,35 @@ def test_typed_reader_catches_misspelled_fields():
     }
     with pytest.raises(AssertionError, match="expected int"):
         to_model(wrong_type, "V1beta1InferenceService")
+
+
+def test_pipeline_env_holds_every_key_the_tasks_read(rendered):
+    """The compiled pipeline attaches pipeline.config_map / pipeline.secret (not
+    optional): both exist in the namespace KFP runs pods in, with every key the tasks
+    read, and the endpoints they hold resolve as caprank config."""
+    from caprank.config import resolve
+
+    docs = rendered[PIPELINE_ENV]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    runner_ns = {
+        s["namespace"]
+        for s in one(rendered["kind"], "RoleBinding", "caprank-rollout")["subjects"]
+        if s["name"] == "pipeline-runner"
+    }
+    cm = one(docs, "ConfigMap", CFG.pipeline.config_map)
+    secret = one(docs, "Secret", CFG.pipeline.secret)
+    assert {cm["metadata"]["namespace"], secret["metadata"]["namespace"]} == runner_ns
+    assert set(CFG.pipeline.config_map_keys) <= set(cm["data"])
+    assert set(CFG.pipeline.secret_keys) <= set(secret["data"])
+    env = {k: v for k, v in cm["data"].items() if k.startswith("CAPRANK_")}
+    services = resolve(environ=env).config.services
+    assert services.mlflow_tracking_uri.startswith("http://mlflow.")
+    assert services.feast_online_store == "redis"
+    assert (
+        services.kube_namespace == one(rendered["kind"], "Namespace", "caprank")["metadata"]["name"]
+    )
+    # cluster-wide names: the pods run in another namespace than the services
+    for value in env.values():
+        if "://" in value:
+            assert ".svc.cluster.local" in value, value
