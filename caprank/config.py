@@ -12,6 +12,7 @@ say why a value is what it is. Unknown keys and bad values are errors naming the
 from __future__ import annotations
 
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -773,8 +774,53 @@ class ServicesConfig(Section):
     )
 
 
+PIPELINE_STEPS = (
+    "ingest",
+    "validate",
+    "build_features",
+    "monitor",
+    "embed",
+    "train",
+    "evaluate",
+    "deploy",
+)
+CPU_QUANTITY = r"^([0-9]*[.])?[0-9]+m?$"  # what kfp's set_cpu_request accepts
+MEMORY_QUANTITY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"  # kfp's set_memory_request
+
+
+class StepResources(Section):
+    """CPU and memory one pipeline task requests and is limited to (Kubernetes units)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+    cpu_request: str = Field("500m", pattern=CPU_QUANTITY, description="CPU request")
+    cpu_limit: str = Field("1", pattern=CPU_QUANTITY, description="CPU limit")
+    memory_request: str = Field("1Gi", pattern=MEMORY_QUANTITY, description="memory request")
+    memory_limit: str = Field("2Gi", pattern=MEMORY_QUANTITY, description="memory limit")
+
+
+def _default_step_resources() -> dict[str, StepResources]:
+    big = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}
+    return {
+        "ingest": StepResources(),
+        "validate": StepResources(),
+        "build_features": StepResources(**big),
+        "monitor": StepResources(),
+        "embed": StepResources(
+            cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"
+        ),
+        "train": StepResources(
+            cpu_request="2", cpu_limit="4", memory_request="8Gi", memory_limit="16Gi"
+        ),
+        "evaluate": StepResources(**big),
+        "deploy": StepResources(
+            cpu_request="250m", cpu_limit="500m", memory_request="512Mi", memory_limit="1Gi"
+        ),
+    }
+
+
 class PipelineConfig(Section):
-    """The Kubeflow pipeline: images, GPU placement and the nightly schedule."""
+    """The Kubeflow pipeline: images, GPU placement, pod wiring and the nightly schedule."""
 
     name: str = Field("caprank-training", description="KFP pipeline name")
     image_registry: str = Field("ghcr.io/caprank", description="registry of our images")
@@ -801,6 +847,41 @@ class PipelineConfig(Section):
     enable_caching: bool = Field(
         False, description="KFP step caching for submitted and scheduled runs"
     )
+    config_map: str = Field(
+        "caprank-endpoints",
+        min_length=1,
+        description="ConfigMap (in the namespace KFP runs pods in) whose config_map_keys "
+        "every task gets as env vars: the service endpoints",
+    )
+    config_map_keys: list[str] = Field(
+        [
+            "CAPRANK_SERVICES__MLFLOW_TRACKING_URI",
+            "CAPRANK_SERVICES__FEAST_ONLINE_STORE",
+            "CAPRANK_SERVICES__REDIS_URL",
+            "CAPRANK_SERVICES__KUBE_NAMESPACE",
+            "CAPRANK_SERVICES__INFERENCE_SERVICE",
+            "AWS_ENDPOINT_URL",
+        ],
+        description="keys of pipeline.config_map, each set as the env var of the same name "
+        "on every task (a missing key keeps the pod from starting)",
+    )
+    secret: str = Field(
+        "caprank-credentials",
+        min_length=1,
+        description="Secret whose secret_keys every task gets as env vars: credentials and "
+        "URLs that embed them",
+    )
+    secret_keys: list[str] = Field(
+        ["CAPRANK_SERVICES__FEAST_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        description="keys of pipeline.secret, each set as the env var of the same name on "
+        "every task",
+    )
+    resources: dict[str, StepResources] = Field(
+        default_factory=_default_step_resources,
+        description="CPU/memory requests and limits per step ("
+        + ", ".join(PIPELINE_STEPS)
+        + "); steps left out keep their defaults; train's GPU comes from gpu_count",
+    )
 
     @field_validator("cron")
     @classmethod
@@ -809,6 +890,33 @@ class PipelineConfig(Section):
             return validate_kfp_cron(value)
         except CronError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _fill_steps(cls, value: Any) -> Any:
+        """A partial mapping overrides only the steps it names; unknown steps are errors."""
+        if not isinstance(value, Mapping):
+            return value
+        unknown = sorted(set(value) - set(PIPELINE_STEPS))
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}; steps: {', '.join(PIPELINE_STEPS)}")
+        merged: dict[str, Any] = {}
+        for step, default in _default_step_resources().items():
+            given = value.get(step) or {}
+            if isinstance(given, StepResources):
+                given = given.model_dump()
+            merged[step] = (
+                {**default.model_dump(), **given} if isinstance(given, Mapping) else given
+            )
+        return merged
+
+    @field_validator("config_map_keys", "secret_keys")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"not valid env var names (and ConfigMap/Secret keys): {bad}")
+        return value
 
     def image(self, name: str) -> str:
         """Full reference of one of our images: <registry>/<name>:<tag>."""

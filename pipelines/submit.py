@@ -5,6 +5,12 @@ submitting the same package twice reuses one version, and the recurring run poin
 the exact spec it was created from. Caching is switched off in the uploaded spec itself
 (every task, nested DAGs included): KFP ignores ``enable_caching`` for runs that
 reference a stored version, and our steps read data that changes every day.
+
+The resolved config travels with every run and schedule as the ``config_yaml``
+parameter (when the package declares one and the caller did not pass it), so the pods
+run with the config that was submitted, not with the image's defaults. Values that
+embed a password (a URL's user:password part) are left out: pods take those from the
+credentials Secret (``pipeline.secret``).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import yaml
 
-from caprank.config import CaprankConfig
+from caprank.config import CaprankConfig, dump_yaml
 from caprank.cron import validate_kfp_cron
 from caprank.errors import CaprankError
 from caprank.files import atomic_write_text, text_hash
@@ -89,6 +96,52 @@ def load_package(path: str | Path) -> list[dict]:
     return docs
 
 
+CONFIG_PARAM = "config_yaml"
+
+
+def _has_password(value: Any) -> bool:
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        return bool(urlsplit(value).password)
+    except ValueError:
+        return False
+
+
+def _drop_credentials(node: Any, prefix: str, dropped: list[str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if _has_password(value):
+                dropped.append(f"{prefix}{key}")
+            else:
+                out[key] = _drop_credentials(value, f"{prefix}{key}.", dropped)
+        return out
+    return node
+
+
+def run_config_yaml(cfg: CaprankConfig) -> tuple[str, list[str]]:
+    """The resolved config as the run's ``config_yaml``, and the keys left out because
+    their value embeds a password (the pods read those from the credentials Secret)."""
+    dropped: list[str] = []
+    tree = _drop_credentials(yaml.safe_load(dump_yaml(cfg)), "", dropped)
+    return yaml.safe_dump(tree, sort_keys=False), dropped
+
+
+def declared_params(docs: list[dict]) -> set[str]:
+    """The root input parameters a compiled pipeline declares."""
+    return set(docs[0].get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
+
+
+def run_params(cfg: CaprankConfig, package: str | Path, params: dict[str, Any] | None) -> dict:
+    """``params`` plus the resolved config as ``config_yaml`` when the package takes it
+    and the caller did not set it."""
+    out = dict(params or {})
+    if CONFIG_PARAM not in out and CONFIG_PARAM in declared_params(load_package(package)):
+        out[CONFIG_PARAM] = run_config_yaml(cfg)[0]
+    return out
+
+
 def set_caching(docs: list[dict], enabled: bool) -> list[dict]:
     """Set every task's cache option, in the root DAG and in every nested DAG."""
     spec = docs[0]
@@ -138,11 +191,13 @@ def submit_run(
     params: dict[str, Any] | None = None,
     run_name: str | None = None,
 ) -> Submitted:
-    """Upload (or reuse) the package's version and start one run of it.
+    """Upload (or reuse) the package's version and start one run of it, with the
+    resolved config as ``config_yaml`` (see ``run_params``).
 
     ``package``: default ``compiled_path(cfg)``, what ``caprank pipeline compile`` wrote.
     """
     package = package or compiled_path(cfg)
+    params = run_params(cfg, package, params)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_package(package, tmp, enable_caching=cfg.pipeline.enable_caching)
         version = ensure_version(client, prepared, cfg.pipeline.name)
@@ -150,7 +205,7 @@ def submit_run(
     run = client.run_pipeline(
         experiment.experiment_id,
         run_name or f"{cfg.pipeline.name} {version.version_name}",
-        params=params or {},
+        params=params,
         pipeline_id=version.pipeline_id,
         version_id=version.version_id,
     )
@@ -186,11 +241,12 @@ def schedule_nightly(
 
     KFP cannot edit a recurring run, so an outdated one is replaced: the new one is
     created first and the old ones deleted after, so a crash in between never leaves
-    the pipeline unscheduled, and a rerun cleans up what remains.
+    the pipeline unscheduled, and a rerun cleans up what remains. The schedule carries
+    the resolved config as ``config_yaml``; a changed config updates it.
     """
     package = package or compiled_path(cfg)
     cron = validate_kfp_cron(cron or cfg.pipeline.cron)
-    params = params or {}
+    params = run_params(cfg, package, params)
     name = cfg.pipeline.schedule_name
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_package(package, tmp, enable_caching=cfg.pipeline.enable_caching)

@@ -1,8 +1,10 @@
 """The training DAG: ingest -> validate -> build_features -> ... as KFP v2 components.
 
 Images come from the config (``pipeline.image_registry``/``image_tag`` and the image
-names), so ``build_pipeline(cfg)`` is called at compile time. Every step has caching
-disabled: each reads data or services (logs, Feast, MLflow) that change between runs.
+names), so ``build_pipeline(cfg)`` is called at compile time. Every task gets the run's
+``config_yaml``, the endpoint ConfigMap and credentials Secret as env, its step's
+CPU/memory (``pipelines.pods``) and no caching: each reads data or services (logs,
+Feast, MLflow) that change between runs.
 """
 
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from components.train.component import train
 from components.validate.component import validate
 from pipelines import compiled_path
 from pipelines.gpu import on_gpu_pool
+from pipelines.pods import in_cluster
 
 
 def _component(func: Callable, image: str):
@@ -73,8 +76,13 @@ def build_pipeline(cfg: CaprankConfig):
         watched.set_display_name("monitor")
         embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
         embedded.set_display_name("embed").after(features)
-        for task in (ingested, checked, features, watched, embedded):
-            task.set_caching_options(False)
+        steps = zip(
+            ("ingest", "validate", "build_features", "monitor", "embed"),
+            (ingested, checked, features, watched, embedded),
+            strict=True,
+        )
+        for step, task in steps:
+            in_cluster(task, cfg.pipeline, step)
         # The monitor decides whether this run retrains (retrain_policy: always / on_drift).
         with dsl.If(watched.outputs["Output"] == True, name="retrain"):  # noqa: E712
             trained = ops.train(
@@ -94,8 +102,8 @@ def build_pipeline(cfg: CaprankConfig):
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             evaluated.set_display_name("evaluate")
-            for task in (trained, evaluated):
-                task.set_caching_options(False)
+            in_cluster(trained, cfg.pipeline, "train")
+            in_cluster(evaluated, cfg.pipeline, "evaluate")
             with dsl.If(evaluated.outputs["Output"] == True, name="improved"):  # noqa: E712
                 deployed = ops.deploy(
                     model=trained.outputs["model"],
@@ -103,7 +111,7 @@ def build_pipeline(cfg: CaprankConfig):
                     config_yaml=config_yaml,
                 )
                 deployed.set_display_name("deploy")
-                deployed.set_caching_options(False)
+                in_cluster(deployed, cfg.pipeline, "deploy")
 
     return caprank_training
 

@@ -46,6 +46,24 @@ ensure_secret_env() {
     log "generating $dir/postgres.env (random Postgres password)"
     printf 'POSTGRES_USER=caprank\nPOSTGRES_PASSWORD=%s\n' "$(openssl rand -hex 20)" > "$dir/postgres.env"
   fi
+  # the pipeline pods' Secret (manifests/pipeline-env), from the same credentials
+  local creds="manifests/pipeline-env/secrets/credentials.env"
+  (
+    set -a
+    # shellcheck disable=SC1091
+    . "$dir/s3.env"; . "$dir/postgres.env"
+    printf 'CAPRANK_SERVICES__FEAST_REGISTRY=postgresql+psycopg://%s:%s@postgres.%s.svc.cluster.local:5432/feast\n' \
+      "$POSTGRES_USER" "$POSTGRES_PASSWORD" "$NAMESPACE"
+    printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+  ) > "$creds"
+}
+
+pipeline_env_names() {
+  read -r CONFIG_MAP SECRET < <("$PY" -c '
+from caprank.config import load_config
+p = load_config().pipeline
+print(p.config_map, p.secret)
+')
 }
 
 kind_overlay_with_images() {
@@ -117,6 +135,8 @@ up() {
     kubectl -n "$NAMESPACE" rollout status "deploy/$d" --timeout=300s
   done
   kubectl -n "$NAMESPACE" wait --for=condition=complete job/minio-buckets --timeout=300s
+  log "applying manifests/pipeline-env (endpoints ConfigMap and credentials Secret for pipeline pods)"
+  kubectl apply -k manifests/pipeline-env
   log "up. The ranker stays not-Ready until the first pipeline run deploys a model (make kind-smoke)."
 }
 
@@ -129,11 +149,18 @@ smoke() {
   pids+=("$!")
   sleep 3
 
+  pipeline_env_names
+  log "checking kubeflow/$CONFIG_MAP and kubeflow/$SECRET (every pipeline task reads them)"
+  kubectl -n kubeflow get "configmap/$CONFIG_MAP" "secret/$SECRET" >/dev/null \
+    || die "pipeline env missing: run 'scripts/kind.sh up' (applies manifests/pipeline-env)"
+
   log "compiling for kind (GPU pool placement without an accelerator request)"
   export CAPRANK_PIPELINE__GPU_COUNT=0
   export CAPRANK_PIPELINE__IMAGE_REGISTRY="$REGISTRY" CAPRANK_PIPELINE__IMAGE_TAG="$TAG"
+  # kind nodes are small: train and embed ask for less than pipeline.resources' defaults
+  export CAPRANK_PIPELINE__RESOURCES='{train: {cpu_request: "1", memory_request: 2Gi}, embed: {cpu_request: "1", memory_request: 2Gi}}'
   "$PY" -m caprank pipeline compile
-  log "submitting one run and waiting for it"
+  log "submitting one run (the resolved config as its config_yaml) and waiting for it"
   "$PY" -m caprank pipeline submit --host "http://127.0.0.1:$KFP_PORT" --wait --timeout 5400
 
   log "waiting for the ranker"

@@ -1,7 +1,9 @@
 """A FAKE of the KServe InferenceService REST API (and Prometheus's query API) on loopback.
 
 This is not KServe: it stores one InferenceService, applies JSON merge patches the way
-the API server does (generation bumps on spec changes), and on each GET plays a tiny
+the API server does (generation bumps on spec changes), admits a patched object only if
+KServe's CRD schema and canary webhook rules accept it (``kserve_schema``, 422
+otherwise, as the API server answers), and on each GET plays a tiny
 reconciler that marks a new generation ready after a few polls, or never, or failed,
 depending on the model URI. The real kubernetes client talks to it over HTTP, so the
 rollout controller's requests, patches and status reading are exercised end to end.
@@ -16,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from kserve_schema import crd_errors, webhook_errors
 from kubernetes import client as k8s
 
 PREFIX = "/apis/serving.kserve.io/v1beta1/namespaces/"
@@ -59,6 +62,9 @@ def inference_service(name: str, namespace: str, uri: str, mode: str) -> dict:
         "spec": {
             "predictor": {
                 "minReplicas": 1,
+                "maxReplicas": 4,  # as manifests/base: what a canary must not copy
+                "scaleMetric": "concurrency",
+                "scaleTarget": 8,
                 "model": {
                     "modelFormat": {"name": "caprank"},
                     "runtime": "caprank-ranker",
@@ -79,6 +85,7 @@ class FakeCluster:
         self.scenario = scenario or Scenario()
         self.lock = threading.Lock()
         self.patches: list[dict] = []
+        self.rejected: list[list[str]] = []  # what admission refused, per refused patch
         self.content_types: list[str] = []
         self.queries: list[str] = []
         self.revision = 1
@@ -140,7 +147,7 @@ class FakeCluster:
         uri = predictor.get("model", {}).get("storageUri")
         health = self._healthy(uri)
         status["observedGeneration"] = meta["generation"]
-        status["deploymentMode"] = "Standard" if self._mode() == "standard" else "Serverless"
+        status["deploymentMode"] = "Standard" if self._mode() == "standard" else "Knative"
         ready = health == "ok"
         canary_statuses = []
         if self._mode() == "standard":
@@ -237,6 +244,13 @@ class FakeCluster:
                     cluster.patches.append(body)
                     before = copy.deepcopy(cluster.obj["spec"])
                     patched = merge_patch(cluster.obj, body)
+                    admitted = {k: v for k, v in patched.items() if k != "status"}
+                    errors = crd_errors(admitted) + webhook_errors(admitted)
+                    if errors:
+                        cluster.rejected.append(errors)
+                        message = "admission webhook denied the request: " + "; ".join(errors)
+                        self._send(422, {"kind": "Status", "code": 422, "message": message})
+                        return
                     patched["status"] = cluster.obj.get("status", {})
                     cluster.obj = patched
                     if patched["spec"] != before:

@@ -8,11 +8,17 @@ import copy
 import pyarrow as pa
 import pytest
 from fake_kserve import FakeCluster, Scenario, inference_service
+from kubernetes.client.exceptions import ApiException
 
 from caprank.config import CanaryConfig
 from caprank.data.schemas import INTERACTIONS
 from caprank.deploy import FeedbackLogQuality, RolloutError, run_rollout
-from caprank.deploy.kserve import STATE_ANNOTATION, KServeBackend, canary_predictor_name
+from caprank.deploy.kserve import (
+    STATE_ANNOTATION,
+    KServeBackend,
+    canary_predictor_name,
+    detect_mode,
+)
 from caprank.deploy.state import RolloutState, RolloutStateError
 from caprank.files import atomic_write_parquet
 
@@ -61,7 +67,7 @@ def rollout(cluster, cfg, clock=None, hook=None, **kwargs):
     )
 
 
-@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
 def test_promote_when_guardrails_hold(mode):
     cfg = canary_cfg()
     promoted = []
@@ -74,7 +80,7 @@ def test_promote_when_guardrails_hold(mode):
         assert "canary" not in spec and "canaryTrafficPercent" not in spec["predictor"]
         assert set(c.content_types) == {"application/merge-patch+json"}
         first = c.spec_patches[0]
-        if mode == "Serverless":
+        if mode == "Knative":
             assert first == {
                 "predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": NEW}}
             }
@@ -86,10 +92,17 @@ def test_promote_when_guardrails_hold(mode):
             name = canary_predictor_name(cfg, NEW)
             assert first["canary"][0]["trafficPercent"] == 10
             assert first["canary"][0]["predictor"]["name"] == name
-            assert first["canary"][0]["predictor"]["model"]["runtime"] == "caprank-ranker"
+            canary = first["canary"][0]["predictor"]
+            assert canary["model"]["runtime"] == "caprank-ranker"
+            # KServe's canary rules: fixed replicas, model.name set (kserve_schema)
+            assert not {"maxReplicas", "scaleMetric", "scaleTarget"} & set(canary)
+            assert canary["model"]["name"] == "kserve-container"
             assert spec["predictor"]["name"] == name
+            # promoted: the stable keeps its autoscaling and carries no model.name
+            assert "name" not in spec["predictor"]["model"]
+            assert spec["predictor"]["maxReplicas"] == 4
             pod = f"{NAME}-{name}-predictor-.*"
-        assert len(c.spec_patches) == 2
+        assert len(c.spec_patches) == 2 and c.rejected == []
         assert c.queries and all(f'namespace="{NS}"' in q and pod in q for q in c.queries)
         assert all("[" in q and "s]" in q for q in c.queries)
         state = RolloutState.from_json(c.obj["metadata"]["annotations"][STATE_ANNOTATION], "t")
@@ -100,7 +113,7 @@ def test_rollback_on_error_rate_breach_restores_previous_uri():
     cfg = canary_cfg()
     bad = {**GOOD, "error_rate": 0.2}
     promoted = []
-    with FakeCluster(inference_service(NAME, NS, OLD, "Serverless"), Scenario(prometheus=bad)) as c:
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=bad)) as c:
         result = rollout(c, cfg, hook=promoted.append)
         assert result.outcome == "rolled_back"
         assert "error rate" in result.reason
@@ -126,7 +139,7 @@ def test_rollback_on_p99_breach_standard_mode_drops_canary():
         assert c.obj["spec"]["predictor"]["model"]["storageUri"] == OLD
 
 
-@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
 def test_rollback_on_readiness_timeout(mode):
     cfg = canary_cfg(ready_timeout_s=50.0)
     clock = FakeClock()
@@ -154,7 +167,7 @@ def test_failed_model_load_rolls_back_without_waiting_for_timeout():
 def test_too_little_traffic_rolls_back_at_window_end():
     cfg = canary_cfg()
     quiet = {**GOOD, "requests": 7.0}
-    isvc = inference_service(NAME, NS, OLD, "Serverless")
+    isvc = inference_service(NAME, NS, OLD, "Knative")
     with FakeCluster(isvc, Scenario(prometheus=quiet)) as c:
         result = rollout(c, cfg)
         assert result.outcome == "rolled_back"
@@ -239,7 +252,7 @@ def _run(cluster, cfg, clock, be, hook):
 )
 def test_crash_and_rerun_reaches_same_end_state_without_double_patching(prom, method, n):
     cfg = canary_cfg()
-    isvc = inference_service(NAME, NS, OLD, "Serverless")
+    isvc = inference_service(NAME, NS, OLD, "Knative")
 
     reference_hooks: list = []
     with FakeCluster(isvc, Scenario(prometheus=prom)) as ref:
@@ -266,7 +279,7 @@ def test_crash_and_rerun_reaches_same_end_state_without_double_patching(prom, me
 
 def test_other_rollout_in_progress_is_refused():
     cfg = canary_cfg()
-    isvc = inference_service(NAME, NS, OLD, "Serverless")
+    isvc = inference_service(NAME, NS, OLD, "Knative")
     with FakeCluster(isvc, Scenario(prometheus=GOOD)) as c:
         with pytest.raises(Crash):
             _run(c, cfg, FakeClock(), CrashAfter(backend(c, cfg), "set_canary"), None)
@@ -277,7 +290,7 @@ def test_other_rollout_in_progress_is_refused():
 def test_first_deployment_replaces_without_canary():
     cfg = canary_cfg()
     scenario = Scenario(stuck_uris={OLD}, prometheus=GOOD)
-    with FakeCluster(inference_service(NAME, NS, OLD, "Serverless"), scenario) as c:
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), scenario) as c:
         result = rollout(c, cfg)
         assert result.outcome == "promoted"
         assert result.state.initial and result.reason == "initial deployment"
@@ -288,7 +301,7 @@ def test_first_deployment_replaces_without_canary():
 
 def test_unchanged_when_uri_already_serves():
     cfg = canary_cfg()
-    with FakeCluster(inference_service(NAME, NS, NEW, "Serverless"), Scenario()) as c:
+    with FakeCluster(inference_service(NAME, NS, NEW, "Knative"), Scenario()) as c:
         result = rollout(c, cfg)
         assert result.outcome == "unchanged"
         assert c.patches == []
@@ -308,7 +321,7 @@ def test_unmeasured_guardrails_are_reported_without_prometheus():
 
 def test_corrupt_state_annotation_names_the_object():
     cfg = canary_cfg()
-    isvc = inference_service(NAME, NS, OLD, "Serverless")
+    isvc = inference_service(NAME, NS, OLD, "Knative")
     isvc["metadata"]["annotations"][STATE_ANNOTATION] = "{not json"
     where = "caprank/caprank-ranker annotation caprank.io/rollout"
     with FakeCluster(isvc, Scenario()) as c, pytest.raises(RolloutStateError, match=where):
@@ -320,7 +333,7 @@ def test_prometheus_outage_at_window_end_rolls_back():
 
     cfg = canary_cfg()
     clock = FakeClock()
-    with FakeCluster(inference_service(NAME, NS, OLD, "Serverless"), Scenario()) as c:
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario()) as c:
         dead = PrometheusClient("http://127.0.0.1:9", timeout_s=0.5)  # nothing listens there
         be = KServeBackend(c.api(), NS, NAME, cfg, dead)
         result = run_rollout(be, NEW, "v2", cfg, now=clock.now, sleep=clock.sleep)
@@ -339,3 +352,39 @@ def test_guardrail_rules():
     assert breach(few_outcomes, cfg, final=True) is None
     assert "success rate" in breach(CanaryMetrics(feedback=10, success_rate=0.4), cfg, final=True)
     assert breach(CanaryMetrics(**GOOD), cfg, final=True) is None
+
+
+@pytest.mark.parametrize(
+    ("annotation", "mode"),
+    [
+        ("Knative", "serverless"),
+        ("Serverless", "serverless"),
+        ("Standard", "standard"),
+        ("RawDeployment", "standard"),
+    ],
+)
+def test_deprecated_mode_names_read_as_their_new_names(annotation, mode):
+    """KServe 0.21 renamed Serverless to Knative and RawDeployment to Standard; objects
+    still carrying the old names roll out the same way."""
+    isvc = inference_service(NAME, NS, OLD, annotation)
+    isvc.pop("status")
+    assert detect_mode(isvc) == mode
+
+
+def test_admission_refuses_a_canary_kserve_would_reject():
+    """The fake API server applies KServe's canary rules, so a controller patch that
+    copied the autoscaling fields would fail the rollout tests."""
+    with FakeCluster(inference_service(NAME, NS, OLD, "Standard"), Scenario()) as c:
+        predictor = dict(c.obj["spec"]["predictor"], name="copy")
+        with pytest.raises(ApiException) as err:
+            c.api().patch_namespaced_custom_object(
+                "serving.kserve.io",
+                "v1beta1",
+                NS,
+                "inferenceservices",
+                NAME,
+                {"spec": {"canary": [{"trafficPercent": 10, "predictor": predictor}]}},
+            )
+        assert err.value.status == 422
+        assert any("maxReplicas" in e for e in c.rejected[0])
+        assert any("'name' is a required property" in e for e in c.rejected[0])

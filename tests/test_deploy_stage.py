@@ -253,7 +253,7 @@ def test_cluster_mode_against_fake_kserve(cfg, tmp_path, prometheus, outcome):
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
     set_alias(cfg, PRODUCTION, v1)
     v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
-    isvc = inference_service(cfg.services.inference_service, "caprank", OLD, "Serverless")
+    isvc = inference_service(cfg.services.inference_service, "caprank", OLD, "Knative")
     with FakeCluster(isvc, Scenario(prometheus=prometheus)) as c:
         be = KServeBackend(c.api(), "caprank", cfg.services.inference_service, cfg.canary,
                            PrometheusClient(c.url))  # fmt: skip

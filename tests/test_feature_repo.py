@@ -101,3 +101,115 @@ def test_feast_cli_applies_the_repo(tmp_path):
     assert sorted(online) == sorted(latest["capability_id"].to_pylist())
     for row in latest.to_pylist():
         assert online[row["capability_id"]]["usage_count_total"] == row["usage_count_total"]
+
+
+def _summary(objects) -> dict:
+    """Names and shapes of Feast objects: what a registry comparison needs."""
+    from feast import Entity, FeatureService, FeatureView
+
+    out: dict = {"entities": {}, "views": {}, "services": {}}
+    for obj in objects:
+        if isinstance(obj, Entity):
+            out["entities"][obj.name] = obj.join_key
+        elif isinstance(obj, FeatureView):
+            out["views"][obj.name] = (
+                sorted(obj.entities),
+                [(f.name, str(f.dtype)) for f in obj.features],
+                Path(obj.batch_source.path).name,
+                obj.ttl,
+            )
+        elif isinstance(obj, FeatureService):
+            out["services"][obj.name] = sorted(p.name for p in obj.feature_view_projections)
+    return out
+
+
+def test_the_repo_declares_exactly_what_the_library_applies():
+    """feature_repo/ (as the Feast CLI reads it) and the library's repo_objects are the
+    same entities, views (entities, features, tables, ttl) and services, the tool entity
+    and both embedding views included."""
+    from feast.repo_operations import parse_repo
+
+    from caprank.features.definitions import repo_objects
+
+    parsed = parse_repo(REPO)
+    from_repo = _summary(
+        [e for e in parsed.entities if e.name != "__dummy"]
+        + parsed.feature_views
+        + parsed.feature_services
+    )
+    from_library = _summary(repo_objects(Path("features"), CaprankConfig().features))
+    assert from_repo == from_library
+    assert set(from_repo["entities"]) == {"capability", "tool"}
+    assert set(from_repo["views"]) == {
+        "capability_features",
+        "capability_embeddings",
+        "tool_embeddings",
+    }
+    assert from_repo["services"] == {
+        "ranker_features": ["capability_embeddings", "capability_features"]
+    }
+    assert {d.name for d in parsed.data_sources} == {f"{v}_source" for v in from_repo["views"]}
+
+
+def _embedding_tables(directory: Path) -> Path:
+    """Two rows of each embed-stage table, as the embed stage writes them."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from caprank.data.schemas import EMBEDDING_TABLES
+    from caprank.files import atomic_write_parquet
+
+    when = datetime(2026, 10, 1, tzinfo=UTC)
+    for spec in EMBEDDING_TABLES.values():
+        columns = {}
+        for fld in spec.schema:
+            if pa.types.is_list(fld.type):
+                columns[fld.name] = [[1.0, 0.0], [0.0, 1.0]]
+            elif pa.types.is_timestamp(fld.type):
+                columns[fld.name] = [when, when]
+            else:
+                columns[fld.name] = [f"{fld.name}-a", f"{fld.name}-b"]
+        atomic_write_parquet(pa.table(columns, schema=spec.schema), directory / spec.file)
+    return directory
+
+
+@pytest.mark.slow
+def test_feast_cli_apply_keeps_what_the_pipeline_registered(tmp_path):
+    """The pipeline registers everything (features and embeddings); `feast apply` on the
+    repo afterwards, against the same registry, deletes and changes nothing."""
+    from caprank.embeddings.publish import publish_embeddings
+    from caprank.features.stage import build_and_publish
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project / "feature_repo")
+    cfg = CaprankConfig()
+    cfg.paths.home = project / ".caprank"  # the registry feature_store.yaml names
+    cfg.paths.features = tmp_path / "features"
+    build_and_publish(tiny_dataset(), cfg, tmp_path / "built")
+    published = publish_embeddings(cfg, _embedding_tables(tmp_path / "embed"))
+    assert set(published.feature_views) == {
+        "capability_features",
+        "capability_embeddings",
+        "tool_embeddings",
+    }
+    repo = project / "feature_repo"
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    before = FeatureStore(repo_path=str(repo), config=config)
+    registered = _summary(
+        before.list_entities() + before.list_feature_views() + before.list_feature_services()
+    )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPRANK_")}
+    env |= {"PYTHONPATH": str(ROOT), "CAPRANK_PATHS__FEATURES": str(cfg.paths.features)}
+    feast = [sys.executable, "-m", "feast.cli.cli", "-c", str(repo), "apply"]
+    done = subprocess.run(feast, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Deleted" not in done.stdout, done.stdout
+    after = FeatureStore(repo_path=str(repo), config=config)
+    assert (
+        _summary(after.list_entities() + after.list_feature_views() + after.list_feature_services())
+        == registered
+    )
+    assert {e.name for e in after.list_entities()} >= {"capability", "tool"}
+    assert len(after.list_feature_views()) == 3

@@ -169,36 +169,41 @@ def test_cli_as_of(tmp_path, capsys):
     assert "publish" not in report
 
 
-def test_extra_views_join_the_ranker_service(cfg, tmp_path):
-    """Another stage's view (here: an embedding keyed by capability) rides along."""
+def test_embedding_views_join_the_ranker_service_once_their_table_is_there(cfg, tmp_path):
+    """Every view is registered on each publish; the embedding view (keyed by capability)
+    is materialized, and read through the ranker service, once its table sits beside
+    the features."""
     import pyarrow as pa
 
-    from caprank.data.schemas import TIMESTAMP
-    from caprank.features.definitions import parquet_feature_view
+    from caprank.data.schemas import CAPABILITY_EMBEDDINGS, EMBEDDING_TABLES
     from caprank.files import atomic_write_parquet
 
-    schema = pa.schema(
-        [
-            pa.field("capability_id", pa.string()),
-            pa.field("event_timestamp", TIMESTAMP),
-            pa.field("computed_at", TIMESTAMP),
-            pa.field("hybrid_embedding", pa.list_(pa.float32())),
-        ]
-    )
+    built = build_features(tiny_dataset(), cfg, tmp_path / "out")
+    first = publish_features(cfg, built.offline_path, last_snapshot(built.offline_path))
+    assert first.feature_views == ["capability_features"]  # no embedding table yet
+    registered = {v.name for v in open_store(cfg).list_feature_views()}
+    assert registered == {"capability_features", "capability_embeddings", "tool_embeddings"}
+
     vectors = {"c1": [1.0, 0.0], "c2": [0.0, 1.0], "c3": [0.5, 0.5], "c4": [0.25, 0.75]}
+    n = len(vectors)
     table = pa.table(
         {
             "capability_id": list(vectors),
-            "event_timestamp": [at(0)] * 4,
-            "computed_at": [at(3)] * 4,
+            "text_sha256": ["x"] * n,
+            "text_embedding": list(vectors.values()),
+            "graph_embedding": list(vectors.values()),
             "hybrid_embedding": list(vectors.values()),
+            "text_model": ["m"] * n,
+            "params_json": ["{}"] * n,
+            "input_hash": ["h"] * n,
+            "computed_at": [at(3)] * n,
+            "event_timestamp": [at(0)] * n,
         },
-        schema=schema,
+        schema=CAPABILITY_EMBEDDINGS,
     )
-    emb_path = atomic_write_parquet(table, tmp_path / "emb" / "capability_embeddings.parquet")
-    emb = parquet_feature_view("capability_embeddings", emb_path, schema, cfg.features.ttl_days)
-    built = build_features(tiny_dataset(), cfg, tmp_path / "out")
-    result = publish_features(cfg, built.offline_path, last_snapshot(built.offline_path), [emb])
+    file = EMBEDDING_TABLES["capability_embeddings"].file
+    atomic_write_parquet(table, built.offline_path.parent / file)
+    result = publish_features(cfg, built.offline_path, last_snapshot(built.offline_path))
     assert result.feature_views == ["capability_features", "capability_embeddings"]
     online = online_features(open_store(cfg), ["c2", "c1"])
     assert online.schema.field("hybrid_embedding").type == pa.list_(pa.float32())

@@ -3,6 +3,7 @@ and KServe's typed models, and place the predictor as each environment needs."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,12 +12,14 @@ import kubernetes_validate
 import pytest
 import yaml
 from k8s_typed import to_model
+from kserve_schema import crd_errors, kserve_errors, vendored, webhook_errors
 
 from caprank.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.32.0"  # kindest/node:v1.32.2 in kind-cluster.yaml
 OVERLAYS = ("kind", "gpu", "kind-canary", "gpu-canary")
+PIPELINE_ENV = "pipeline-env"  # manifests/pipeline-env: what every pipeline pod reads
 KSERVE_MODELS = {
     "InferenceService": "V1beta1InferenceService",
     "ServingRuntime": "V1alpha1ServingRuntime",
@@ -35,9 +38,10 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     for example in work.rglob("*.env.example"):
         shutil.copy(example, example.with_suffix(""))
     out = {}
-    for name in OVERLAYS:
+    for name in (*OVERLAYS, PIPELINE_ENV):
+        where = work / name if name == PIPELINE_ENV else work / "overlays" / name
         res = subprocess.run(
-            [KUBECTL, "kustomize", str(work / "overlays" / name)],
+            [KUBECTL, "kustomize", str(where)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -88,7 +92,7 @@ def test_gpu_overlay_puts_the_predictor_on_the_gpu_pool(rendered):
     assert limits[CFG.pipeline.gpu_accelerator] == "1"
     assert (
         _isvc(rendered["gpu"])["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
-        == "Serverless"
+        == "Knative"  # KServe 0.21's name; "Serverless" is deprecated
     )
     runtime = one(rendered["gpu"], "ServingRuntime", "caprank-ranker")
     assert runtime["spec"]["containers"][0]["image"].endswith("-gpu")
@@ -148,6 +152,11 @@ def test_canary_forms_match_what_the_controller_patches(rendered):
     assert candidate["model"]["storageUri"] != stable["model"]["storageUri"]
     assert candidate["model"]["runtime"] == stable["model"]["runtime"]
     assert candidate["serviceAccountName"] == stable["serviceAccountName"]
+    # the declarative form is exactly what the controller builds from the same predictor
+    from caprank.deploy.kserve import canary_predictor
+
+    uri = candidate["model"]["storageUri"]
+    assert candidate == canary_predictor(stable, candidate["name"], uri)
 
 
 def test_s3_secret_wiring_and_rbac(rendered):
@@ -176,14 +185,14 @@ def test_no_credentials_are_committed():
         pytest.skip("not a git checkout")
     assert not [f for f in tracked if f.endswith(".env")]
     assert any(f.endswith("s3.env.example") for f in tracked)
+    assert any(f.endswith("pipeline-env/secrets/credentials.env.example") for f in tracked)
     for path in tracked:
         for doc in yaml.safe_load_all((ROOT / path).read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "Secret":
                 pytest.fail(f"{path} holds a Secret object")
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", "manifests/base/secrets/s3.env"], cwd=ROOT
-    )
-    assert ignored.returncode == 0
+    for env_file in ("base/secrets/s3.env", "pipeline-env/secrets/credentials.env"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"manifests/{env_file}"], cwd=ROOT)
+        assert ignored.returncode == 0, env_file
 
 
 def test_kind_cluster_has_the_labelled_and_tainted_gpu_worker():
@@ -212,18 +221,84 @@ def test_kind_cluster_has_the_labelled_and_tainted_gpu_worker():
     assert images == {f"kindest/node:v{K8S_VERSION[:-2]}.2"}
 
 
-def test_controller_patches_are_valid_kserve_objects():
-    """The Standard-mode canary object the controller produces reads as a typed ISVC."""
-    from fake_kserve import inference_service
+def test_controller_patches_are_valid_kserve_objects(rendered):
+    """The Standard-mode canary the controller builds from the kind overlay's predictor,
+    and the predictor it promotes, pass KServe's CRD schema and webhook rules and read
+    as typed ISVCs."""
+    from fake_kserve import merge_patch
 
-    from caprank.deploy.kserve import canary_predictor_name
+    from caprank.deploy.kserve import canary_predictor, canary_predictor_name, promoted_predictor
 
-    isvc = inference_service("caprank-ranker", "caprank", "s3://m/v1", "Standard")
-    canary = dict(isvc["spec"]["predictor"])
-    canary["name"] = canary_predictor_name(CFG.canary, "s3://m/v2")
-    isvc["spec"]["canary"] = [{"trafficPercent": 10, "predictor": canary}]
-    isvc.pop("status")
-    assert to_model(isvc, "V1beta1InferenceService").spec.canary[0].traffic_percent == 10
+    isvc = copy.deepcopy(_isvc(rendered["kind"]))
+    stable = isvc["spec"]["predictor"]
+    assert {"maxReplicas", "scaleMetric", "scaleTarget"} <= set(stable)
+    canary = canary_predictor(stable, canary_predictor_name(CFG.canary, "s3://m/v2"), "s3://m/v2")
+    with_canary = merge_patch(
+        isvc, {"spec": {"canary": [{"trafficPercent": 10, "predictor": canary}]}}
+    )
+    assert kserve_errors(with_canary) == []
+    assert to_model(with_canary, "V1beta1InferenceService").spec.canary[0].traffic_percent == 10
+    promoted = merge_patch(
+        with_canary, {"spec": {"predictor": promoted_predictor(canary), "canary": None}}
+    )
+    assert kserve_errors(promoted) == []
+    assert promoted["spec"]["predictor"]["maxReplicas"] == stable["maxReplicas"]
+    assert promoted["spec"]["predictor"]["model"]["storageUri"] == "s3://m/v2"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kserve_accepts_every_overlay(rendered, overlay):
+    """Against the vendored KServe CRD schemas (tests/data/kserve) with unknown fields
+    refused, KServe's canary webhook rules, and no deprecated deployment mode."""
+    for doc in rendered[overlay]:
+        if doc["kind"] in ("InferenceService", "ServingRuntime"):
+            assert kserve_errors(doc) == [], f"{overlay}: {doc['kind']}"
+
+
+def test_kserve_checks_reject_what_kserve_rejects(rendered):
+    """The checks can fail: the canary as components/canary-standard used to build it
+    (a plain copy of the predictor), a misspelt field, a deprecated mode."""
+    isvc = copy.deepcopy(_isvc(rendered["kind"]))
+    plain_copy = dict(isvc["spec"]["predictor"], name="candidate")
+    isvc["spec"]["canary"] = [{"trafficPercent": 10, "predictor": plain_copy}]
+    errors = "\n".join(kserve_errors(isvc))
+    for fragment in ("'name' is a required property", "maxReplicas", "scaleMetric"):
+        assert fragment in errors
+    typo = copy.deepcopy(_isvc(rendered["kind"]))
+    typo["spec"]["predictor"]["canaryTraficPercent"] = 10
+    assert any("canaryTraficPercent" in e for e in crd_errors(typo))
+    stable_named = copy.deepcopy(_isvc(rendered["kind"]))
+    stable_named["spec"]["predictor"]["model"]["name"] = "kserve-container"
+    assert "not allowed in standard predictor" in "".join(kserve_errors(stable_named))
+    old_mode = copy.deepcopy(_isvc(rendered["gpu"]))
+    old_mode["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Serverless"
+    assert kserve_errors(old_mode) == ["deploymentMode 'Serverless' is deprecated"]
+    knative_canary = copy.deepcopy(_isvc(rendered["kind-canary"]))
+    knative_canary["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] = "Knative"
+    assert "only supported in Standard" in "".join(webhook_errors(knative_canary))
+
+
+def _sdk_fields(model_name: str) -> set[str]:
+    import kserve
+
+    return set(getattr(kserve, model_name).attribute_map.values())
+
+
+def test_vendored_crd_is_the_pinned_kserve_less_three_newer_fields():
+    """The vendored schema (kserve main after v0.20, see tests/data/kserve/README.md)
+    against the pinned kserve 0.21 SDK: identical but for three fields our manifests do
+    not use. Re-vendoring from the v0.21.0 tag makes this fail, on purpose."""
+    schema = vendored("InferenceService")["versions"]["v1beta1"]["properties"]["spec"]
+    predictor = schema["properties"]["predictor"]
+    assert _sdk_fields("V1beta1InferenceServiceSpec") - set(schema["properties"]) == {"tracing"}
+    assert _sdk_fields("V1beta1PredictorSpec") - set(predictor["properties"]) == {
+        "ephemeralContainers",
+        "schedulingGroup",
+    }
+    assert set(schema["properties"]) <= _sdk_fields("V1beta1InferenceServiceSpec")
+    assert set(predictor["properties"]) <= _sdk_fields("V1beta1PredictorSpec")
+    canary = schema["properties"]["canary"]["items"]
+    assert set(canary["properties"]) == _sdk_fields("V1beta1CanarySpec")
 
 
 def test_typed_reader_catches_misspelled_fields():
@@ -243,3 +318,35 @@ def test_typed_reader_catches_misspelled_fields():
     }
     with pytest.raises(AssertionError, match="expected int"):
         to_model(wrong_type, "V1beta1InferenceService")
+
+
+def test_pipeline_env_holds_every_key_the_tasks_read(rendered):
+    """The compiled pipeline attaches pipeline.config_map / pipeline.secret (not
+    optional): both exist in the namespace KFP runs pods in, with every key the tasks
+    read, and the endpoints they hold resolve as caprank config."""
+    from caprank.config import resolve
+
+    docs = rendered[PIPELINE_ENV]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    runner_ns = {
+        s["namespace"]
+        for s in one(rendered["kind"], "RoleBinding", "caprank-rollout")["subjects"]
+        if s["name"] == "pipeline-runner"
+    }
+    cm = one(docs, "ConfigMap", CFG.pipeline.config_map)
+    secret = one(docs, "Secret", CFG.pipeline.secret)
+    assert {cm["metadata"]["namespace"], secret["metadata"]["namespace"]} == runner_ns
+    assert set(CFG.pipeline.config_map_keys) <= set(cm["data"])
+    assert set(CFG.pipeline.secret_keys) <= set(secret["data"])
+    env = {k: v for k, v in cm["data"].items() if k.startswith("CAPRANK_")}
+    services = resolve(environ=env).config.services
+    assert services.mlflow_tracking_uri.startswith("http://mlflow.")
+    assert services.feast_online_store == "redis"
+    assert (
+        services.kube_namespace == one(rendered["kind"], "Namespace", "caprank")["metadata"]["name"]
+    )
+    # cluster-wide names: the pods run in another namespace than the services
+    for value in env.values():
+        if "://" in value:
+            assert ".svc.cluster.local" in value, value

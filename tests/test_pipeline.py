@@ -265,3 +265,98 @@ def test_outcome_line_says_why_a_run_did_not_promote(tmp_path):
     assert "not promoted" in outcome_line(run(evaluate, _stage("deploy", {"promoted": 0.0})))
     assert "no reason to retrain" in outcome_line(run(_stage("monitor", {})))
     assert "failed" in outcome_line(run(evaluate, ok=False))
+
+
+def _compiled_docs(cfg) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all(compiled_path(cfg).read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {
+        name: task
+        for dag in dags
+        for name, task in dag["tasks"].items()
+        if not name.startswith("condition-")
+    }
+
+
+def test_every_task_gets_the_config_and_the_cluster_env():
+    """Each step is its own pod: every task reads the run's config_yaml parameter, and
+    its executor attaches the endpoints ConfigMap and the credentials Secret (named by
+    the config) as env vars, not optional."""
+    cfg = _default_cfg()
+    spec, k8s = _compiled_docs(cfg)
+    tasks = _tasks(spec)
+    assert len(tasks) == 8, sorted(tasks)
+    for name, task in tasks.items():
+        params = task["inputs"]["parameters"]
+        # inside a condition's sub-DAG the root parameter arrives as a pipeline channel
+        source = params["config_yaml"]["componentInputParameter"]
+        assert source in ("config_yaml", "pipelinechannel--config_yaml"), name
+        executor = k8s[spec["components"][task["componentRef"]["name"]]["executorLabel"]]
+        [cm] = executor["configMapAsEnv"]
+        assert cm["configMapName"] == cfg.pipeline.config_map and cm["optional"] is False
+        assert [e["configMapKey"] for e in cm["keyToEnv"]] == cfg.pipeline.config_map_keys
+        assert all(e["envVar"] == e["configMapKey"] for e in cm["keyToEnv"])
+        [secret] = executor["secretAsEnv"]
+        assert secret["secretName"] == cfg.pipeline.secret and secret["optional"] is False
+        assert [e["secretKey"] for e in secret["keyToEnv"]] == cfg.pipeline.secret_keys
+    assert any(k.startswith("CAPRANK_SERVICES__MLFLOW") for k in cfg.pipeline.config_map_keys)
+    assert "CAPRANK_SERVICES__FEAST_REGISTRY" in cfg.pipeline.secret_keys
+
+
+def test_every_task_carries_its_steps_resources():
+    cfg = _default_cfg()
+    spec, k8s = _compiled_docs(cfg)
+    executors = spec["deploymentSpec"]["executors"]
+    for step, res in cfg.pipeline.resources.items():
+        container = executors[f"exec-{step.replace('_', '-')}"]["container"]
+        got = container["resources"]
+        assert got["resourceCpuRequest"] == res.cpu_request, step
+        assert got["resourceCpuLimit"] == res.cpu_limit, step
+        assert got["resourceMemoryRequest"] == res.memory_request, step
+        assert got["resourceMemoryLimit"] == res.memory_limit, step
+    train = executors["exec-train"]["container"]["resources"]
+    assert train["accelerator"]["resourceType"] == cfg.pipeline.gpu_accelerator  # pipelines/gpu
+    assert k8s["exec-train"]["nodeSelector"] == {"labels": cfg.pipeline.gpu_node_selector}
+
+
+def test_resources_and_env_names_come_from_the_config(tmp_path):
+    cfg = resolve(
+        environ={},
+        overrides=[
+            "pipeline.resources={deploy: {cpu_limit: 3, memory_limit: 5Gi}}",
+            "pipeline.config_map=other-endpoints",
+            "pipeline.secret=other-credentials",
+            "pipeline.secret_keys=[DB_URL]",
+        ],
+    ).config
+    assert cfg.pipeline.resources["ingest"] == _default_cfg().pipeline.resources["ingest"]
+    spec, platform = yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    deploy = spec["deploymentSpec"]["executors"]["exec-deploy"]["container"]["resources"]
+    assert deploy["resourceCpuLimit"] == "3" and deploy["resourceMemoryLimit"] == "5Gi"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        assert executor["configMapAsEnv"][0]["configMapName"] == "other-endpoints"
+        assert executor["secretAsEnv"][0]["secretName"] == "other-credentials"
+        assert executor["secretAsEnv"][0]["keyToEnv"] == [
+            {"secretKey": "DB_URL", "envVar": "DB_URL"}
+        ]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("pipeline.resources={trian: {}}", "unknown step"),
+        ("pipeline.resources={train: {cpu_limit: 2x}}", "pipeline.resources.train.cpu_limit"),
+        ("pipeline.resources={train: {memory_limit: 2GB}}", "memory_limit"),
+        ("pipeline.secret_keys=[not-an-env]", "not valid env var names"),
+    ],
+)
+def test_bad_pipeline_wiring_is_rejected_with_the_key(override, fragment):
+    from caprank.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=fragment):
+        resolve(environ={}, overrides=[override])

@@ -322,3 +322,68 @@ def test_cli_compile_writes_where_asked(tmp_path):
     res = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out)], env={})
     assert res.exit_code == 0, res.output
     assert str(out) in res.output and "root" in next(yaml.safe_load_all(out.read_text()))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def configured(config_yaml: str) -> str:
+    return config_yaml
+
+
+@dsl.pipeline(name="tiny-configured")
+def tiny_configured(config_yaml: str = ""):
+    configured(config_yaml=config_yaml)
+
+
+@pytest.fixture(scope="module")
+def configured_package(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compiled") / "configured.yaml"
+    compiler.Compiler().compile(tiny_configured, str(path))
+    return path
+
+
+def test_submit_and_schedule_pass_the_resolved_config(configured_package):
+    cfg = load_config(overrides=["training.max_steps=7", "pipeline.gpu_count=0"])
+    kfp = FakeKfp()
+    submit_run(kfp, cfg, package=configured_package)
+    sent = kfp.runs[0]["params"]["config_yaml"]
+    assert load_config(extra_yaml=sent) == cfg  # the pods resolve what was submitted
+    schedule_nightly(kfp, cfg, package=configured_package)
+    assert load_config(extra_yaml=kfp.created_jobs[0]["params"]["config_yaml"]) == cfg
+    # a changed config is a changed schedule; an explicit config_yaml is kept as given
+    changed = load_config(overrides=["training.max_steps=8"])
+    assert schedule_nightly(kfp, changed, package=configured_package).action == "updated"
+    submit_run(kfp, cfg, package=configured_package, params={"config_yaml": "x: 1"})
+    assert kfp.runs[1]["params"] == {"config_yaml": "x: 1"}
+
+
+def test_submitted_config_leaves_out_urls_with_passwords(configured_package):
+    secret_url = "postgresql+psycopg://u:hunter2@db:5432/feast"
+    cfg = load_config(
+        overrides=[f"services.feast_registry={secret_url}", "services.redis_url=redis://r:6379/0"]
+    )
+    kfp = FakeKfp()
+    submit_run(kfp, cfg, package=configured_package)
+    sent = kfp.runs[0]["params"]["config_yaml"]
+    assert "hunter2" not in sent
+    resolved = load_config(extra_yaml=sent)
+    assert resolved.services.feast_registry == ""  # from the Secret's env in the pod
+    assert resolved.services.redis_url == "redis://r:6379/0"
+
+
+def test_cli_submit_says_what_the_config_leaves_out(configured_package, monkeypatch):
+    import kfp as kfp_module
+
+    fake = FakeKfp()
+    monkeypatch.setattr(kfp_module, "Client", lambda host: fake)
+    env = {"CAPRANK_SERVICES__FEAST_REGISTRY": "postgresql://u:pw@db/feast"}
+    res = CliRunner().invoke(
+        cli,
+        ["pipeline", "submit", "--host", "http://kfp", "--package", str(configured_package)],
+        env=env,
+    )
+    assert res.exit_code == 0, res.output
+    assert "leaves out services.feast_registry" in res.output
+    assert (
+        "config_yaml" in fake.runs[0]["params"]
+        and "pw@" not in fake.runs[0]["params"]["config_yaml"]
+    )

@@ -31,6 +31,16 @@ def _params(items: tuple[str, ...]) -> dict:
     return out
 
 
+def _say_left_out(cfg) -> None:
+    from pipelines.submit import run_config_yaml
+
+    for key in run_config_yaml(cfg)[1]:
+        click.echo(
+            f"config_yaml leaves out {key} (it embeds a password): pods read it from "
+            f"the Secret {cfg.pipeline.secret}"
+        )
+
+
 def _client(state: CliState, host: str | None):
     import kfp
 
@@ -61,7 +71,8 @@ _param = click.option(
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds.")
 @pass_state
 def submit(state, host, package, params, run_name, wait, timeout) -> None:
-    """Upload the compiled pipeline (or a new version of it) and start a run."""
+    """Upload the compiled pipeline (or a new version of it) and start a run with the
+    resolved config as its config_yaml parameter."""
     from pipelines.submit import SubmitError, submit_run
 
     client = _client(state, host)
@@ -72,6 +83,7 @@ def submit(state, host, package, params, run_name, wait, timeout) -> None:
         params=_params(params),
         run_name=run_name,
     )
+    _say_left_out(state.config())
     verb = "uploaded" if done.version.created else "reused"
     click.echo(f"{verb} version {done.version.version_name}; run {done.run_id}")
     if wait:
@@ -101,6 +113,7 @@ def schedule(state, host, package, params, cron) -> None:
     done = schedule_nightly(
         _client(state, host), cfg, cron=cron, package=package, params=_params(params)
     )
+    _say_left_out(cfg)
     click.echo(f"recurring run {cfg.pipeline.schedule_name} {done.action}: {done.recurring_run_id}")
     for old in done.removed:
         click.echo(f"removed outdated recurring run {old}")

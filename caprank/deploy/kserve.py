@@ -6,9 +6,15 @@ Two canary forms, picked from the InferenceService's deployment mode:
   ``storageUri``; KServe splits traffic between the last rolled-out revision and the
   new one. Promote removes the percent; rollback sets it to 0, restores the old URI,
   and removes the percent once the restored revision is ready.
-- Standard (RawDeployment): a ``spec.canary`` entry holding a named copy of the
-  predictor with the new URI; promote moves that predictor into ``spec.predictor`` (same
-  name, so no restart) and drops the entry; rollback drops the entry.
+- Standard (formerly RawDeployment): a ``spec.canary`` entry holding a named copy of
+  the predictor with the new URI (``canary_predictor``: without the autoscaling fields
+  KServe forbids on a canary, with the ``model.name`` its CRD requires there); promote
+  moves that predictor into ``spec.predictor`` (same name, so no restart; ``model.name``
+  dropped, which KServe forbids on the stable predictor) and drops the entry; rollback
+  drops the entry.
+
+KServe 0.21 names the modes ``Knative`` and ``Standard``; the old names ``Serverless``
+and ``RawDeployment`` are deprecated aliases, read here as the same modes.
 
 Every write is one JSON merge patch that also carries the rollout record in the
 ``caprank.io/rollout`` annotation, so the change and its record never disagree.
@@ -41,6 +47,13 @@ STATE_ANNOTATION = "caprank.io/rollout"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 FAILED_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
 STANDARD_NAMES = frozenset({"standard", "rawdeployment", "raw"})
+# KServe's container name (constants.InferenceServiceContainerName): the model.name a
+# canary predictor must carry
+CONTAINER_NAME = "kserve-container"
+# KServe's webhook rejects these on a canary predictor: a canary runs fixed replicas
+CANARY_FORBIDDEN = frozenset(
+    {"maxReplicas", "scaleMetric", "scaleMetricType", "scaleTarget", "autoScaling", "workerSpec"}
+)
 
 
 class KServeError(CaprankError):
@@ -76,6 +89,26 @@ def canary_predictor_name(cfg: CanaryConfig, uri: str) -> str:
     """A Standard-mode canary name unique to the URI (the stable predictor may already
     carry the name a previous canary was promoted under)."""
     return f"{cfg.canary_name}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+def canary_predictor(predictor: dict, name: str, uri: str) -> dict:
+    """The Standard-mode canary for ``uri``: a copy of the stable ``predictor`` under
+    ``name``, less what KServe forbids on a canary, with the model.name it requires."""
+    canary = {k: copy.deepcopy(v) for k, v in predictor.items() if k not in CANARY_FORBIDDEN}
+    canary["name"] = name
+    model = canary.setdefault("model", {})
+    model["storageUri"] = uri
+    model["name"] = CONTAINER_NAME
+    return canary
+
+
+def promoted_predictor(canary: dict) -> dict:
+    """Merge patch that makes ``canary`` the stable predictor: the stable keeps its
+    autoscaling fields (absent from the canary) and loses model.name, which KServe
+    forbids there."""
+    patch = copy.deepcopy(canary)
+    patch.setdefault("model", {})["name"] = None
+    return patch
 
 
 class KServeBackend:
@@ -151,9 +184,7 @@ class KServeBackend:
             if any(c.get("predictor", {}).get("name") == name for c in current):
                 spec = None
             else:
-                canary = copy.deepcopy(predictor)
-                canary["name"] = name
-                canary.setdefault("model", {})["storageUri"] = state.new_uri
+                canary = canary_predictor(predictor, name, state.new_uri)
                 spec = {"canary": [{"trafficPercent": state.traffic_percent, "predictor": canary}]}
         else:
             in_place = (
@@ -249,7 +280,7 @@ class KServeBackend:
                 c for c in spec.get("canary") or [] if c.get("predictor", {}).get("name") == name
             ]
             if entries:
-                patch = {"predictor": entries[0]["predictor"], "canary": None}
+                patch = {"predictor": promoted_predictor(entries[0]["predictor"]), "canary": None}
             elif spec.get("predictor", {}).get("name") == name:
                 patch = None  # already promoted
             else:

@@ -1,9 +1,10 @@
 """Embeddings as Feast features: arrays of float32 in the offline source and online store.
 
 The embed stage's two tables are copied to the stable offline location Feast's file
-sources point at (``cfg.features_dir()``), registered as the ``capability_embeddings``
-view (joined into the ranker's feature service) and the ``tool_embeddings`` view (keyed
-by tool), and materialized together with the capability features.
+sources point at (``cfg.features_dir()``), where the ``capability_embeddings`` view
+(joined into the ranker's feature service) and the ``tool_embeddings`` view (keyed by
+tool), declared with everything else in ``caprank.features.definitions.repo_objects``,
+read them; all views are then materialized together.
 """
 
 from __future__ import annotations
@@ -15,40 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from caprank.config import CaprankConfig
-from caprank.data.schemas import (
-    CAPABILITY_EMBEDDINGS,
-    CAPABILITY_FEATURES_FILE,
-    EMBEDDING_TABLES,
-    TOOL_EMBEDDINGS,
-)
+from caprank.data.schemas import CAPABILITY_FEATURES_FILE, EMBEDDING_TABLES
 from caprank.features.stage import PublishResult, last_snapshot, publish_features
 from caprank.files import atomic_write_bytes
-
-
-def embedding_views(cfg: CaprankConfig, directory: str | Path) -> list:
-    """The two embedding feature views over the Parquet tables in ``directory``."""
-    from caprank.features.definitions import parquet_feature_view, tool_entity
-
-    directory = Path(directory)
-    ttl = cfg.features.ttl_days
-    specs = EMBEDDING_TABLES
-    return [
-        parquet_feature_view(
-            "capability_embeddings",
-            directory / specs["capability_embeddings"].file,
-            CAPABILITY_EMBEDDINGS,
-            ttl,
-            description="text, Node2Vec and hybrid vectors of each capability",
-        ),
-        parquet_feature_view(
-            "tool_embeddings",
-            directory / specs["tool_embeddings"].file,
-            TOOL_EMBEDDINGS,
-            ttl,
-            entity=tool_entity(),
-            description="text, Node2Vec and hybrid vectors of each tool",
-        ),
-    ]
 
 
 def publish_embeddings(cfg: CaprankConfig, embed_dir: str | Path) -> PublishResult:
@@ -64,4 +34,4 @@ def publish_embeddings(cfg: CaprankConfig, embed_dir: str | Path) -> PublishResu
     features = stable / CAPABILITY_FEATURES_FILE
     end = max([last_snapshot(features), *newest])
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
-    return publish_features(cfg, features, end, extra_views=embedding_views(cfg, stable))
+    return publish_features(cfg, features, end)

@@ -1,10 +1,12 @@
-"""The Feast objects of caprank, built from a given offline path.
+"""The Feast objects of caprank, built from a given offline directory.
 
-Feature views are derived from the pyarrow schemas in ``caprank.data.schemas`` (the one
-source of truth for column names and types), so a view can never disagree with the
-Parquet table it reads. Other stages add their own views with ``parquet_feature_view``
-(e.g. capability embeddings keyed by ``capability_id``) and pass them to
-``feast_objects(..., extra_views=[...])``; they join the ``ranker_features`` service.
+``repo_objects`` is the one declaration of every entity, source, view and service the
+pipeline uses: ``feature_repo/definitions.py`` (what ``feast -c feature_repo apply``
+reads) declares exactly these, and the library applies exactly these, so neither the
+Feast CLI nor a pipeline step deletes or rewrites what the other registered. Feature
+views are derived from the pyarrow schemas in ``caprank.data.schemas`` (the one source
+of truth for column names and types), so a view can never disagree with the Parquet
+table it reads.
 """
 
 from __future__ import annotations
@@ -29,13 +31,21 @@ from feast.types import (
 )
 
 from caprank.config import FeaturesConfig
-from caprank.data.schemas import capability_features_schema
+from caprank.data.schemas import (
+    CAPABILITY_EMBEDDINGS,
+    CAPABILITY_FEATURES_FILE,
+    EMBEDDING_TABLES,
+    TOOL_EMBEDDINGS,
+    capability_features_schema,
+)
 
 CAPABILITY_ENTITY = "capability"
 CAPABILITY_KEY = "capability_id"
 TOOL_ENTITY = "tool"
 TOOL_KEY = "tool_id"
 CAPABILITY_FEATURES_VIEW = "capability_features"
+CAPABILITY_EMBEDDINGS_VIEW = "capability_embeddings"
+TOOL_EMBEDDINGS_VIEW = "tool_embeddings"
 RANKER_SERVICE = "ranker_features"
 TIMESTAMP_FIELD = "event_timestamp"
 CREATED_FIELD = "computed_at"
@@ -151,23 +161,45 @@ def ranker_feature_service(views: Sequence[FeatureView]) -> FeatureService:
     )
 
 
-def feast_objects(
-    offline_path: str | Path,
-    cfg: FeaturesConfig,
-    extra_views: Sequence[FeatureView] = (),
-) -> list:
-    """Everything to ``apply``: entity, sources, views and the ranker feature service."""
-    views = [capability_feature_view(offline_path, cfg), *extra_views]
-    names = [v.name for v in views]
-    if len(set(names)) != len(names):
-        raise ValueError(f"feature view names must be unique: {names}")
-    entities = {capability_entity().name: capability_entity()}
-    if any(TOOL_ENTITY in view.entities for view in extra_views):
-        entities[TOOL_ENTITY] = tool_entity()
+def embedding_views(features_dir: str | Path, cfg: FeaturesConfig) -> list[FeatureView]:
+    """The capability and tool embedding views over the embed stage's Parquet tables in
+    ``features_dir`` (the tool view is keyed by the ``tool`` entity)."""
+    directory = Path(features_dir)
+    return [
+        parquet_feature_view(
+            CAPABILITY_EMBEDDINGS_VIEW,
+            directory / EMBEDDING_TABLES[CAPABILITY_EMBEDDINGS_VIEW].file,
+            CAPABILITY_EMBEDDINGS,
+            cfg.ttl_days,
+            description="text, Node2Vec and hybrid vectors of each capability",
+        ),
+        parquet_feature_view(
+            TOOL_EMBEDDINGS_VIEW,
+            directory / EMBEDDING_TABLES[TOOL_EMBEDDINGS_VIEW].file,
+            TOOL_EMBEDDINGS,
+            cfg.ttl_days,
+            entity=tool_entity(),
+            description="text, Node2Vec and hybrid vectors of each tool",
+        ),
+    ]
+
+
+def feature_views(features_dir: str | Path, cfg: FeaturesConfig) -> list[FeatureView]:
+    """Every view, reading ``<features_dir>/<table>.parquet`` (features, then embeddings)."""
+    directory = Path(features_dir)
+    capability = capability_feature_view(directory / CAPABILITY_FEATURES_FILE, cfg)
+    return [capability, *embedding_views(directory, cfg)]
+
+
+def repo_objects(features_dir: str | Path, cfg: FeaturesConfig) -> list:
+    """Everything the pipeline registers: both entities, every source and view, and the
+    ``ranker_features`` service over the capability-keyed views."""
+    views = feature_views(features_dir, cfg)
     # The ranker's service joins on capability_id only; tool-keyed views stay outside it.
     by_capability = [v for v in views if CAPABILITY_ENTITY in v.entities]
     return [
-        *entities.values(),
+        capability_entity(),
+        tool_entity(),
         *(v.batch_source for v in views),
         *views,
         ranker_feature_service(by_capability),

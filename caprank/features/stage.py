@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,7 @@ from caprank.features.compute import (
 from caprank.files import atomic_write_bytes, atomic_write_parquet, text_hash
 
 if TYPE_CHECKING:  # Feast takes seconds to import; only publishing needs it
-    from feast import FeatureView
+    pass
 
 METADATA_PREFIX = "caprank."
 
@@ -172,13 +171,10 @@ def publish_features(
     cfg: CaprankConfig,
     offline_path: Path,
     end: datetime,
-    extra_views: Sequence[FeatureView] = (),
 ) -> PublishResult:
-    """Apply the Feast definitions and materialize snapshots up to ``end`` (inclusive).
-
-    ``extra_views`` (e.g. embedding views) are registered alongside and join the
-    ``ranker_features`` service.
-    """
+    """Apply every Feast definition (``repo_objects``) over the tables beside
+    ``offline_path`` and materialize, up to ``end`` (inclusive), the views whose table
+    is there (the embedding views once the embed stage has copied its tables in)."""
     from caprank.features.store import (
         apply_definitions,
         materialize_incremental,
@@ -191,8 +187,8 @@ def publish_features(
     _check_offline_table(offline_path, cfg)
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     store = open_store(cfg)
-    views = apply_definitions(store, cfg, offline_path, extra_views)
-    materialize_incremental(store, end)
+    views = apply_definitions(store, cfg, offline_path)
+    materialize_incremental(store, end, views)
     return PublishResult(
         project=cfg.features.feast_project,
         registry=registry_location(cfg),

@@ -34,7 +34,7 @@ from caprank.features.definitions import (
     CAPABILITY_KEY,
     RANKER_SERVICE,
     TIMESTAMP_FIELD,
-    feast_objects,
+    repo_objects,
 )
 
 ROW_ID = "__caprank_row"
@@ -129,15 +129,15 @@ def online_store_location(cfg: CaprankConfig) -> str:
 
 
 def apply_definitions(
-    store: FeatureStore,
-    cfg: CaprankConfig,
-    offline_path: str | Path,
-    extra_views: Sequence[FeatureView] = (),
+    store: FeatureStore, cfg: CaprankConfig, offline_path: str | Path
 ) -> list[str]:
-    """Register entity, sources, views and service; returns the feature view names."""
-    objects = feast_objects(Path(offline_path).resolve(), cfg.features, extra_views)
+    """Register every entity, source, view and the service (``repo_objects``, what
+    ``feature_repo/`` declares) over the tables beside ``offline_path``; returns the
+    names of the views whose offline table exists there (the ones to materialize)."""
+    directory = Path(offline_path).resolve().parent
+    objects = repo_objects(directory, cfg.features)
     store.apply(objects)
-    return [o.name for o in objects if isinstance(o, FeatureView)]
+    return [o.name for o in objects if isinstance(o, FeatureView) and _has_table(o)]
 
 
 def materialize_incremental(
@@ -146,11 +146,33 @@ def materialize_incremental(
     """Load snapshots with event_timestamp in (last materialized end, ``end``] online.
 
     The first run starts ``features.ttl_days`` before now. ``end`` is inclusive.
+    ``views`` default to every registered view whose offline table exists.
     """
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
+    if views is None:
+        views = [v.name for v in store.list_feature_views() if _has_table(v)]
+    if not views:
+        return
     with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; keep stdout clean
-        store.materialize_incremental(end_date=end, feature_views=list(views) if views else None)
+        store.materialize_incremental(end_date=end, feature_views=list(views))
+
+
+def _has_table(view: FeatureView) -> bool:
+    return Path(view.batch_source.path).is_file()
+
+
+def _present_refs(store: FeatureStore, service: str) -> list[str]:
+    """``view:feature`` references of ``service`` whose view's offline table exists.
+
+    Every view is always registered (``repo_objects``); the embedding tables appear only
+    once the embed stage has run, and Feast's file store fails on a missing file.
+    """
+    refs = []
+    for projection in store.get_feature_service(service).feature_view_projections:
+        if _has_table(store.get_feature_view(projection.name)):
+            refs += [f"{projection.name_to_use()}:{f.name}" for f in projection.features]
+    return refs
 
 
 def historical_features(
@@ -163,7 +185,8 @@ def historical_features(
     ``entity_df`` needs ``capability_id`` and ``event_timestamp`` (other columns pass
     through). Rows come back in the input order, one per input row; a row with no
     snapshot at or before its time gets nulls (Feast's file store would drop it).
-    ``features`` is a feature service name or a list of ``view:feature`` references.
+    ``features`` is a feature service name (its views whose offline table exists) or a
+    list of ``view:feature`` references.
     """
     missing = {CAPABILITY_KEY, TIMESTAMP_FIELD} - set(entity_df.columns)
     if missing:
@@ -173,7 +196,7 @@ def historical_features(
     frame = entity_df.copy()
     frame[TIMESTAMP_FIELD] = pd.to_datetime(frame[TIMESTAMP_FIELD], utc=True)
     frame[ROW_ID] = range(len(frame))
-    refs: Any = store.get_feature_service(features) if isinstance(features, str) else features
+    refs: Any = _present_refs(store, features) if isinstance(features, str) else features
     joined = store.get_historical_features(entity_df=frame, features=refs).to_df()
     added = [c for c in joined.columns if c not in frame.columns]
     result = frame.merge(joined[[ROW_ID, *added]], on=ROW_ID, how="left")
