@@ -1,10 +1,8 @@
 """``python -m serving``: the serving image's entry point, with KServe's own flags.
 
-The parser has KServe's ``model_server.parser`` as parent (``--model_name``,
-``--http_port``, ``--grpc_port``, ...) plus caprank's: ``--model_dir`` (KServe's storage
-initializer puts the model in ``/mnt/models``; without it ``default_model_ref`` picks the
-registry's ``production`` alias and its fallbacks), ``--config`` and ``--set K=V``.
-gRPC is off unless ``--enable_grpc true``. ``caprank serve`` runs this.
+KServe's ``model_server.parser`` (``--model_name``, ``--http_port``, ...) plus caprank's
+``--model_dir`` (KServe: ``/mnt/models``; else ``default_model_ref``), ``--config`` and
+``--set K=V``. gRPC is off unless ``--enable_grpc true``. ``caprank serve`` runs this.
 """
 
 from __future__ import annotations
@@ -16,8 +14,9 @@ import sys
 from kserve import model_server
 
 from caprank.config import load_config
+from caprank.online.routes import mount
 from caprank.online.runtime import Runtime, default_model_ref
-from serving.server import CaprankServer, bind, mount
+from serving.server import CaprankServer, bind
 
 PASSED_ON = ("grpc_port", "enable_grpc", "max_threads", "max_asyncio_workers",
              "enable_docs_url", "enable_latency_logging", "access_log_format", "event_loop",

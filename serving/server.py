@@ -1,33 +1,21 @@
-"""KServe's ``ModelServer``, and what caprank adds to its app.
-
-``CaprankServer`` is KServe's ``ModelServer`` whose probes say whether a model is served:
-readiness (``/v2/health/ready``) waits for the model load (the server starts before the
-model has loaded, so that it can answer with the dense fallback meanwhile), and both
-readiness and liveness (``/v2/health/live``, ``/``) fail once a model it served is gone,
-so Kubernetes takes the pod out of the Service and restarts it. ``mount`` adds the
-library's feedback and admin router, its error bodies, the payload limit, the rate limits,
-the gate that keeps KServe's model-repository extension closed unless
-``serving.model_repository`` is on, and 500 bodies without exception text to KServe's
-app; ``bind`` points them, and a new ``CaprankModel``, at a runtime. docs/security.md.
-"""
+"""KServe's ``ModelServer`` with probes that tell whether a model is served (readiness
+waits for the load; readiness and liveness fail once a served model is gone) and its
+model-repository extension closed unless ``serving.model_repository``; ``bind`` points
+caprank's routes (``caprank.online.routes.mount``) at a runtime. docs/security.md."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from kserve import ModelServer
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
-from caprank.online.admission import Overloaded
-from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
 from caprank.online.metrics import ServerMetrics
-from caprank.online.payload import PayloadLimit
-from caprank.online.routes import ERROR_HANDLERS, ServerState, router
+from caprank.online.routes import ServerState
 from caprank.online.runtime import Runtime
 from serving.model import CaprankModel
 
@@ -103,40 +91,6 @@ class CaprankServer(ModelServer):
     def register_model(self, model, name: str | None = None):
         super().register_model(model, name)
         self.dataplane.served.add(name or model.name)
-
-
-# GET /v1/models/<name>:predict would otherwise match KServe's model-status route
-not_allowed = APIRouter()
-
-
-@not_allowed.api_route("/v1/models/{name}:predict", methods=["GET", "PUT", "DELETE", "PATCH"])
-@not_allowed.api_route("/v1/models/{name}:explain", methods=["GET", "PUT", "DELETE", "PATCH"])
-async def method_not_allowed(request: Request) -> JSONResponse:
-    return JSONResponse(
-        status_code=405,
-        content={"error": f"{request.method} is not allowed here; use POST"},
-        headers={"Allow": "POST"},
-    )
-
-
-async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
-    return JSONResponse(
-        status_code=503, content={"error": str(exc)},
-        headers={"Retry-After": str(exc.retry_after_s)},
-    )  # fmt: skip
-
-
-def mount(app: FastAPI, max_payload_bytes: int) -> None:
-    """Add caprank's routes, error bodies, limits and gates to KServe's app (once, before
-    it serves; KServe adds its own endpoints when the server starts)."""
-    app.include_router(not_allowed)
-    app.include_router(router)
-    for exc, handler in {**ERROR_HANDLERS, Overloaded: overloaded}.items():
-        app.add_exception_handler(exc, handler)
-    app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
-    app.add_middleware(RateLimit)
-    app.add_middleware(RepositoryGate)
-    app.add_middleware(SafeErrors)
 
 
 def bind(app: FastAPI, runtime: Runtime, model_name: str) -> CaprankModel:

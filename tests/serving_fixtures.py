@@ -29,9 +29,10 @@ from kserve.protocol.rest.server import RESTServer
 from benchmarks.serving_proc import free_port
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
+from caprank.online.routes import mount
 from caprank.online.runtime import Runtime
 from serving.model import CaprankModel
-from serving.server import CaprankServer, bind, mount
+from serving.server import CaprankServer, bind
 
 ADMIN_TOKEN_ENV = "TEST_CAPRANK_ADMIN_TOKEN"  # not CAPRANK_*: no config key
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -12,6 +12,7 @@ own. A failure answers with the request id, never the exception (the log has it)
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -24,6 +25,9 @@ from caprank.online.request import RankRequest, RequestError, correlation_id
 from caprank.online.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+V2_INPUT = "request"  # the V2 input tensor: rank requests as JSON texts
+V2_OUTPUT = "response"  # the V2 output tensor: the responses as JSON texts
 
 
 class RankFailed(CaprankError):
@@ -59,6 +63,43 @@ class Predictor:
             return correlation_id(value, field)
         except RequestError as exc:
             raise self.reject(exc.field, exc.message) from exc
+
+    def v1_bodies(self, payload: Any) -> list:
+        """The rank requests of a V1 body ``{"instances": [...]}`` (nothing else in it)."""
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise self.reject("instances", "is required (a list of rank requests)")
+        unknown = sorted(set(payload) - {"instances"})
+        if unknown:
+            raise self.reject(unknown[0], "unknown field (a V1 body holds only 'instances')")
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise self.reject("instances", "must be a non-empty list of rank requests")
+        self.check_count(len(instances), "instances")
+        return instances
+
+    def v2_bodies(self, inputs: list[tuple[str, str, list | None, list | None]]) -> list:
+        """The rank requests of V2 ``inputs`` given as (name, datatype, shape, data): one
+        BYTES input named ``request`` whose elements are JSON texts, shape ``[n]``."""
+        if len(inputs) != 1 or inputs[0][:2] != (V2_INPUT, "BYTES"):
+            raise self.reject(
+                "inputs", f"expected one BYTES input named '{V2_INPUT}' holding rank requests "
+                "as JSON text",
+            )  # fmt: skip
+        shape, data = list(inputs[0][2] or []), inputs[0][3] or []
+        self.check_count(len(data), "inputs[0].data")
+        if shape != [len(data)]:
+            raise self.reject(
+                "inputs[0].shape", f"is {shape} but the data holds {len(data)} elements "
+                f"(it must be [{len(data)}])",
+            )  # fmt: skip
+        bodies = []
+        for i, item in enumerate(data):
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+            try:
+                bodies.append(json.loads(text) if isinstance(text, str) else text)
+            except ValueError as exc:
+                raise self.reject(f"inputs[0].data[{i}]", f"not valid JSON ({exc})") from exc
+        return bodies
 
     def parse(self, bodies: list, client_id: str | None, prefix: str) -> list[RankRequest]:
         out = []

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -28,9 +28,12 @@ from caprank.deploy.controller import run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.local import LocalBackend
 from caprank.deploy.state import rollout_state_path
+from caprank.online.admission import Overloaded
 from caprank.online.control import Unauthorized, check_bearer, check_model_ref
 from caprank.online.feedback import FeedbackConflict
+from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
 from caprank.online.metrics import ServerMetrics
+from caprank.online.payload import PayloadLimit
 from caprank.online.request import RequestError
 from caprank.online.runtime import Runtime, UnknownRequest
 
@@ -304,8 +307,42 @@ async def unauthorized(_request: Request, exc: Unauthorized) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"error": str(exc)}, headers=headers)
 
 
+async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse(
+        status_code=503, content={"error": str(exc)},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )  # fmt: skip
+
+
 ERROR_HANDLERS = {
     RequestValidationError: validation_error,
     RequestError: request_error,
     Unauthorized: unauthorized,
+    Overloaded: overloaded,
 }
+
+# GET /v1/models/<name>:predict would otherwise match KServe's model-status route
+not_allowed = APIRouter()
+
+
+@not_allowed.api_route("/v1/models/{name}:predict", methods=["GET", "PUT", "DELETE", "PATCH"])
+@not_allowed.api_route("/v1/models/{name}:explain", methods=["GET", "PUT", "DELETE", "PATCH"])
+async def method_not_allowed(request: Request) -> JSONResponse:
+    return JSONResponse(
+        status_code=405,
+        content={"error": f"{request.method} is not allowed here; use POST"},
+        headers={"Allow": "POST"},
+    )
+
+
+def mount(app: FastAPI, max_payload_bytes: int) -> None:
+    """Add caprank's routes, error bodies, limits and gates to the serving app (KServe's,
+    once, before it serves; KServe adds its own endpoints when the server starts)."""
+    app.include_router(not_allowed)
+    app.include_router(router)
+    for exc, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(exc, handler)
+    app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
+    app.add_middleware(RateLimit)
+    app.add_middleware(RepositoryGate)
+    app.add_middleware(SafeErrors)
