@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from caprank.embeddings.text import TORCH, TextBackend
 from caprank.model.bundle import Bundle
 from caprank.model.index import RankIndex
 
@@ -42,6 +43,7 @@ class BundleBuilder:
     cache_root: str | None = None
     batch_size: int = 64
     device: str = "auto"
+    backend: TextBackend = TORCH
     kind: str = "shgat"
     uses_features: bool = True
     meta: dict = field(default_factory=dict)
@@ -51,10 +53,12 @@ class BundleBuilder:
         return self.bundle.text_model
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        from caprank.embeddings.cache import EmbeddingCache, encode_cached
+        from caprank.embeddings.cache import cache_for, encode_cached
 
-        cache = EmbeddingCache(self.cache_root, self.text_model) if self.cache_root else None
-        vecs, _ = encode_cached(texts, self.text_model, cache, self.batch_size, self.device)
+        cache = cache_for(self.cache_root, self.text_model, self.backend)
+        vecs, _ = encode_cached(
+            texts, self.text_model, cache, self.batch_size, self.device, self.backend
+        )
         return vecs
 
     def build(self, catalog, features=None) -> BundleRanker:
