@@ -9,8 +9,9 @@ import pytest
 
 from caprank.config import CaprankConfig
 from caprank.embeddings import onnx_encoder
-from caprank.embeddings.cache import cache_for, model_slug
-from caprank.embeddings.text import TORCH, TextBackend, encode_texts, load_onnx
+from caprank.embeddings.backend import TORCH, TextBackend, cache_for, encode_with, load_onnx
+from caprank.embeddings.cache import model_slug
+from caprank.embeddings.text import encode_texts
 from caprank.evaluation.metrics import mean_reciprocal_rank
 from caprank.evaluation.queries import queries_from_labels
 from caprank.online.catalog import catalog_from_tables
@@ -49,17 +50,17 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_fp32_onnx_agrees_with_torch(onnx_root):
     ref = encode_texts(TEXTS, MODEL, batch_size=4, device="cpu")
     for batch_size in (1, 4, 64):  # padding and batch composition must not matter
-        got = encode_texts(TEXTS, MODEL, batch_size, "cpu", _backend(onnx_root))
+        got = encode_with(TEXTS, MODEL, batch_size, "cpu", _backend(onnx_root))
         assert got.shape == ref.shape and got.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
         assert _cosines(got, ref).min() >= 0.9999
         np.testing.assert_allclose(got, ref, atol=1e-4)
-    assert encode_texts([], MODEL, 8, "cpu", _backend(onnx_root)).shape == (0, 384)
+    assert encode_with([], MODEL, 8, "cpu", _backend(onnx_root)).shape == (0, 384)
 
 
 def test_int8_onnx_agrees_loosely_and_is_cached_apart(onnx_root):
     ref = encode_texts(TEXTS, MODEL, batch_size=8, device="cpu")
-    got = encode_texts(TEXTS, MODEL, 8, "cpu", _backend(onnx_root, quantize=True))
+    got = encode_with(TEXTS, MODEL, 8, "cpu", _backend(onnx_root, quantize=True))
     cos = _cosines(got, ref)
     # Measured on these texts: min about 0.98, mean about 0.99 (per-channel int8 MatMuls).
     assert cos.min() >= 0.97 and cos.mean() >= 0.985
@@ -70,7 +71,7 @@ def test_int8_onnx_agrees_loosely_and_is_cached_apart(onnx_root):
 
 
 def test_export_happens_once_per_model_and_variant(onnx_root, monkeypatch):
-    encode_texts(TEXTS[:1], MODEL, 8, "cpu", _backend(onnx_root))
+    encode_with(TEXTS[:1], MODEL, 8, "cpu", _backend(onnx_root))
     fp32 = onnx_encoder.export_dir(onnx_root, MODEL, quantize=False)
     int8 = onnx_encoder.export_dir(onnx_root, MODEL, quantize=True)
     assert fp32 != int8 and fp32.name.startswith(model_slug(MODEL))
@@ -102,7 +103,7 @@ def test_dense_ranking_mrr_unchanged_by_backend(onnx_root, tiny_dataset):
         ("onnx-int8", _backend(onnx_root, quantize=True)),
     ):
         ranker = DenseBuilder(MODEL, device="cpu", backend=backend).build(catalog)
-        intents = encode_texts(list(queries.texts), MODEL, 64, "cpu", backend)
+        intents = encode_with(list(queries.texts), MODEL, 64, "cpu", backend)
         mrr[name] = mean_reciprocal_rank(intents @ ranker.keys.T, relevant)
     assert mrr["torch"] > 0.1  # a real ranking, not noise
     assert abs(mrr["onnx"] - mrr["torch"]) <= 0.005, mrr

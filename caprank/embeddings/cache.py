@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from caprank.config import CaprankConfig
-from caprank.embeddings.text import TORCH, TextBackend, encode_texts
+from caprank.embeddings.text import encode_texts
 from caprank.errors import DataError
 from caprank.files import atomic_write_json, atomic_write_parquet, text_hash
 
@@ -188,24 +188,20 @@ class EmbeddingCache:
         return self.dir / name
 
 
-def cache_for(root: str | Path | None, model: str, backend: TextBackend = TORCH):
-    """The cache of ``model``'s vectors from ``backend`` under ``root`` (None: no cache)."""
-    return EmbeddingCache(root, backend.cache_model(model)) if root else None
-
-
 def encode_cached(
     texts: Sequence[str],
     model: str,
     cache: EmbeddingCache | None,
     batch_size: int = 64,
     device: str = "auto",
-    backend: TextBackend = TORCH,
+    encode: Callable[[list[str], str, int, str], np.ndarray] = encode_texts,
 ) -> tuple[np.ndarray, CacheStats]:
-    """``encode_texts`` through the cache: one row per text, in order, plus hit counts.
+    """``encode`` (torch's ``encode_texts`` unless a serving backend's,
+    ``caprank.embeddings.backend.encoder``) through the cache: one row per text, in order,
+    plus hit counts.
 
-    Statistics count distinct texts; only the misses are encoded (in one ``encode_texts``
-    call, which runs batches of ``batch_size``) and stored, as one new shard. ``cache``
-    should be the one for ``backend.cache_model(model)`` (``cache_for``).
+    Statistics count distinct texts; only the misses are encoded, in one ``encode`` call
+    that runs batches of ``batch_size``, and stored, as one new shard.
     """
     texts = list(texts)
     keys = [text_hash(t) for t in texts]
@@ -215,12 +211,12 @@ def encode_cached(
     missing = [k for k in unique if k not in found]
     stats = CacheStats(hits=len(unique) - len(missing), misses=len(missing))
     if missing:
-        fresh = encode_texts([first_text[k] for k in missing], model, batch_size, device, backend)
+        fresh = encode([first_text[k] for k in missing], model, batch_size, device)
         if cache is not None:
             cache.put_many(missing, fresh)
         found.update(zip(missing, fresh, strict=True))
     if not texts:
-        return encode_texts([], model, batch_size, device, backend), stats
+        return encode([], model, batch_size, device), stats
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), stats
 
 

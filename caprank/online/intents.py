@@ -20,7 +20,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from caprank.config import CaprankConfig, ServingConfig
-from caprank.embeddings.text import TORCH, TextBackend
+from caprank.embeddings.backend import TORCH, TextBackend
 
 Encode = Callable[[list[str], str], np.ndarray]
 
@@ -143,10 +143,10 @@ def serving_backend(cfg: CaprankConfig, *, catalog: bool = False) -> TextBackend
 
 def default_encode(device: str = "auto", backend: TextBackend = TORCH) -> Encode:
     """``encode_texts`` with the serving device and backend; normalized float32 rows."""
-    from caprank.embeddings.text import encode_texts
+    from caprank.embeddings.backend import encode_with
 
     def encode(texts: list[str], model: str) -> np.ndarray:
-        return encode_texts(texts, model, max(len(texts), 1), device, backend)
+        return encode_with(texts, model, max(len(texts), 1), device, backend)
 
     return encode
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from caprank.embeddings.text import TORCH, TextBackend
+from caprank.embeddings.backend import TORCH, TextBackend
 from caprank.online.catalog import Catalog
 from caprank.online.features import FeatureSnapshot
 
@@ -81,10 +81,16 @@ class DenseBuilder:
     uses_features: bool = False
 
     def build(self, catalog: Catalog, features: FeatureSnapshot | None = None) -> DenseRanker:
-        from caprank.embeddings.cache import cache_for, encode_cached
+        from caprank.embeddings.backend import cache_for
+        from caprank.embeddings.cache import encode_cached
 
         cache = cache_for(self.cache_root, self.text_model, self.backend)
         keys, _ = encode_cached(
-            list(catalog.texts), self.text_model, cache, self.batch_size, self.device, self.backend
+            list(catalog.texts),
+            self.text_model,
+            cache,
+            self.batch_size,
+            self.device,
+            self.backend.encode,
         )
         return DenseRanker(self.text_model, np.ascontiguousarray(keys, dtype=np.float32))
