@@ -137,3 +137,17 @@ def test_cuda_provider_only_when_present(monkeypatch):
     )
     assert onnx_encoder.providers("auto")[0] == "CUDAExecutionProvider"
     assert onnx_encoder.providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_concurrent_encodes_from_request_threads(onnx_root):
+    """Request threads encode at once (batching off): same vectors, no tokenizer errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = _backend(onnx_root)
+    expected = encode_with(TEXTS, MODEL, 8, "cpu", backend)
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(
+            pool.map(lambda i: encode_with([TEXTS[i % 6]], MODEL, 1, "cpu", backend), range(48))
+        )
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(row[0], expected[i % 6], atol=1e-5)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -175,6 +176,9 @@ class OnnxEncoder:
         # without token types (XLM-R) gets zeros.
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.calls = 0  # forward passes run (tests and benchmarks read it)
+        # A fast tokenizer sets its truncation state per call: concurrent calls from
+        # request threads fail with "Already borrowed", so they take turns (microseconds).
+        self._tokenize_lock = threading.Lock()
 
     def _run(self, tokens: dict[str, list[list[int]]], rows: np.ndarray) -> np.ndarray:
         """One forward pass over ``rows`` of the tokenized texts, padded to their longest."""
@@ -197,7 +201,8 @@ class OnnxEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        tokens = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+        with self._tokenize_lock:
+            tokens = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
         tokens = {k: tokens.get(k) for k in self.inputs}
         if tokens.get("token_type_ids") is None and "token_type_ids" in self.inputs:
             tokens["token_type_ids"] = [[0] * len(seq) for seq in tokens["input_ids"]]
