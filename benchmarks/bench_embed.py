@@ -4,6 +4,8 @@ Measures, each beside a baseline taken in the same run:
 
 * text encoding throughput of the packaged all-MiniLM-L6-v2 (sentences/s) at the
   configured batch size, against batch size 1;
+* the serving text backends on one thread (a served intent's cache miss): single-text
+  latency and batched throughput of ONNX Runtime fp32 and int8 against torch;
 * node2vec random walks per second on two synthetic capability-tool graphs (10k nodes /
   100k edges and 100k nodes / 1M edges; repeated random pairs are merged, so edges carry
   weights), unbiased and biased (p=0.5, q=2), against a plain Python loop walker (same
@@ -63,6 +65,42 @@ def bench_text(model: str, sentences: list[str], batch_size: int) -> dict:
         "baseline_batch1_sentences_per_s": round(single, 1),
         "speedup": round(batched / single, 2),
     }
+
+
+def bench_backends(model: str, sentences: list[str], batch_size: int) -> dict:
+    """One intra-op thread each (what a served intent gets): p50/p99 of one-text encodes
+    and batched sentences/s, for torch, ONNX fp32 and ONNX int8 (exported first, untimed)."""
+    from caprank.embeddings.backend import TORCH, TextBackend, encode_with
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        for name, backend in (
+            ("torch", TORCH),
+            ("onnx", TextBackend("onnx", threads=1)),
+            ("onnx_int8", TextBackend("onnx", quantize=True, threads=1)),
+        ):
+            encode_with(sentences[:16], model, 16, "cpu", backend)  # export / load, warm up
+            lat = []
+            for s in sentences[:128]:
+                t0 = time.perf_counter()
+                encode_with([s], model, 1, "cpu", backend)
+                lat.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            encode_with(sentences, model, batch_size, "cpu", backend)
+            out[name] = {
+                "one_text_p50_ms": round(float(np.percentile(lat, 50)), 2),
+                "one_text_p99_ms": round(float(np.percentile(lat, 99)), 2),
+                "batched_sentences_per_s": round(len(sentences) / (time.perf_counter() - t0), 1),
+            }
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("onnx", "onnx_int8"):
+        out[f"{name}_speedup_one_text"] = round(
+            out["torch"]["one_text_p50_ms"] / out[name]["one_text_p50_ms"], 2
+        )
+    return out
 
 
 def capability_tool_graph(n_nodes: int, n_edges: int, seed: int) -> Graph:
@@ -202,6 +240,10 @@ def main() -> None:
     ]
     log("text encoding ...")
     figures["text"] = bench_text(cfg.embedding.text_model, queries, cfg.embedding.batch_size)
+    log("serving text backends (one thread) ...")
+    figures["text_backends"] = bench_backends(
+        cfg.embedding.text_model, queries, cfg.embedding.batch_size
+    )
 
     sizes = (
         [(2_000, 20_000), (10_000, 100_000)]

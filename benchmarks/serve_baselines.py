@@ -2,8 +2,9 @@
 
 - ``noop``: a ``kserve.Model`` whose predict returns a constant: the HTTP/JSON floor.
 - ``naive``: what a first implementation would do per request: read the candidates'
-  features (and text embeddings) from Feast's online store, encode the intent (no cache),
-  score the candidates from scratch and sort. No precomputation.
+  features (and text embeddings) from Feast's online store, encode the intent (no cache;
+  the predictor's own text backend, ``serving.intents.backend``, so the comparison is of
+  the precomputation alone), score the candidates from scratch and sort.
 
 Run like the predictor: ``python -m benchmarks.serve_baselines --kind noop --http_port N``.
 """
@@ -34,20 +35,22 @@ class NaiveModel(kserve.Model):
     def __init__(self, name: str, cfg):
         super().__init__(name)
         from caprank.features.store import open_store
+        from caprank.online.intents import default_encode, serving_backend
 
         self.cfg = cfg
         self.store = open_store(cfg)
+        self.encode = default_encode(cfg.embedding.device, serving_backend(cfg))
+        self.encode(["warm up the intent encoder"], cfg.embedding.text_model)
         self.ready = True
 
     def predict(self, payload, headers=None, response_headers=None):
-        from caprank.embeddings.text import encode_texts
         from caprank.features.store import online_features
 
         inst = payload["instances"][0]
         ids = inst["candidate_ids"]
         feats = online_features(self.store, ids)  # per request: the candidates' rows
         keys = np.array(feats["text_embedding"].to_pylist(), dtype=np.float32)
-        vec = encode_texts([inst["intent"]], self.cfg.embedding.text_model)[0]
+        vec = self.encode([inst["intent"]], self.cfg.embedding.text_model)[0]
         scores = keys @ vec
         top = np.argsort(-scores)[: inst.get("top_k", 10)]
         return {"predictions": [{"rankings": [

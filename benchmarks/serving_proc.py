@@ -3,7 +3,9 @@
 ``ServerProcess`` starts ``python -m serving`` on a free port (KServe's server listens on
 every interface; the client talks to loopback) with a given caprank home and model
 directory, waits for readiness, and kills it (SIGKILL or SIGTERM).
-``Client`` is a small keep-alive JSON client over ``http.client`` (one per thread).
+``cpus`` pins the server (all its threads) to those cores, so a benchmark's load
+generator can run on the others. ``Client`` is a small keep-alive JSON client over
+``http.client`` (one per thread).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ServerProcess:
         model_name: str = "caprank",
         extra_env: dict | None = None,
         module: str = "serving",
+        cpus: set[int] | None = None,
     ):
         self.port = port or free_port()
         self.model_name = model_name
@@ -88,11 +91,20 @@ class ServerProcess:
         self.env.update(extra_env or {})
         self.log_path = Path(home) / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
+        self.cpus = set(cpus) if cpus else None
+        self.started_s: float | None = None  # process start to ready, seconds
+
+    def _pin(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # in the child, before exec: threads inherit
 
     def start(self, timeout_s: float = 120.0) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child holds it)
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=log, preexec_fn=self._pin
+        )
         client = Client(self.port, timeout=5)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -102,6 +114,7 @@ class ServerProcess:
                 code, _ = client.request("GET", "/v2/health/ready")
                 if code == 200:
                     client.close()
+                    self.started_s = time.perf_counter() - t0
                     return self
             except OSError:
                 pass

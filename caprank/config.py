@@ -565,8 +565,25 @@ class IntentEncodingConfig(Section):
         1,
         ge=0,
         le=64,
-        description="intra-op threads of the intent encoder; 0: torch's default. One thread "
-        "per encode keeps latency steady on a shared CPU; requests run in parallel threads",
+        description="intra-op threads of the intent encoder (torch or ONNX Runtime); 0: the "
+        "runtime's default. One thread per encode keeps latency steady on a shared CPU; "
+        "requests run in parallel threads",
+    )
+    backend: Literal["torch", "onnx"] = Field(
+        "onnx",
+        description="runtime of the text model in the server (intents and the catalog "
+        "build): onnx (ONNX Runtime, exported from the torch model at first use; CUDA "
+        "provider when present) or torch. Training always uses torch; see docs/serving.md",
+    )
+    quantize: bool = Field(
+        False,
+        description="onnx backend: int8 dynamic quantization of the MatMul weights (faster, "
+        "cosine to torch about 0.98-0.99; its vectors are cached apart from fp32 ones)",
+    )
+    onnx_dir: Path | None = Field(
+        None,
+        description="where ONNX exports are cached, one folder per model and variant; "
+        "empty: $XDG_CACHE_HOME/caprank/onnx (~/.cache/caprank/onnx)",
     )
 
 

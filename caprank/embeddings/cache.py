@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,11 +194,14 @@ def encode_cached(
     cache: EmbeddingCache | None,
     batch_size: int = 64,
     device: str = "auto",
+    encode: Callable[[list[str], str, int, str], np.ndarray] = encode_texts,
 ) -> tuple[np.ndarray, CacheStats]:
-    """``encode_texts`` through the cache: one row per text, in order, plus hit counts.
+    """``encode`` (torch's ``encode_texts`` unless a serving backend's,
+    ``caprank.embeddings.backend.encoder``) through the cache: one row per text, in order,
+    plus hit counts.
 
-    Statistics count distinct texts; only the misses are encoded (in batches of
-    ``batch_size``) and stored, as one new shard.
+    Statistics count distinct texts; only the misses are encoded, in one ``encode`` call
+    that runs batches of ``batch_size``, and stored, as one new shard.
     """
     texts = list(texts)
     keys = [text_hash(t) for t in texts]
@@ -208,14 +211,12 @@ def encode_cached(
     missing = [k for k in unique if k not in found]
     stats = CacheStats(hits=len(unique) - len(missing), misses=len(missing))
     if missing:
-        fresh = encode_texts(
-            [first_text[k] for k in missing], model, batch_size=batch_size, device=device
-        )
+        fresh = encode([first_text[k] for k in missing], model, batch_size, device)
         if cache is not None:
             cache.put_many(missing, fresh)
         found.update(zip(missing, fresh, strict=True))
     if not texts:
-        return encode_texts([], model, batch_size=batch_size, device=device), stats
+        return encode([], model, batch_size, device), stats
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False), stats
 
 

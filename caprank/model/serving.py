@@ -10,11 +10,22 @@ calibration (``caprank.model.calibration``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from caprank.model.bundle import Bundle
 from caprank.model.index import RankIndex
+
+
+class TextRuntime(Protocol):
+    """What the builder needs of serving's text backend (``caprank.embeddings.backend.
+    TextBackend``, passed by ``caprank.online.models``; the training path, through the
+    MLflow pyfunc, never passes one, so it never reaches the ONNX code)."""
+
+    def cache_model(self, model: str) -> str: ...
+
+    def encode(self, texts: list[str], model: str, batch_size: int, device: str) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class BundleBuilder:
     cache_root: str | None = None
     batch_size: int = 64
     device: str = "auto"
+    backend: TextRuntime | None = None  # serving's text runtime; None: torch
     kind: str = "shgat"
     uses_features: bool = True
     meta: dict = field(default_factory=dict)
@@ -52,9 +64,13 @@ class BundleBuilder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         from caprank.embeddings.cache import EmbeddingCache, encode_cached
+        from caprank.embeddings.text import encode_texts
 
-        cache = EmbeddingCache(self.cache_root, self.text_model) if self.cache_root else None
-        vecs, _ = encode_cached(texts, self.text_model, cache, self.batch_size, self.device)
+        model, backend = self.text_model, self.backend
+        namespace = backend.cache_model(model) if backend is not None else model
+        cache = EmbeddingCache(self.cache_root, namespace) if self.cache_root else None
+        encode = backend.encode if backend is not None else encode_texts
+        vecs, _ = encode_cached(texts, model, cache, self.batch_size, self.device, encode)
         return vecs
 
     def build(self, catalog, features=None) -> BundleRanker:

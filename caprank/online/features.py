@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from caprank.config import CaprankConfig
 
@@ -79,9 +80,8 @@ class FeatureSnapshot:
         for j, name in enumerate(columns):
             if name not in self.table.column_names:
                 continue
-            values = np.array(
-                [np.nan if v is None else v for v in self.table[name].to_pylist()], np.float64
-            )
+            col = pc.cast(self.table[name], pa.float64())  # nulls become NaN below, in bulk
+            values = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             use = fresh & ~np.isnan(values)
             out[use, j] = values[use]
         return out

@@ -27,6 +27,7 @@ from caprank.errors import CaprankError
 from caprank.files import atomic_write_json
 from caprank.online.catalog import Catalog
 from caprank.online.features import FeatureSnapshot
+from caprank.online.intents import serving_backend
 from caprank.online.ranker import DenseBuilder, Ranker, RankerBuilder
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def dense_builder(cfg: CaprankConfig, text_model: str | None = None) -> DenseBui
         cache_root=str(cfg.embedding_cache_dir()),
         batch_size=cfg.embedding.batch_size,
         device=cfg.embedding.device,
+        backend=serving_backend(cfg, catalog=True),
     )
 
 
@@ -123,6 +125,7 @@ def load_builder(root: Path, cfg: CaprankConfig) -> tuple[RankerBuilder, dict]:
         cache_root=str(cfg.embedding_cache_dir()),
         batch_size=cfg.embedding.batch_size,
         device=cfg.embedding.device,
+        backend=serving_backend(cfg, catalog=True),
     )
     return builder, {"text_model": bundle.text_model, **bundle.meta}
 

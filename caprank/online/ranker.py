@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from caprank.embeddings.backend import TORCH, TextBackend
 from caprank.online.catalog import Catalog
 from caprank.online.features import FeatureSnapshot
 
@@ -75,14 +76,21 @@ class DenseBuilder:
     cache_root: str | None = None
     batch_size: int = 64
     device: str = "auto"
+    backend: TextBackend = TORCH
     kind: str = "dense"
     uses_features: bool = False
 
     def build(self, catalog: Catalog, features: FeatureSnapshot | None = None) -> DenseRanker:
-        from caprank.embeddings.cache import EmbeddingCache, encode_cached
+        from caprank.embeddings.backend import cache_for
+        from caprank.embeddings.cache import encode_cached
 
-        cache = EmbeddingCache(self.cache_root, self.text_model) if self.cache_root else None
+        cache = cache_for(self.cache_root, self.text_model, self.backend)
         keys, _ = encode_cached(
-            list(catalog.texts), self.text_model, cache, self.batch_size, self.device
+            list(catalog.texts),
+            self.text_model,
+            cache,
+            self.batch_size,
+            self.device,
+            self.backend.encode,
         )
         return DenseRanker(self.text_model, np.ascontiguousarray(keys, dtype=np.float32))

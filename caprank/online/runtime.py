@@ -26,7 +26,7 @@ from caprank.online.control import check_model_ref
 from caprank.online.engine import Mode, RankEngine, RankResult
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.feedback import DROPPED, FeedbackLog, build_event, parse_feedback
-from caprank.online.intents import Encode, IntentEncoder, default_encode
+from caprank.online.intents import Encode, IntentEncoder, default_encode, serving_backend
 from caprank.online.models import (
     FALLBACK_VERSION,
     LoadedModel,
@@ -87,7 +87,7 @@ class Runtime:
     ):
         self.cfg = cfg
         self.model_ref = model_ref or cfg.serving.model_ref
-        self._encode = encode or default_encode(cfg.embedding.device)
+        self._encode = encode or default_encode(cfg.embedding.device, serving_backend(cfg))
         self._catalog = catalog
         self.engine: RankEngine | None = None
         self.feedback_log: FeedbackLog | None = None
