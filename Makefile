@@ -18,9 +18,9 @@ help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
 	@echo "make test   lint and run the tests"
 
-# Installs exactly what requirements.lock pins (every transitive dependency, the dev tools
-# included), then the project itself without resolving again: a fresh clone next month
-# installs what CI tested. `make lock` regenerates the lock after a change to pyproject.toml.
+# Installs exactly what requirements.lock pins (every transitive dependency, the dev and
+# cluster extras included), then the project itself without resolving again: a fresh
+# clone next month installs what CI tested; the images' pins (make pins) come from it. `make lock` regenerates the lock after a change to pyproject.toml.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$$(grep -E '^pip==' requirements.lock)"
@@ -28,11 +28,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# pip-compile resolves pyproject.toml (with the dev extra) into exact pins. torch's local
+# pip-compile resolves pyproject.toml (with the dev and cluster extras) into exact pins. torch's local
 # label (+cpu, from this machine's wheel cache) is dropped: `torch==X` still takes the
 # local CPU wheel here and the ordinary wheel elsewhere.
 lock: $(STAMP)
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
+	$(BIN)/pip-compile --quiet --extra dev --extra cluster --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 	sed -i -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' requirements.lock
 

@@ -300,8 +300,8 @@ def batching(model_dir, home, ids, seconds: float, cpus) -> dict:
     out = {}
     payloads = bodies(ids, min(1000, len(ids)), 400, unique=True, seed=99)
     for on in (True, False):
-        srv = ServerProcess(model_dir, home, overrides=[f"serving.intents.batch={str(on).lower()}",
-                            f"embedding.cache_dir={CACHE}", *NO_RATE_LIMIT], cpus=cpus).start()  # fmt: skip
+        over = [f"serving.intents.batch={str(on).lower()}", f"embedding.cache_dir={CACHE}"]
+        srv = ServerProcess(model_dir, home, overrides=[*over, *NO_RATE_LIMIT], cpus=cpus).start()
         path = f"/v1/models/{srv.model_name}:predict"
         out["on" if on else "off"] = round(closed_loop(srv.port, path, payloads, 8, seconds), 1)
         srv.kill(15)

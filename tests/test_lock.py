@@ -28,7 +28,8 @@ def _pins() -> dict[str, Version]:
 
 def test_every_declared_dependency_is_pinned_within_its_range():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    declared = [*project["dependencies"], *extras["dev"], *extras["cluster"]]
     pins = _pins()
     for spec in map(Requirement, declared):
         name = canonicalize_name(spec.name)
