@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 TOOLLENS ?= ../shared/data/toollens
 
-.PHONY: help install lock run test lint fmt compile \
+.PHONY: help install lock run test test-e2e lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
         bench-simulate bench-validate bench-eval bench-feedback bench-abuse config-doc pins images push kind-up kind-down kind-smoke
 
@@ -51,7 +51,12 @@ fmt: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not e2e' --durations=15
+
+# The end-to-end tests (the whole DAG through KFP's local runner, server processes killed
+# and restarted); CI runs them after `make test`.
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -m e2e --durations=5
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile

@@ -889,7 +889,12 @@ class PipelineConfig(Section):
         "URLs that embed them",
     )
     secret_keys: list[str] = Field(
-        ["CAPRANK_SERVICES__FEAST_REGISTRY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        [
+            "CAPRANK_SERVICES__FEAST_REGISTRY",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "CAPRANK_SECRET_ID_HASH_KEY",
+        ],
         description="keys of pipeline.secret, each set as the env var of the same name on "
         "every task",
     )

@@ -46,15 +46,20 @@ ensure_secret_env() {
     log "generating $dir/postgres.env (random Postgres password)"
     printf 'POSTGRES_USER=caprank\nPOSTGRES_PASSWORD=%s\n' "$(openssl rand -hex 20)" > "$dir/postgres.env"
   fi
+  if [ ! -f "$dir/id-hash.env" ]; then
+    log "generating $dir/id-hash.env (random key for hashing PII-like ids)"
+    printf 'CAPRANK_SECRET_ID_HASH_KEY=%s\n' "$(openssl rand -hex 32)" > "$dir/id-hash.env"
+  fi
   # the pipeline pods' Secret (manifests/pipeline-env), from the same credentials
   local creds="manifests/pipeline-env/secrets/credentials.env"
   (
     set -a
     # shellcheck disable=SC1091
-    . "$dir/s3.env"; . "$dir/postgres.env"
+    . "$dir/s3.env"; . "$dir/postgres.env"; . "$dir/id-hash.env"
     printf 'CAPRANK_SERVICES__FEAST_REGISTRY=postgresql+psycopg://%s:%s@postgres.%s.svc.cluster.local:5432/feast\n' \
       "$POSTGRES_USER" "$POSTGRES_PASSWORD" "$NAMESPACE"
     printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+    printf 'CAPRANK_SECRET_ID_HASH_KEY=%s\n' "$CAPRANK_SECRET_ID_HASH_KEY"
   ) > "$creds"
 }
 

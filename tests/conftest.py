@@ -31,9 +31,9 @@ TINY = {
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: `make test` runs on two workers (pytest-xdist), which take work in
-    collection order, so the minutes-long tests start at once beside everything else."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("longest") else 1)
+    """Slow first: `make test` runs on two workers (pytest-xdist) that take whole files in
+    collection order, so the heavy files start at once and the light ones fill the gaps."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
 
 
 @pytest.fixture(scope="session")

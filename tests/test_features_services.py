@@ -42,6 +42,7 @@ def test_redis_online_store_and_postgres_registry(tmp_path, database):
     import psycopg
     import redis
 
+    from caprank.features.definitions import CAPABILITY_EMBEDDINGS_VIEW, TOOL_EMBEDDINGS_VIEW
     from caprank.features.store import online_features, open_store
 
     cfg = CaprankConfig()
@@ -79,7 +80,10 @@ def test_redis_online_store_and_postgres_registry(tmp_path, database):
                 "SELECT feature_view_name FROM feature_views WHERE project_id = %s",
                 (cfg.features.feast_project,),
             ).fetchall()
-        assert rows == [("capability_features",)]
+        # every view the repo declares (feature_repo/ is the source of truth), once each
+        assert sorted(r[0] for r in rows) == sorted(
+            ["capability_features", CAPABILITY_EMBEDDINGS_VIEW, TOOL_EMBEDDINGS_VIEW]
+        )
     finally:
         (store or open_store(cfg)).teardown()
         leftover = [k for k in client.scan_iter(count=1000) if k.endswith(project_key)]

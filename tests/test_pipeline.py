@@ -92,6 +92,7 @@ def _artifact(cls, path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     """ingest -> validate -> build_features -> embed -> train -> evaluate, as python_func:
     train logs to MLflow, evaluate registers, and the registered version's artifacts hold
@@ -210,7 +211,7 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.longest
+@pytest.mark.e2e
 def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     from pipelines.local import run_local
 

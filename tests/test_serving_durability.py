@@ -11,7 +11,7 @@ from benchmarks.bench_feedback import run
 
 
 @pytest.mark.slow
-@pytest.mark.longest
+@pytest.mark.e2e
 def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path):
     result = run(duration_s=3.0, rate_per_min=6000, threads=4, home=tmp_path)
     assert result["acknowledged"] >= 150

@@ -80,6 +80,7 @@ def test_ingest_reads_segments_and_close_compacts_the_active_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_feedback_after_kill_9_and_restart_is_accepted_and_sigterm_compacts(tmp_path):
     cfg = CaprankConfig.model_validate({"paths": {"home": str(tmp_path)}})
     model_dir = make_model_dir(cfg, tmp_path)
