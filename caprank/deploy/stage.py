@@ -241,7 +241,6 @@ def _local_canary(
     from caprank.deploy.local import LocalBackend
     from caprank.deploy.traffic import VirtualClock, local_inputs
     from caprank.online.runtime import DENSE_REF, Runtime
-    from caprank.online.stats import VersionStats
 
     catalog, intents = local_inputs(cfg, local_dir, cfg.canary.local_intents)
     runtime = Runtime(cfg, production or DENSE_REF, catalog=catalog)
@@ -261,7 +260,7 @@ def _local_canary(
             notes.append(f"resumed an unfinished local rollout from phase '{resume.phase}'")
         traffic = _synthetic_traffic(cfg, runtime, intents)
         clock = VirtualClock(traffic.run_for)
-        runtime.engine.stats = VersionStats(clock.now)
+        runtime.engine.observe_on(clock.now)
         result = _rollout(cfg, backend, uri, version, now=clock.now, sleep=clock.sleep)
         out = _from_rollout("local", cfg, version, uri, result)
         out.traffic = traffic.summary()

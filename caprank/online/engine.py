@@ -195,6 +195,11 @@ class RankEngine:
             )
             self.fallback = fallback
 
+    def observe_on(self, clock) -> None:
+        """Start a fresh per-version outcome window on ``clock`` (the local canary's
+        virtual clock, so its guardrails count requests, not wall-clock seconds)."""
+        self.stats = VersionStats(clock)
+
     # --------------------------------------------------------------------- ranking
     def cached(self, intent: str) -> bool:
         """Whether every model that may answer has ``intent``'s vector cached: the request
