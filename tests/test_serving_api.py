@@ -175,6 +175,26 @@ def test_model_error_is_500_with_request_id_and_counted(served: Served):
     assert served.rank({"intent": "x"})["model_version"] == "dense"
 
 
+def test_a_fallback_answer_counts_as_the_failing_versions_error(served: Served):
+    """A canary that raises on every request must not look healthy: the fallback answers,
+    but /metrics counts the request as an error of the version that failed."""
+    old = _with_primary(served, FailingRanker(), "broken-canary")
+    ok = served.metric("caprank_rank_requests_total", status="ok")
+    try:
+        for _ in range(3):
+            assert served.rank({"intent": "x"})["fallback"] == "model_error"
+        assert (
+            served.metric(
+                "caprank_rank_requests_total", status="error", model_version="broken-canary"
+            )
+            == 3
+        )
+        assert served.metric("caprank_rank_requests_total", status="ok") == ok
+        assert served.runtime.engine.stats.window("broken-canary", 60)[:2] == (3, 1.0)
+    finally:
+        served.runtime.engine.set_primary(old)
+
+
 def test_hot_swap_under_load_fails_nothing(served: Served):
     failures, versions = [], set()
     stop = threading.Event()

@@ -15,7 +15,10 @@ Every ranking gets a request id issued here (``new_request_id``); a client's
 - ``shadow``: the primary answers every request; the second model scores the same request
   in a background thread and its ranking is logged and kept for comparison.
 - fallback: when the model raises (or none is loaded yet) the dense fallback answers,
-  the response says so and the fallback is counted; with ``serving.fallback_on_error``
+  the response says so and the fallback is counted; the request still counts as an error
+  of the model that raised (its outcome window, ``RankResult.failed_version`` for the
+  server's metrics), so a canary failing every request never looks healthy; with
+  ``serving.fallback_on_error``
   off, a model error is a ``ModelFailure`` (HTTP 500 with the request id).
 """
 
@@ -84,6 +87,7 @@ class RankResult:
     feature_age_hours: float | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     client_request_id: str | None = None
+    failed_version: str | None = None  # the model that raised before the fallback answered
 
     def to_json(self) -> dict:
         return {
@@ -263,7 +267,7 @@ class RankEngine:
             and bucket(cid or request_id) < routing.percent
         ):
             model, arm = routing.second, "canary"
-        reason = None
+        reason, failed = None, None
         if model is None:
             model, arm, reason = self.fallback, "fallback", "not_loaded"
         try:
@@ -276,7 +280,7 @@ class RankEngine:
             log.exception("model %s failed on request %s", model.version, request_id)
             if model is self.fallback or not self.cfg.serving.fallback_on_error:
                 raise ModelFailure(request_id, f"{type(exc).__name__}: {exc}", cid) from exc
-            model, arm, reason = self.fallback, "fallback", "model_error"
+            failed, model, arm, reason = model.version, self.fallback, "fallback", "model_error"
             try:
                 scored = self._score(model, req, idx)
             except Exception as exc2:
@@ -307,6 +311,7 @@ class RankEngine:
                 "total": total,
             },
             client_request_id=cid,
+            failed_version=failed,
         )
         self.requests.put(
             ServedRanking(

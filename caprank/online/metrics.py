@@ -24,7 +24,8 @@ class ServerMetrics:
         r = registry
         self.requests = Counter(
             "caprank_rank_requests",
-            "Rank requests by outcome (error: the server failed a valid request)",
+            "Rank requests by outcome (error: the server failed a valid request, or the "
+            "model named failed and the fallback answered)",
             ["status", "model_version"],
             registry=r,
         )
@@ -56,6 +57,13 @@ class ServerMetrics:
             ["status"],
             registry=r,
         )
+        self.outcomes = Counter(
+            "caprank_feedback_outcomes",
+            "Stored feedback by the model version that served the ranking and its outcome "
+            "(the cluster canary's quality guardrail reads it from the pods)",
+            ["model_version", "outcome"],
+            registry=r,
+        )
         self.feedback_ack = Histogram(
             "caprank_feedback_ack_seconds",
             "Time from a feedback post to its durable acknowledgement",
@@ -66,7 +74,7 @@ class ServerMetrics:
         r.register(self._state)
         self._collectors = [
             *(self.requests, self.rejected, self.stage, self.cache, self.fallbacks),
-            *(self.feedback, self.feedback_ack, self._state),
+            *(self.feedback, self.outcomes, self.feedback_ack, self._state),
         ]
 
     def close(self) -> None:
@@ -75,7 +83,12 @@ class ServerMetrics:
             self.registry.unregister(collector)
 
     def observe_rank(self, result) -> None:
-        self.requests.labels("ok", result.model_version).inc()
+        """Count an answered request; one the fallback answered after the model raised is
+        an error of that model (the canary guardrail's error rate must see it)."""
+        if result.failed_version is not None:
+            self.requests.labels("error", result.failed_version).inc()
+        else:
+            self.requests.labels("ok", result.model_version).inc()
         for stage, seconds in result.timings.items():
             self.stage.labels(stage).observe(seconds)
         self.cache.labels("hit" if result.cache_hit else "miss").inc()
