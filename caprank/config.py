@@ -646,7 +646,15 @@ class ServingConfig(Section):
         "--model_name: the InferenceService's name)",
     )
     model_ref: str = Field(
-        "production", description="MLflow alias, version number, or a model directory"
+        "production",
+        description="what `caprank serve` loads: an MLflow alias, a version number, a model "
+        "directory, or dense (never another alias or the latest version)",
+    )
+    missing_model: Literal["auto", "error", "dense"] = Field(
+        "auto",
+        description="when the registry lacks model_ref's alias (or cannot be read): error, "
+        "or serve the dense ranker; auto: dense only for a missing alias on the embedded "
+        "local registry (services.mlflow_tracking_uri empty), an error otherwise",
     )
     feature_refresh_s: float = Field(
         300.0, gt=0.0, description="how often online features are re-read from the store"
@@ -715,7 +723,32 @@ class CanaryConfig(Section):
         200.0, gt=0.0, description="guardrail: live p99 latency ceiling"
     )
     min_success_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="guardrail: success-rate floor from feedback"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="guardrail: absolute success-rate floor from feedback (0: only the "
+        "relative max_success_rate_drop judges quality)",
+    )
+    max_success_rate_drop: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="guardrail: how far the canary's success rate may fall below the "
+        "stable model's over the same window (both need min_feedback outcomes)",
+    )
+    allow_unmeasured: list[Literal["requests", "error_rate", "p99_latency_ms", "success_rate"]] = (
+        Field(
+            [],
+            description="guardrails that may go unmeasured at the window's end; any other "
+            "left unmeasured rolls the canary back instead of promoting it",
+        )
+    )
+    metrics_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description="cluster canary without services.prometheus_url: the predictor pods' "
+        "port whose /metrics the controller reads",
     )
     min_requests: int = Field(
         100, ge=0, description="guardrail: requests the canary must receive in the window"
@@ -787,7 +820,9 @@ class ServicesConfig(Section):
         "caprank-ranker", description="KServe InferenceService the deploy stage rolls out on"
     )
     prometheus_url: str = Field(
-        "", description="Prometheus for the cluster canary's guardrails; empty: none"
+        "",
+        description="Prometheus for the cluster canary's guardrails; empty: the controller "
+        "reads the predictor pods' /metrics itself",
     )
 
 

@@ -1,4 +1,5 @@
-"""A FAKE of the KServe InferenceService REST API (and Prometheus's query API) on loopback.
+"""A FAKE of the KServe InferenceService REST API (and Prometheus's query API, and a pod
+list) on loopback.
 
 This is not KServe: it stores one InferenceService, applies JSON merge patches the way
 the API server does (generation bumps on spec changes), admits a patched object only if
@@ -88,6 +89,8 @@ class FakeCluster:
         self.rejected: list[list[str]] = []  # what admission refused, per refused patch
         self.content_types: list[str] = []
         self.queries: list[str] = []
+        self.pods: list[tuple[str, str]] = []  # (name, IP) listed as Running predictor pods
+        self.pod_selectors: list[str] = []
         self.revision = 1
         self.polls_since_change = 0
         self.stable_revision = self._rev_name(1)
@@ -223,6 +226,12 @@ class FakeCluster:
                     query = urllib.parse.parse_qs(parsed.query)["query"][0]
                     self._send(200, cluster._prometheus(query))
                     return
+                ns = cluster.obj["metadata"]["namespace"]
+                if parsed.path == f"/api/v1/namespaces/{ns}/pods":
+                    selector = urllib.parse.parse_qs(parsed.query).get("labelSelector", [""])[0]
+                    cluster.pod_selectors.append(selector)
+                    self._send(200, cluster._pod_list())
+                    return
                 if not self._target():
                     self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                     return
@@ -259,6 +268,18 @@ class FakeCluster:
                     self._send(200, cluster._public())
 
         return Handler
+
+    def _pod_list(self) -> dict:
+        items = [
+            {"metadata": {"name": name}, "status": {"phase": "Running", "podIP": ip}}
+            for name, ip in self.pods
+        ]
+        return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+
+    def core(self) -> k8s.CoreV1Api:
+        conf = k8s.Configuration()
+        conf.host = self.url
+        return k8s.CoreV1Api(k8s.ApiClient(conf))
 
     def _prometheus(self, query: str) -> dict:
         self.queries.append(query)

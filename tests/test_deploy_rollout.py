@@ -4,6 +4,7 @@ API (tests/fake_kserve.py) that the real kubernetes client talks to over loopbac
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pyarrow as pa
 import pytest
@@ -42,7 +43,11 @@ class FakeClock:
 
 
 def canary_cfg(**overrides) -> CanaryConfig:
-    base = {"window_s": 60.0, "poll_s": 10.0, "ready_timeout_s": 100.0, "min_requests": 100}
+    # these tests feed no outcomes unless they say so: quality may go unmeasured
+    base = {
+        "window_s": 60.0, "poll_s": 10.0, "ready_timeout_s": 100.0, "min_requests": 100,
+        "allow_unmeasured": ["success_rate"],
+    }  # fmt: skip
     return CanaryConfig(**{**base, **overrides})
 
 
@@ -307,16 +312,47 @@ def test_unchanged_when_uri_already_serves():
         assert c.patches == []
 
 
-def test_unmeasured_guardrails_are_reported_without_prometheus():
-    cfg = canary_cfg()
+def test_unmeasured_guardrails_refuse_promotion_unless_allowed():
+    """Without Prometheus or scraped pods and without feedback, nothing is measured: the
+    canary is rolled back at the window's end, not promoted on readiness alone."""
     clock = FakeClock()
+    blind = canary_cfg(allow_unmeasured=[])
     with FakeCluster(inference_service(NAME, NS, OLD, "Standard"), Scenario()) as c:
-        result = run_rollout(
-            backend(c, cfg, with_prometheus=False), NEW, "v2", cfg, now=clock.now, sleep=clock.sleep
-        )
+        be = backend(c, blind, with_prometheus=False)
+        result = run_rollout(be, NEW, "v2", blind, now=clock.now, sleep=clock.sleep)
+        assert result.outcome == "rolled_back"
+        assert "not measured: requests, error_rate, p99_latency_ms, success_rate" in result.reason
+        assert "canary.allow_unmeasured" in result.reason
+        assert clock.t - T0 >= blind.window_s
+    allowed = canary_cfg(
+        allow_unmeasured=["requests", "error_rate", "p99_latency_ms", "success_rate"]
+    )
+    with FakeCluster(inference_service(NAME, NS, OLD, "Standard"), Scenario()) as c:
+        be = backend(c, allowed, with_prometheus=False)
+        result = run_rollout(be, NEW, "v2", allowed, now=clock.now, sleep=clock.sleep)
         assert result.outcome == "promoted"
-        assert result.unmeasured == ["error_rate", "p99_latency_ms", "success_rate"]
-        assert clock.t - T0 >= cfg.window_s
+        assert result.unmeasured == ["requests", "error_rate", "p99_latency_ms", "success_rate"]
+
+
+def test_too_few_outcomes_leave_quality_unmeasured(tmp_path):
+    """Feedback below min_feedback at the window's end is not evidence of quality."""
+    cfg = canary_cfg(allow_unmeasured=[], min_feedback=20)
+    _feedback(tmp_path, ["success"] * 5, "v2", T0 + 30)
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=GOOD)) as c:
+        result = rollout(c, cfg, quality=FeedbackLogQuality(tmp_path))
+        assert result.outcome == "rolled_back"
+        assert "not measured: success_rate" in result.reason
+    _feedback(tmp_path, ["success"] * 20, "v2", T0 + 31)
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=GOOD)) as c:
+        result = rollout(c, cfg, quality=FeedbackLogQuality(tmp_path))
+        assert result.outcome == "rolled_back"  # no floor and no stable model to compare
+        assert "not measured: success_rate" in result.reason
+    _feedback(tmp_path, ["success"] * 18 + ["failure"] * 2, "v1", T0 + 31)
+    assert FeedbackLogQuality(tmp_path).baseline_counts("v2", T0) == (18, 20)
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=GOOD)) as c:
+        result = rollout(c, cfg, quality=FeedbackLogQuality(tmp_path))
+        assert result.outcome == "promoted", result.reason
+        assert result.unmeasured == []
 
 
 def test_corrupt_state_annotation_names_the_object():
@@ -352,6 +388,18 @@ def test_guardrail_rules():
     assert breach(few_outcomes, cfg, final=True) is None
     assert "success rate" in breach(CanaryMetrics(feedback=10, success_rate=0.4), cfg, final=True)
     assert breach(CanaryMetrics(**GOOD), cfg, final=True) is None
+    # relative quality: the canary may fall at most max_success_rate_drop below the stable
+    rel = canary_cfg(min_feedback=10, max_success_rate_drop=0.05)
+    worse = CanaryMetrics(
+        feedback=40, success_rate=0.70, baseline_feedback=400, baseline_success_rate=0.80
+    )
+    assert "below the stable model's 0.800" in breach(worse, rel, final=True)
+    close = replace(worse, success_rate=0.76)
+    assert breach(close, rel, final=True) is None
+    thin_baseline = replace(worse, baseline_feedback=3)
+    assert breach(thin_baseline, rel, final=True) is None  # stable model not judged yet
+    assert CanaryConfig().max_success_rate_drop > 0  # the default is not blind
+    assert CanaryConfig().allow_unmeasured == []
 
 
 @pytest.mark.parametrize(
@@ -388,3 +436,123 @@ def test_admission_refuses_a_canary_kserve_would_reject():
         assert err.value.status == 422
         assert any("maxReplicas" in e for e in c.rejected[0])
         assert any("'name' is a required property" in e for e in c.rejected[0])
+
+
+class PodMetricsServers:
+    """One loopback HTTP server per fake pod (127.0.0.2, .3, ...: all loopback on Linux),
+    on one shared port, each answering ``/metrics`` with its own exposition text."""
+
+    def __init__(self, texts: dict[str, str]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.texts, self.servers, self.ips = texts, [], {}
+        self.port = 0
+        for i, name in enumerate(texts):
+            ip = f"127.0.0.{i + 2}"
+            body = texts[name].encode()
+
+            class Handler(BaseHTTPRequestHandler):
+                def log_message(self, *args) -> None:
+                    pass
+
+                def do_GET(self, body=body) -> None:
+                    self.send_response(200 if self.path == "/metrics" else 404)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            server = ThreadingHTTPServer((ip, self.port), Handler)
+            self.port = server.server_address[1]
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(server)
+            self.ips[name] = ip
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def exposition(version: str, ok: int, errors: int, successes: int, failures: int) -> str:
+    """What a predictor's /metrics holds after ``ok + errors`` requests (fallback answers
+    counted as errors of ``version``) and the given stored outcomes."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    reg = CollectorRegistry()
+    requests = Counter("caprank_rank_requests", "", ["status", "model_version"], registry=reg)
+    outcomes = Counter("caprank_feedback_outcomes", "", ["model_version", "outcome"], registry=reg)
+    latency = Histogram("request_predict_seconds", "", ["model_name"], registry=reg)
+    requests.labels("ok", version).inc(ok)
+    if errors:
+        requests.labels("error", version).inc(errors)
+        requests.labels("error", "none").inc(0)
+    outcomes.labels(version, "success").inc(successes)
+    outcomes.labels(version, "failure").inc(failures)
+    for i in range(ok + errors):
+        latency.labels("caprank-ranker").observe(0.02 if i % 100 else 0.3)
+    return generate_latest(reg).decode()
+
+
+@pytest.mark.parametrize(
+    ("canary", "outcome", "says"),
+    [
+        ((300, 0, 45, 5), "promoted", "guardrails held"),
+        ((0, 300, 45, 5), "rolled_back", "error rate 1.0000"),  # fails every request
+        ((300, 0, 30, 20), "rolled_back", "below the stable model's 0.900"),
+    ],
+)
+def test_cluster_guardrails_read_the_pods_metrics_without_prometheus(canary, outcome, says):
+    """No Prometheus: the controller reads the canary's and the stable model's pods'
+    /metrics itself, so a canary the fallback covers for is seen failing."""
+    from caprank.deploy.scrape import PodScraper
+
+    cfg = canary_cfg(allow_unmeasured=[], min_feedback=20)
+    texts = {
+        f"{NAME}-predictor-abc12-x": exposition("v1", 2000, 0, 900, 100),
+        f"{NAME}-{canary_predictor_name(cfg, NEW)}-predictor-def34-y": exposition("v2", *canary),
+    }
+    pods = PodMetricsServers(texts)
+    try:
+        with FakeCluster(inference_service(NAME, NS, OLD, "Standard"), Scenario()) as c:
+            c.pods = list(pods.ips.items())
+            scraper = PodScraper(c.core(), NS, NAME, pods.port, timeout_s=5)
+            be = KServeBackend(c.api(), NS, NAME, cfg, None, scraper)
+            clock = FakeClock()
+            result = run_rollout(be, NEW, "v2", cfg, now=clock.now, sleep=clock.sleep)
+            assert result.outcome == outcome, result.reason
+            assert says in result.reason
+            assert set(c.pod_selectors) == {f"serving.kserve.io/inferenceservice={NAME}"}
+            m = result.state.metrics
+            assert m["requests"] == 300 and m["baseline_success_rate"] == 0.9
+            assert m["baseline_feedback"] == 1000 and m["feedback"] == 50
+            if outcome == "promoted":
+                assert 20.0 <= m["p99_latency_ms"] <= 300.0 and result.unmeasured == []
+    finally:
+        pods.close()
+
+
+def test_histogram_quantile_matches_promql():
+    from caprank.deploy.scrape import histogram_quantile
+
+    buckets = {0.1: 50.0, 0.2: 90.0, 0.5: 100.0, float("inf"): 100.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.15)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.2 + 0.3 * 0.9)
+    assert histogram_quantile(0.99, {0.1: 0.0, float("inf"): 0.0}) is None
+    assert histogram_quantile(0.99, {0.1: 1.0, float("inf"): 10.0}) == 0.1
+
+
+def test_knative_canary_and_stable_pods_are_told_apart_by_revision():
+    cfg = canary_cfg()
+    state = RolloutState(NEW, "v2", OLD, 10, "serverless", "observing", T0)
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario()) as c:
+        be = backend(c, cfg, with_prometheus=False)
+        pred = c.obj["status"]["components"]["predictor"]
+        pred["latestCreatedRevision"] = f"{NAME}-predictor-00002"
+        pred["latestRolledoutRevision"] = f"{NAME}-predictor-00001"
+        assert be.canary_pod_regex(state) == f"{NAME}-predictor-00002-deployment-.*"
+        assert be.stable_pod_regex(state) == f"{NAME}-predictor-00001-deployment-.*"
+        pred["latestRolledoutRevision"] = f"{NAME}-predictor-00002"
+        assert be.stable_pod_regex(state) is None  # one revision: no baseline to read

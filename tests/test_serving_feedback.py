@@ -56,6 +56,11 @@ def test_feedback_is_stored_once_in_contract_parts(served: Served):
     assert row["model_version"] == "dense" and row["session_id"] == "s-1"
     assert row["user_id"] == "u-1" and row["feedback"] == 3 and row["propensity"] == 1.0
     assert served.metric("caprank_feedback_events_total", status="duplicate") >= 1
+    # stored outcomes per serving version: the cluster canary's quality guardrail reads them
+    assert (
+        served.metric("caprank_feedback_outcomes_total", model_version="dense", outcome="partial")
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -209,7 +214,9 @@ def _traffic(served: Served, n: int):
 
 def test_local_backend_promotes_a_healthy_canary(served: Served, tmp_path):
     rt = served.runtime
-    cfg = CanaryConfig(traffic_percent=50, window_s=3, poll_s=1, min_requests=10)
+    cfg = CanaryConfig(
+        traffic_percent=50, window_s=3, poll_s=1, min_requests=10, allow_unmeasured=["success_rate"]
+    )  # fmt: skip  (no outcomes posted)
     backend = LocalBackend(rt.engine, lambda uri, v: rt.load(uri, v), tmp_path / "s.json", "split")
     uri = str(save_dense_model(tmp_path / "new", rt.cfg.embedding.text_model))
     result = run_rollout(backend, uri, "v-new", cfg, sleep=lambda s: (_traffic(served, 40),
@@ -239,7 +246,8 @@ def test_local_backend_rolls_back_a_failing_canary(served: Served, tmp_path):
 def test_rollout_over_the_admin_api_keeps_the_one_rollout_record(served: Served, tmp_path):
     rt = served.runtime
     saved = rt.cfg.canary
-    rt.cfg.canary = CanaryConfig(traffic_percent=50, window_s=2, poll_s=0.5, min_requests=10)
+    rt.cfg.canary = CanaryConfig(traffic_percent=50, window_s=2, poll_s=0.5, min_requests=10,
+                                 allow_unmeasured=["success_rate"])  # fmt: skip
     uri = str(save_dense_model(tmp_path / "next", rt.cfg.embedding.text_model))
     try:
         assert served.call("POST", "/admin/rollout", {"uri": uri, "version": "v-http"})[0] == 400

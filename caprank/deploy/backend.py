@@ -45,6 +45,8 @@ class CanaryMetrics:
     p99_latency_ms: float | None = None
     feedback: int | None = None
     success_rate: float | None = None
+    baseline_feedback: int | None = None  # the stable model's outcomes (relative quality)
+    baseline_success_rate: float | None = None
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {
@@ -53,6 +55,8 @@ class CanaryMetrics:
             "p99_latency_ms": self.p99_latency_ms,
             "feedback": self.feedback,
             "success_rate": self.success_rate,
+            "baseline_feedback": self.baseline_feedback,
+            "baseline_success_rate": self.baseline_success_rate,
         }
 
 
@@ -98,6 +102,11 @@ class QualitySource(Protocol):
 
     def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
         """(successes, events) logged for ``model_version`` since the epoch time ``since``."""
+        ...
+
+    def baseline_counts(self, model_version: str, since: float) -> tuple[int, int]:
+        """(successes, events) since ``since`` of every *other* version: the stable model
+        serving beside the canary, whose success rate the canary is held to."""
         ...
 
 

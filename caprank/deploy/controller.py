@@ -23,7 +23,7 @@ from caprank.deploy.backend import (
     Readiness,
     RolloutBackend,
 )
-from caprank.deploy.guardrails import breach, unmeasured
+from caprank.deploy.guardrails import breach, unmeasured, unmeasured_refusal
 from caprank.deploy.state import RolloutState
 from caprank.errors import CaprankError
 
@@ -79,7 +79,7 @@ def run_rollout(
             "for that URI to finish it before starting another"
         )
     elif state is not None and state.new_uri == new_uri:
-        return _result(state, resumed=True)
+        return _result(state, cfg, resumed=True)
     else:
         live = backend.live()
         if live.uri == new_uri and live.ready:
@@ -118,21 +118,21 @@ def run_rollout(
                     on_promote(state)
                 state = replace(state, hook_done=True)
                 backend.save_state(state)
-            return _result(state, resumed)
+            return _result(state, cfg, resumed)
         elif state.phase == "rolling_back":
             state = _roll_back(backend, state, cfg, clock)
         else:  # rolled_back
-            return _result(state, resumed)
+            return _result(state, cfg, resumed)
 
 
 def _finished(state: RolloutState) -> bool:
     return state.phase == "rolled_back" or (state.phase == "promoted" and state.hook_done)
 
 
-def _result(state: RolloutState, resumed: bool) -> RolloutResult:
+def _result(state: RolloutState, cfg: CanaryConfig, resumed: bool) -> RolloutResult:
     outcome: Outcome = "promoted" if state.phase == "promoted" else "rolled_back"
     metrics = CanaryMetrics(**state.metrics) if state.metrics else CanaryMetrics()
-    return RolloutResult(outcome, state, state.reason, resumed, unmeasured(metrics))
+    return RolloutResult(outcome, state, state.reason, resumed, unmeasured(metrics, cfg))
 
 
 def _start_rollback(backend: RolloutBackend, state: RolloutState, reason: str, now: float):
@@ -172,8 +172,18 @@ def _measure(
     metrics = backend.metrics(state, elapsed)
     if quality is None or state.observe_started_at is None:
         return metrics
-    successes, events = quality.success_counts(state.model_version, state.observe_started_at)
-    return replace(metrics, feedback=events, success_rate=(successes / events) if events else None)
+    since = state.observe_started_at
+    successes, events = quality.success_counts(state.model_version, since)
+    if not events and metrics.feedback:
+        return metrics  # the backend measured outcomes (the pods' counters); keep them
+    base_successes, base_events = quality.baseline_counts(state.model_version, since)
+    return replace(
+        metrics,
+        feedback=events,
+        success_rate=(successes / events) if events else None,
+        baseline_feedback=base_events,
+        baseline_success_rate=(base_successes / base_events) if base_events else None,
+    )
 
 
 def _observe(
@@ -200,6 +210,10 @@ def _observe(
         state = replace(state, metrics=metrics.as_dict())
         return _start_rollback(backend, state, broken, clock.now())
     if final:
+        refusal = unmeasured_refusal(metrics, cfg)
+        if refusal is not None:
+            state = replace(state, metrics=metrics.as_dict())
+            return _start_rollback(backend, state, refusal, clock.now())
         state = replace(
             state, phase="promoting", metrics=metrics.as_dict(), reason="guardrails held"
         )

@@ -1,10 +1,13 @@
 """Guardrails that decide a canary's fate, and the sources that measure them.
 
-Error rate and p99 latency come from Prometheus (PromQL templates in ``cfg.canary``);
-quality is the success rate of the canary's logged outcomes. A guardrail with too little
-evidence (fewer than ``min_requests`` requests, fewer than ``min_feedback`` events) is
-not judged during the window; at the window's end too little traffic is itself a failure
-whenever traffic is measured at all.
+Request count, error rate and p99 latency come from Prometheus (PromQL templates in
+``cfg.canary``) or, without one, from the predictor pods' own ``/metrics``
+(``caprank.deploy.scrape``); quality is the success rate of the canary's logged
+outcomes, absolute (``min_success_rate``) and against the stable model's
+(``max_success_rate_drop``). A guardrail with too little evidence (fewer than
+``min_requests`` requests, fewer than ``min_feedback`` events) is not judged during the
+window; at the window's end too little traffic is itself a failure, and a guardrail left
+unmeasured refuses promotion unless ``canary.allow_unmeasured`` names it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | N
             f"success rate {metrics.success_rate:.3f} over {metrics.feedback} outcomes < "
             f"min_success_rate {cfg.min_success_rate}"
         )
+    drop = _success_drop(metrics, cfg)
+    if drop is not None:
+        return drop
     if final and metrics.requests is not None and metrics.requests < cfg.min_requests:
         return (
             f"only {metrics.requests:.0f} requests reached the canary "
@@ -51,14 +57,64 @@ def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | N
     return None
 
 
-def unmeasured(metrics: CanaryMetrics) -> list[str]:
-    """Guardrails that had no data, so a report can say what the verdict rests on."""
-    names = {
+def _success_drop(metrics: CanaryMetrics, cfg: CanaryConfig) -> str | None:
+    """The canary's success rate against the stable model's, when both are judged."""
+    ours, theirs = metrics.success_rate, metrics.baseline_success_rate
+    if ours is None or theirs is None:
+        return None
+    if (metrics.feedback or 0) < cfg.min_feedback or (
+        metrics.baseline_feedback or 0
+    ) < cfg.min_feedback:
+        return None
+    if ours < theirs - cfg.max_success_rate_drop:
+        return (
+            f"success rate {ours:.3f} over {metrics.feedback} outcomes is more than "
+            f"max_success_rate_drop {cfg.max_success_rate_drop} below the stable model's "
+            f"{theirs:.3f} ({metrics.baseline_feedback} outcomes)"
+        )
+    return None
+
+
+GUARDRAILS = ("requests", "error_rate", "p99_latency_ms", "success_rate")
+
+
+def unmeasured(metrics: CanaryMetrics, cfg: CanaryConfig | None = None) -> list[str]:
+    """Guardrails without data, so a verdict says what it rests on; with ``cfg``, a
+    success rate over fewer than ``min_feedback`` outcomes counts as unmeasured too."""
+    values = {
+        "requests": metrics.requests,
         "error_rate": metrics.error_rate,
         "p99_latency_ms": metrics.p99_latency_ms,
         "success_rate": metrics.success_rate,
     }
-    return [name for name, value in names.items() if value is None]
+    missing = [name for name, value in values.items() if value is None]
+    if cfg is not None and "success_rate" not in missing and not _quality_judged(metrics, cfg):
+        missing.append("success_rate")
+    return missing
+
+
+def _quality_judged(metrics: CanaryMetrics, cfg: CanaryConfig) -> bool:
+    """Enough outcomes of the canary, and something to hold them to: the absolute floor
+    ``min_success_rate``, or the stable model's success rate over ``min_feedback``."""
+    if (metrics.feedback or 0) < cfg.min_feedback:
+        return False
+    if cfg.min_success_rate > 0:
+        return True
+    return (
+        metrics.baseline_success_rate is not None
+        and (metrics.baseline_feedback or 0) >= cfg.min_feedback
+    )
+
+
+def unmeasured_refusal(metrics: CanaryMetrics, cfg: CanaryConfig) -> str | None:
+    """Why the canary may not be promoted on what was measured; None when it may."""
+    missing = [g for g in unmeasured(metrics, cfg) if g not in cfg.allow_unmeasured]
+    if not missing:
+        return None
+    return (
+        f"not measured: {', '.join(missing)}; a canary is promoted only on measured "
+        "guardrails (canary.allow_unmeasured lists those that may go unmeasured)"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,14 +182,19 @@ class FeedbackLogQuality:
     feedback_dir: Path
 
     def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
+        return self._counts(model_version, since, same=True)
+
+    def baseline_counts(self, model_version: str, since: float) -> tuple[int, int]:
+        return self._counts(model_version, since, same=False)
+
+    def _counts(self, model_version: str, since: float, same: bool) -> tuple[int, int]:
         if not Path(self.feedback_dir).is_dir():
             return 0, 0
         table = read_events(self.feedback_dir)
         start = datetime.fromtimestamp(since, tz=UTC)
-        mask = pc.and_(
-            pc.equal(table["model_version"], model_version),
-            pc.greater_equal(table["timestamp"], start),
-        )
+        version = table["model_version"]
+        match = pc.equal(version, model_version) if same else pc.not_equal(version, model_version)
+        mask = pc.and_(match, pc.greater_equal(table["timestamp"], start))
         rows = table.filter(pc.fill_null(mask, False))
         successes = pc.sum(pc.equal(rows["outcome"], "success")).as_py() or 0
         return int(successes), rows.num_rows

@@ -37,6 +37,7 @@ from caprank.deploy.backend import (
     ReadyCheck,
 )
 from caprank.deploy.guardrails import PrometheusClient, prometheus_metrics
+from caprank.deploy.scrape import PodScraper, scraped_metrics
 from caprank.deploy.state import RolloutState
 from caprank.errors import CaprankError
 
@@ -121,12 +122,14 @@ class KServeBackend:
         name: str,
         cfg: CanaryConfig,
         prometheus: PrometheusClient | None = None,
+        pods: PodScraper | None = None,
     ):
         self.api = api
         self.namespace = namespace
         self.name = name
         self.cfg = cfg
         self.prometheus = prometheus
+        self.pods = pods
 
     @property
     def where(self) -> str:
@@ -330,9 +333,27 @@ class KServeBackend:
         )
         return f"{revision}-deployment-.*" if revision else f"{self.name}-predictor-.*"
 
+    def stable_pod_regex(self, state: RolloutState) -> str | None:
+        """Pods serving the stable model beside the canary (relative quality), or None
+        when they cannot be told apart from the canary's."""
+        if state.mode == "standard":
+            return f"{self.name}-predictor-.*"
+        predictor = self._get().get("status", {}).get("components", {}).get("predictor", {})
+        # KServe routes the remaining traffic to the last fully rolled-out revision
+        stable = predictor.get("latestRolledoutRevision")
+        if not stable or stable == predictor.get("latestCreatedRevision"):
+            return None
+        return f"{stable}-deployment-.*"
+
     def metrics(self, state: RolloutState, window_s: float) -> CanaryMetrics:
+        """From Prometheus when ``services.prometheus_url`` is set, else from the pods'
+        own ``/metrics`` (``caprank.deploy.scrape``), else nothing measured."""
         if self.prometheus is None:
-            return CanaryMetrics()
+            if self.pods is None:
+                return CanaryMetrics()
+            return scraped_metrics(
+                self.pods, self.canary_pod_regex(state), self.stable_pod_regex(state)
+            )
         return prometheus_metrics(
             self.prometheus,
             self.cfg,
@@ -343,7 +364,9 @@ class KServeBackend:
 
 
 def kserve_backend(cfg: CaprankConfig, api_client: k8s.ApiClient | None = None) -> KServeBackend:
-    """The backend for ``services.inference_service`` in ``services.kube_namespace``.
+    """The backend for ``services.inference_service`` in ``services.kube_namespace``,
+    measuring through Prometheus when ``services.prometheus_url`` is set, else by reading
+    the predictor pods' ``/metrics`` on ``canary.metrics_port``.
 
     Without ``api_client`` it loads the in-cluster config (a pipeline pod) or, outside a
     cluster, the local kubeconfig.
@@ -361,10 +384,18 @@ def kserve_backend(cfg: CaprankConfig, api_client: k8s.ApiClient | None = None) 
         if cfg.services.prometheus_url
         else None
     )
+    namespace, service = cfg.services.kube_namespace, cfg.services.inference_service
+    pods = (
+        None
+        if prom is not None
+        else PodScraper(
+            k8s.CoreV1Api(api_client),
+            namespace,
+            service,
+            cfg.canary.metrics_port,
+            cfg.canary.prometheus_timeout_s,
+        )
+    )
     return KServeBackend(
-        k8s.CustomObjectsApi(api_client),
-        cfg.services.kube_namespace,
-        cfg.services.inference_service,
-        cfg.canary,
-        prom,
+        k8s.CustomObjectsApi(api_client), namespace, service, cfg.canary, prom, pods
     )

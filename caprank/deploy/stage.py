@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from caprank.config import CaprankConfig
+from caprank.config import CanaryConfig, CaprankConfig
 from caprank.deploy.backend import RolloutBackend
 from caprank.deploy.controller import RolloutResult, run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
@@ -128,7 +128,12 @@ def deploy(
 
 
 def _rollout(
-    cfg: CaprankConfig, backend: RolloutBackend, uri: str, version: str, **clock_and_quality
+    cfg: CaprankConfig,
+    backend: RolloutBackend,
+    uri: str,
+    version: str,
+    canary: CanaryConfig | None = None,
+    **clock_and_quality,
 ) -> RolloutResult:
     """The controller both targets run; only its promotion moves the `production` alias."""
 
@@ -136,7 +141,19 @@ def _rollout(
         set_alias(cfg, PRODUCTION, state.model_version)
         log.info("alias %s -> version %s", PRODUCTION, state.model_version)
 
-    return run_rollout(backend, uri, version, cfg.canary, on_promote=promote, **clock_and_quality)
+    canary = canary or cfg.canary
+    return run_rollout(backend, uri, version, canary, on_promote=promote, **clock_and_quality)
+
+
+LOCAL_UNMEASURABLE = "success_rate"  # synthetic traffic has no outcomes to measure
+
+
+def local_canary_config(cfg: CaprankConfig) -> CanaryConfig:
+    """``cfg.canary`` for the in-process canary: its synthetic requests carry no outcomes,
+    so quality is allowed to go unmeasured there (said in the result's notes); every
+    other guardrail must still be measured."""
+    allowed = sorted({*cfg.canary.allow_unmeasured, LOCAL_UNMEASURABLE})
+    return cfg.canary.model_copy(update={"allow_unmeasured": allowed})
 
 
 def _from_rollout(
@@ -261,8 +278,14 @@ def _local_canary(
         traffic = _synthetic_traffic(cfg, runtime, intents)
         clock = VirtualClock(traffic.run_for)
         runtime.engine.observe_on(clock.now)
-        result = _rollout(cfg, backend, uri, version, now=clock.now, sleep=clock.sleep)
+        canary = local_canary_config(cfg)
+        result = _rollout(cfg, backend, uri, version, canary, now=clock.now, sleep=clock.sleep)
         out = _from_rollout("local", cfg, version, uri, result)
+        if LOCAL_UNMEASURABLE not in cfg.canary.allow_unmeasured:
+            notes.append(
+                "quality (success_rate) is not judged locally: the synthetic requests "
+                "carry no outcomes; the cluster canary must measure it"
+            )
         out.traffic = traffic.summary()
         out.notes = notes
         return out

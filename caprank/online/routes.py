@@ -30,7 +30,7 @@ from caprank.deploy.local import LocalBackend
 from caprank.deploy.state import rollout_state_path
 from caprank.online.admission import Overloaded
 from caprank.online.control import Unauthorized, check_bearer, check_model_ref
-from caprank.online.feedback import FeedbackConflict
+from caprank.online.feedback import STORED, FeedbackConflict
 from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
 from caprank.online.metrics import ServerMetrics
 from caprank.online.payload import PayloadLimit
@@ -170,6 +170,8 @@ async def feedback(request: Request, state: State):
         counts.labels("conflict").inc()
         return error(exc.status, str(exc))
     counts.labels(status).inc()
+    if status == STORED:
+        state.metrics.outcomes.labels(row["model_version"], row["outcome"]).inc()
     state.metrics.feedback_ack.observe(time.perf_counter() - start)
     return {"status": status, "event_id": row["event_id"]}
 
