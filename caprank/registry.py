@@ -469,6 +469,15 @@ def resolve_version(cfg: CaprankConfig, ref: str) -> RegisteredVersion:
     return found
 
 
+def registry_reachable(cfg: CaprankConfig) -> bool:
+    """Whether the registry answers at all (tells "no such version" from "cannot ask")."""
+    try:
+        client(cfg).search_registered_models(max_results=1)
+    except Exception:
+        return False
+    return True
+
+
 def latest_version(cfg: CaprankConfig) -> str | None:
     """The highest version number of the registered model, or None when there is none
     (or the registry cannot be reached: a caller falls back to the dense ranker)."""

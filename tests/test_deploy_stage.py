@@ -121,6 +121,7 @@ def test_component_promotes_and_sets_production_then_canaries_the_next(cfg, tmp_
     assert result.traffic["by_version"].get(v2, 0) >= cfg.canary.min_requests
     assert result.traffic["by_version"].get(v1, 0) > 0
     assert result.unmeasured == ["success_rate"]
+    assert any("quality (success_rate) is not judged locally" in n for n in result.notes)
     assert default_model_ref(cfg) == v2  # what `caprank serve` loads next
 
 
@@ -250,6 +251,7 @@ def test_cluster_mode_against_fake_kserve(cfg, tmp_path, prometheus, outcome):
     from caprank.deploy.guardrails import PrometheusClient
 
     cfg.canary.window_s, cfg.canary.poll_s, cfg.canary.ready_timeout_s = 60.0, 10.0, 100.0
+    cfg.canary.allow_unmeasured = ["success_rate"]  # no feedback reaches this fake cluster
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
     set_alias(cfg, PRODUCTION, v1)
     v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
@@ -290,25 +292,52 @@ def test_sample_intents_is_seeded_and_distinct():
     assert sample_intents(texts, 1000, 3) == sorted({f"intent {i}" for i in range(50)})
 
 
-def test_serve_default_model_follows_the_registry(cfg, tmp_path):
+def test_serve_default_model_is_production_or_what_is_named(cfg, tmp_path):
+    """`caprank serve` loads the `production` alias or an explicitly named version or
+    alias: never an unpromoted challenger nor the latest version by default."""
     import mlflow
 
     from caprank.errors import CaprankError
 
-    assert default_model_ref(cfg) == "dense"  # nothing registered
+    # the embedded local registry before any promotion: the dense ranker (make run)
+    assert default_model_ref(cfg) == "dense"
     v1 = register(cfg, dense_dir(cfg, tmp_path / "m1"))
     v2 = register(cfg, dense_dir(cfg, tmp_path / "m2"))
-    assert default_model_ref(cfg) == v2  # no alias: the latest version
     client = mlflow.MlflowClient(tracking_uri=cfg.mlflow_tracking_uri())
     client.set_registered_model_alias(cfg.services.registered_model, "challenger", v1)
-    assert default_model_ref(cfg) == v1
+    # a gate-rejected challenger and the latest version are not served
+    assert default_model_ref(cfg) == "dense"
+    cfg.serving.missing_model = "error"
+    with pytest.raises(CaprankError, match="no alias 'production'") as err:
+        default_model_ref(cfg)
+    assert cfg.mlflow_tracking_uri() in str(err.value)  # names the registry
     set_alias(cfg, PRODUCTION, v2)
     assert default_model_ref(cfg) == v2
     cfg.serving.model_ref = v1
     assert default_model_ref(cfg) == v1
+    cfg.serving.model_ref = "challenger"  # named explicitly: served
+    assert default_model_ref(cfg) == v1
     cfg.serving.model_ref = "9"
     with pytest.raises(CaprankError, match="no version '9'"):
         default_model_ref(cfg)
+
+
+def test_an_unreachable_registry_is_loud(cfg, monkeypatch):
+    """A registry server that does not answer is an error naming it, not a silent dense
+    ranker; only an explicit serving.missing_model=dense serves the dense ranker."""
+    from caprank.online.models import RegistryUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    cfg.services.mlflow_tracking_uri = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(RegistryUnavailable, match=r"registry at http://127\.0\.0\.1:9"):
+        default_model_ref(cfg)
+    cfg.serving.model_ref = "3"
+    with pytest.raises(RegistryUnavailable, match=r"http://127\.0\.0\.1:9"):
+        default_model_ref(cfg)
+    cfg.serving.model_ref = "production"
+    cfg.serving.missing_model = "dense"
+    assert default_model_ref(cfg) == "dense"
 
 
 def test_proxied_mlflow_artifacts_map_to_their_storage():

@@ -43,9 +43,12 @@ def serve_cmd(
     state: CliState, model_dir: str | None, model_ref: str | None, port: int | None
 ) -> None:
     """Serve the ranker: the registry's `production` alias (set when the deploy stage
-    promotes), else `challenger`, else its latest version, else the dense ranker; V1/V2
-    endpoints, /v1/feedback, /admin/* (with the bearer token in $CAPRANK_ADMIN_TOKEN; off
-    without it, docs/security.md), /metrics. KServe's server listens on every interface."""
+    promotes) or what --model-ref / serving.model_ref names, never an unpromoted
+    challenger; a registry that cannot be read or lacks it is an error naming it
+    (serving.missing_model; the embedded registry before any promotion: the dense
+    ranker); V1/V2 endpoints, /v1/feedback, /admin/* (with the bearer token in
+    $CAPRANK_ADMIN_TOKEN; off without it, docs/security.md), /metrics. KServe's server
+    listens on every interface."""
     argv = serving_argv(state, model_dir, model_ref, port)
     click.echo(" ".join(argv[1:]), err=True)
     sys.stdout.flush()

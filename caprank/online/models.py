@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,14 +149,38 @@ def load_model_dir(
 # ------------------------------------------------------------------ MLflow registry
 
 
+class RegistryUnavailable(ModelLoadError):
+    """The model registry could not be read (down, unreachable, refusing): never taken
+    for "no model registered"."""
+
+
+def registry_uri(cfg: CaprankConfig) -> str:
+    """The registry's URI for a message, without any password it carries."""
+    return re.sub(r"//[^/@]*@", "//***@", cfg.mlflow_tracking_uri())
+
+
 def registry_version(cfg: CaprankConfig, ref: str) -> str:
     """The registered version number ``ref`` names: a number, or an alias such as
-    ``production``. Raises ``ModelLoadError`` when the registry has no such version."""
+    ``production``. ``ModelLoadError`` when the registry has no such version,
+    ``RegistryUnavailable`` when it cannot be read; both name the registry."""
+    name, where = cfg.services.registered_model, registry_uri(cfg)
     try:
         return registry.resolve_version(cfg, ref).version
-    except Exception as exc:  # RegistryError, or the registry cannot be reached
-        name = cfg.services.registered_model
-        raise ModelLoadError(f"registered model '{name}' has no version '{ref}': {exc}") from exc
+    except registry.RegistryError as exc:
+        if not registry.registry_reachable(cfg):
+            raise RegistryUnavailable(
+                f"the registry at {where} cannot be read, so registered model '{name}' "
+                f"version '{ref}' cannot be served: {exc}"
+            ) from exc
+        raise ModelLoadError(
+            f"registered model '{name}' in the registry at {where} has no version '{ref}'"
+            f"{'' if ref.isdigit() else f' (no alias {ref!r})'}: {exc}"
+        ) from exc
+    except Exception as exc:  # the registry cannot be reached or answered an error
+        raise RegistryUnavailable(
+            f"the registry at {where} cannot be read ({type(exc).__name__}: {exc}); "
+            f"registered model '{name}' version or alias '{ref}' cannot be resolved"
+        ) from exc
 
 
 def download_registry_model(cfg: CaprankConfig, version: str) -> Path:

@@ -30,6 +30,8 @@ from caprank.online.intents import Encode, IntentEncoder, default_encode, servin
 from caprank.online.models import (
     FALLBACK_VERSION,
     LoadedModel,
+    ModelLoadError,
+    RegistryUnavailable,
     build_model,
     dense_builder,
     load_model_ref,
@@ -39,7 +41,6 @@ from caprank.online.request import RankRequest, RequestError, parse_rank_request
 from caprank.online.served import SERVED_DIR, DurableRequestStore, RequestStore
 from caprank.privacy import scrub_pii
 from caprank.pseudonym import IdProtector, PiiIdError, id_protector
-from caprank.registry import CHALLENGER, latest_version
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,33 @@ class FeedbackAck:
 
 
 def default_model_ref(cfg: CaprankConfig) -> str:
-    """What ``caprank serve`` loads: ``serving.model_ref`` (a directory, a version number
-    or an alias; by default ``production``, the alias the deploy stage sets on promotion),
-    else the ``challenger`` alias, else the registry's latest version, else the dense
-    ranker. An explicit version number that the registry lacks is an error, not a
-    silent fallback."""
+    """What ``caprank serve`` loads: ``serving.model_ref`` (a directory, ``dense``, a
+    version number or an alias; by default ``production``, the alias only the deploy
+    stage's promotion moves). Never another alias or the latest version: an evaluated
+    but unpromoted ``challenger`` is served only when named.
+
+    A registry that cannot be read is an error naming it (``RegistryUnavailable``), and
+    so is a version or alias it lacks, unless ``serving.missing_model`` says ``dense``
+    (or ``auto`` on the embedded local registry, which holds nothing before the first
+    promotion: a registry without the name is then served by the dense ranker)."""
     ref = cfg.serving.model_ref
     if ref == DENSE_REF or Path(ref).expanduser().is_dir():
         return ref
-    if ref.isdigit():
+    try:
         return registry_version(cfg, ref)
-    for alias in dict.fromkeys((ref, CHALLENGER)):
-        try:
-            return registry_version(cfg, alias)
-        except CaprankError:
-            continue
-    return latest_version(cfg) or DENSE_REF
+    except RegistryUnavailable:
+        if cfg.serving.missing_model != "dense":
+            raise
+        log.warning("the registry cannot be read; serving.missing_model=dense: serving "
+                    "the dense ranker instead of '%s'", ref)  # fmt: skip
+        return DENSE_REF
+    except ModelLoadError:
+        embedded = cfg.serving.missing_model == "auto" and not cfg.services.mlflow_tracking_uri
+        if ref.isdigit() or not (cfg.serving.missing_model == "dense" or embedded):
+            raise
+        log.warning("registered model '%s' has no '%s' yet: serving the dense ranker",
+                    cfg.services.registered_model, ref)  # fmt: skip
+        return DENSE_REF
 
 
 class Runtime:
