@@ -75,12 +75,10 @@ def _success_drop(metrics: CanaryMetrics, cfg: CanaryConfig) -> str | None:
     return None
 
 
-GUARDRAILS = ("requests", "error_rate", "p99_latency_ms", "success_rate")
-
-
 def unmeasured(metrics: CanaryMetrics, cfg: CanaryConfig | None = None) -> list[str]:
     """Guardrails without data, so a verdict says what it rests on; with ``cfg``, a
-    success rate over fewer than ``min_feedback`` outcomes counts as unmeasured too."""
+    success rate that could not be judged (too few outcomes, nothing to hold it to)
+    counts as unmeasured too."""
     values = {
         "requests": metrics.requests,
         "error_rate": metrics.error_rate,
