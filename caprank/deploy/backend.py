@@ -45,6 +45,8 @@ class CanaryMetrics:
     p99_latency_ms: float | None = None
     feedback: int | None = None
     success_rate: float | None = None
+    primary_feedback: int | None = None  # the same window's outcomes of the other versions
+    primary_success_rate: float | None = None
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {
@@ -53,6 +55,8 @@ class CanaryMetrics:
             "p99_latency_ms": self.p99_latency_ms,
             "feedback": self.feedback,
             "success_rate": self.success_rate,
+            "primary_feedback": self.primary_feedback,
+            "primary_success_rate": self.primary_success_rate,
         }
 
 
@@ -98,6 +102,10 @@ class QualitySource(Protocol):
 
     def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
         """(successes, events) logged for ``model_version`` since the epoch time ``since``."""
+        ...
+
+    def primary_counts(self, model_version: str, since: float) -> tuple[int, int]:
+        """(successes, events) of every other version since ``since`` (the primary's)."""
         ...
 
 

@@ -173,7 +173,14 @@ def _measure(
     if quality is None or state.observe_started_at is None:
         return metrics
     successes, events = quality.success_counts(state.model_version, state.observe_started_at)
-    return replace(metrics, feedback=events, success_rate=(successes / events) if events else None)
+    p_succ, p_events = quality.primary_counts(state.model_version, state.observe_started_at)
+    return replace(
+        metrics,
+        feedback=events,
+        success_rate=(successes / events) if events else None,
+        primary_feedback=p_events,
+        primary_success_rate=(p_succ / p_events) if p_events else None,
+    )
 
 
 def _observe(

@@ -1,10 +1,11 @@
 """Guardrails that decide a canary's fate, and the sources that measure them.
 
 Error rate and p99 latency come from Prometheus (PromQL templates in ``cfg.canary``);
-quality is the success rate of the canary's logged outcomes. A guardrail with too little
-evidence (fewer than ``min_requests`` requests, fewer than ``min_feedback`` events) is
-not judged during the window; at the window's end too little traffic is itself a failure
-whenever traffic is measured at all.
+quality is the success rate of the canary's logged outcomes, against a floor and against
+the primary's (the experiments' always-valid test, ``caprank.experiments.canary``).
+A guardrail with too little evidence (fewer than ``min_requests`` requests, fewer than
+``min_feedback`` events) is not judged during the window; at the window's end too little
+traffic is itself a failure whenever traffic is measured at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 from caprank.config import CanaryConfig
 from caprank.deploy.backend import CanaryMetrics, MetricsUnavailable
+from caprank.experiments.canary import metrics_breach
 from caprank.online.feedback import read_events
 
 
@@ -43,6 +45,8 @@ def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | N
             f"success rate {metrics.success_rate:.3f} over {metrics.feedback} outcomes < "
             f"min_success_rate {cfg.min_success_rate}"
         )
+    if (worse := metrics_breach(metrics, cfg)) is not None:  # canary vs primary (mSPRT)
+        return worse
     if final and metrics.requests is not None and metrics.requests < cfg.min_requests:
         return (
             f"only {metrics.requests:.0f} requests reached the canary "
@@ -125,15 +129,23 @@ class FeedbackLogQuality:
 
     feedback_dir: Path
 
-    def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
+    def success_counts(
+        self, model_version: str, since: float, *, others: bool = False
+    ) -> tuple[int, int]:
+        """(successes, events) of ``model_version`` (with ``others``: of every other
+        version) since the epoch time ``since``."""
         if not Path(self.feedback_dir).is_dir():
             return 0, 0
         table = read_events(self.feedback_dir)
         start = datetime.fromtimestamp(since, tz=UTC)
+        version = pc.equal(table["model_version"], model_version)
         mask = pc.and_(
-            pc.equal(table["model_version"], model_version),
+            pc.invert(version) if others else version,
             pc.greater_equal(table["timestamp"], start),
         )
         rows = table.filter(pc.fill_null(mask, False))
         successes = pc.sum(pc.equal(rows["outcome"], "success")).as_py() or 0
         return int(successes), rows.num_rows
+
+    def primary_counts(self, model_version: str, since: float) -> tuple[int, int]:
+        return self.success_counts(model_version, since, others=True)
