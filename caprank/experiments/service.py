@@ -27,6 +27,7 @@ from caprank.experiments.decision import CONTINUE, KEEP_CONTROL, Decision, decid
 from caprank.experiments.design import design
 from caprank.experiments.readout import Analysis, analyse
 from caprank.experiments.store import Experiment, ExperimentError
+from caprank.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,15 @@ def events_of(cfg: CaprankConfig) -> pa.Table:
     return read_events(root) if Path(root).is_dir() else INTERACTIONS.empty_table()
 
 
-def _baseline(cfg: CaprankConfig, control: str, events: pa.Table) -> tuple[float, str]:
-    rows = events.filter(pc.fill_null(pc.equal(events["model_version"], control), False))
+def _baseline(
+    cfg: CaprankConfig, control: str, events: pa.Table, before: float
+) -> tuple[float, str]:
+    """The control's logged success rate before the start, when it has enough outcomes."""
+    mask = pc.and_(
+        pc.equal(events["model_version"], control),
+        pc.less(pc.cast(events["timestamp"], pa.int64()), int(before * 1e6)),
+    )
+    rows = events.filter(pc.fill_null(mask, False))
     need = cfg.experiments.baseline_min_events
     if rows.num_rows >= need:
         rate = pc.mean(pc.cast(pc.equal(rows["outcome"], "success"), pa.float64())).as_py()
@@ -92,9 +100,10 @@ def start(
     share = e.share if share is None else share
     if not 0.0 < share < 1.0:
         raise ExperimentError(f"share must be in (0, 1), got {share}")
+    now = time.time() if now is None else now
     source = "--baseline"
     if baseline is None:
-        baseline, source = _baseline(cfg, control, events_of(cfg))
+        baseline, source = _baseline(cfg, control, events_of(cfg), now)
     try:
         plan = design(baseline, e.mde, e.alpha, e.power, share)
     except ValueError as exc:
@@ -118,7 +127,7 @@ def start(
         planned_n_control=plan.planned_n_control,
         planned_n_treatment=plan.planned_n_treatment,
         fixed_n_control=plan.fixed_n_control,
-        started_at=time.time() if now is None else now,
+        started_at=now,
     )
     store.save(root, exp)
     return exp
@@ -126,10 +135,7 @@ def start(
 
 def _write(cfg: CaprankConfig, exp: Experiment, a: Analysis, d: Decision) -> Status:
     folder = store.record_path(cfg.experiments_dir(), exp.id).parent
-    md = report.markdown(exp, a, d)
-    from caprank.files import atomic_write_text
-
-    atomic_write_text(folder / "report.md", md)
+    atomic_write_text(folder / "report.md", report.markdown(exp, a, d))
     atomic_write_text(folder / "report.html", report.html_page(exp, a, d))
     gauges.write_textfile(folder / "metrics.prom", a, d)
     return Status(exp, a, d, folder / "report.md", folder / "report.html", folder / "metrics.prom")
