@@ -12,7 +12,7 @@ TOOLLENS ?= ../shared/data/toollens
 
 .PHONY: help install lock run test test-e2e lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
-        bench-simulate bench-validate bench-eval bench-feedback bench-abuse config-doc pins images push kind-up kind-down kind-smoke
+        bench-simulate bench-validate bench-eval bench-feedback bench-abuse bench-online config-doc pins images push kind-up kind-down kind-smoke
 
 help:
 	@echo "make run    run the whole pipeline locally on embedded defaults"
@@ -128,3 +128,10 @@ bench-abuse: $(STAMP)
 QUALITY_BENCH_ARGS ?=
 bench-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_quality --toollens $(TOOLLENS) $(QUALITY_BENCH_ARGS)
+
+# Online learning (issue 15) on simulators with a known truth: the A/B experiments cell
+# (A/A false positives with hourly peeking, power at the MDE, sample size) and whichever
+# other cells exist (benchmarks/online_<cell>.py); prints one last-line JSON.
+ONLINE_BENCH_ARGS ?=
+bench-online: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_online $(ONLINE_BENCH_ARGS)

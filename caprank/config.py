@@ -756,6 +756,16 @@ class CanaryConfig(Section):
     min_feedback: int = Field(
         20, ge=0, description="feedback events needed before the quality guardrail is judged"
     )
+    quality_alpha: float = Field(
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="guardrail: level of the always-valid test that the canary's success rate "
+        "is below the primary's (docs/experiments.md); 0 turns the comparison off",
+    )
+    quality_mde: float = Field(
+        0.05, gt=0.0, lt=1.0, description="the quality comparison's mixture scale (a drop in rate)"
+    )
     deployment_mode: Literal["auto", "serverless", "standard"] = Field(
         "auto", description="KServe canary form; auto: read it from the InferenceService"
     )
@@ -793,6 +803,49 @@ class CanaryConfig(Section):
     )
     local_intents: int = Field(
         200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"
+    )
+
+
+class ExperimentsConfig(Section):
+    """A/B experiments between two served versions (docs/experiments.md)."""
+
+    dir: Path | None = Field(
+        None, description="experiment records, reports and gauges; empty: <home>/experiments"
+    )
+    alpha: float = Field(
+        0.05, gt=0.0, lt=0.5, description="false-positive rate of the (always-valid) test"
+    )
+    power: float = Field(0.8, gt=0.5, lt=1.0, description="power wanted at the minimum effect")
+    mde: float = Field(
+        0.02, gt=0.0, lt=1.0, description="minimum detectable effect: absolute success-rate lift"
+    )
+    baseline_rate: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="control success rate for sizing when the control's log has too few outcomes",
+    )
+    baseline_min_events: int = Field(
+        200, ge=1, description="control outcomes needed to size from its logged success rate"
+    )
+    share: float = Field(0.5, gt=0.0, lt=1.0, description="share of units the treatment gets")
+    unit: Literal["user", "session"] = Field(
+        "user", description="what sticky assignment hashes (user id, else session id)"
+    )
+    max_duration_h: float = Field(
+        168.0, gt=0.0, description="an experiment still undecided after this keeps the control"
+    )
+    look_interval_h: float = Field(
+        1.0, gt=0.0, description="the sequential test is evaluated at this interval from start"
+    )
+    min_per_arm: int = Field(
+        100, ge=1, description="outcomes each arm needs before the test may decide"
+    )
+    max_error_rate_increase: float = Field(
+        0.0, ge=0.0, le=1.0, description="guardrail: failure-rate increase tolerated (absolute)"
+    )
+    max_latency_increase: float = Field(
+        0.1, ge=0.0, description="guardrail: mean execution-time increase tolerated (relative)"
     )
 
 
@@ -991,6 +1044,7 @@ class CaprankConfig(Section):
     privacy: PrivacyConfig = PrivacyConfig()
     serving: ServingConfig = ServingConfig()
     canary: CanaryConfig = CanaryConfig()
+    experiments: ExperimentsConfig = ExperimentsConfig()
     services: ServicesConfig = ServicesConfig()
     pipeline: PipelineConfig = PipelineConfig()
 
@@ -1011,6 +1065,9 @@ class CaprankConfig(Section):
 
     def feedback_dir(self) -> Path:
         return self.serving.feedback.dir or self.paths.home / "feedback"
+
+    def experiments_dir(self) -> Path:
+        return self.experiments.dir or self.paths.home / "experiments"
 
     def features_dir(self) -> Path:
         return self.paths.features or self.paths.home / "features"

@@ -11,6 +11,7 @@ from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
 from caprank.cli.embed_cmd import embed_cmd
+from caprank.cli.experiment_cmd import experiment_group
 from caprank.cli.features_cmd import features_group
 from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
@@ -51,6 +52,7 @@ cli.add_command(serve_cmd)
 cli.add_command(train_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
+cli.add_command(experiment_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ Request count, error rate and p99 latency come from Prometheus (PromQL templates
 ``cfg.canary``) or, without one, from the predictor pods' own ``/metrics``
 (``caprank.deploy.scrape``); quality is the success rate of the canary's logged
 outcomes, absolute (``min_success_rate``) and against the stable model's
-(``max_success_rate_drop``). A guardrail with too little evidence (fewer than
+(``max_success_rate_drop``) and significantly below it by the experiments' always-valid
+test (``caprank.experiments.canary``). A guardrail with too little evidence (fewer than
 ``min_requests`` requests, fewer than ``min_feedback`` events) is not judged during the
 window; at the window's end too little traffic is itself a failure, and a guardrail left
 unmeasured refuses promotion unless ``canary.allow_unmeasured`` names it.
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 
 from caprank.config import CanaryConfig
 from caprank.deploy.backend import CanaryMetrics, MetricsUnavailable
+from caprank.experiments.canary import metrics_breach
 from caprank.online.feedback import read_events
 
 
@@ -49,6 +51,8 @@ def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | N
     drop = _success_drop(metrics, cfg)
     if drop is not None:
         return drop
+    if (worse := metrics_breach(metrics, cfg)) is not None:  # significantly worse (mSPRT)
+        return worse
     if final and metrics.requests is not None and metrics.requests < cfg.min_requests:
         return (
             f"only {metrics.requests:.0f} requests reached the canary "
