@@ -208,6 +208,27 @@ def test_retention_and_erasure_delete_rows(table):
         sink.close()
 
 
+@services
+def test_delete_user_erases_rows_from_the_table(tmp_path, table):
+    from caprank.erasure import delete_user
+
+    cfg = CaprankConfig.model_validate(
+        {
+            "paths": {"home": str(tmp_path)},
+            "serving": {"feedback": {"sink": "postgres", "table": table}},
+            "services": {"feedback_dsn": DSN},
+        }
+    )
+    sink = PostgresFeedbackSink(DSN, table, cfg.privacy).open()
+    try:
+        for r in (_row("e-1"), _row("e-2") | {"user_id": "u-2"}):
+            assert sink.append(r).result(10) == STORED
+    finally:
+        sink.close()
+    assert delete_user(cfg, "U-1").events_removed == 1
+    assert read_feedback(cfg)["event_id"].to_pylist() == ["e-2"]
+
+
 # ------------------------------------------------------------------------ Redis store
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Collection
 from concurrent.futures import Future
@@ -59,7 +60,7 @@ def connect(dsn: str):
     import psycopg
 
     return psycopg.connect(
-        dsn,
+        re.sub(r"^postgresql\+\w+://", "postgresql://", dsn),  # a SQLAlchemy URL too
         connect_timeout=CONNECT_TIMEOUT_S,
         options=f"-c timezone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
     )
