@@ -112,6 +112,18 @@ def test_unreachable_stores_fail_loudly():
         RedisRequestStore("redis://127.0.0.1:1/0", "p:", size=4, ttl_s=60).open()
 
 
+def test_redis_down_after_start_is_503_on_lookup_and_never_fails_a_ranking():
+    import redis
+
+    store = RedisRequestStore("redis://127.0.0.1:1/0", "p:", size=4, ttl_s=60)
+    store._client = redis.Redis.from_url("redis://127.0.0.1:1/0")  # as if Redis went away
+    served = ServedRanking("r-1", "text", ("t",), ("a",), "v1", datetime.now(UTC))
+    store.put(served)  # logged and counted, the ranking is still answered
+    assert store.put_errors == 1 and store.get("r-1") == served  # this replica holds it
+    with pytest.raises(StoreUnavailable, match="retry"):
+        store.get("r-other")
+
+
 def test_wal_reader_filters_by_time(tmp_path):
     from caprank.online.feedback import FeedbackLog
 
@@ -306,6 +318,12 @@ def test_feedback_reaches_any_replica_and_ingest_reads_it(
         unknown = http_b.post("/v1/feedback", json=posts[0] | {"request_id": "never-served"})
         assert unknown.status_code == 404 and "any replica" in unknown.json()["error"]
         assert b.status()["feedback"]["events"] == 3
+        import redis
+
+        b.engine.requests._client = redis.Redis.from_url("redis://127.0.0.1:1/0")  # Redis gone
+        fresh = a.rank({"intent": "book a room", "top_k": 3}).request_id
+        down = http_b.post("/v1/feedback", json=posts[0] | {"request_id": fresh})
+        assert down.status_code == 503 and down.headers["retry-after"] == "1"
 
         # the pipeline reads what the replicas acknowledged, through the one reader
         events = read_feedback(cfg)

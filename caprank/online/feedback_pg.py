@@ -135,8 +135,14 @@ class PostgresEvents:
         return pa.Table.from_pylist(rows, schema=INTERACTIONS)
 
     def count(self) -> int:
-        with connect(self.dsn) as conn:
-            return conn.execute(_sql("SELECT count(*) FROM {table}", self.table)).fetchone()[0]
+        import psycopg
+
+        try:
+            with connect(self.dsn) as conn:
+                query = _sql("SELECT count(*) FROM {table}", self.table)
+                return conn.execute(query).fetchone()[0]
+        except psycopg.OperationalError as exc:
+            raise _unavailable(self.table, exc) from exc
 
 
 class PostgresFeedbackSink:
@@ -219,12 +225,12 @@ class PostgresFeedbackSink:
                 self._conn = connect(self.dsn)
             with self._conn.transaction():
                 results = [self._insert(row) for _, row, _ in rows]
-        except psycopg.Error as exc:
+        except Exception as exc:  # the writer thread must live on: fail this batch only
             log.warning("feedback transaction failed: %s", exc)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            error = _unavailable(self.table, exc)
+            error = _unavailable(self.table, exc) if isinstance(exc, psycopg.Error) else exc
             for _, _, fut in rows:
                 fut.set_exception(error)
             return

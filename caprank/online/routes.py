@@ -161,9 +161,9 @@ async def feedback(request: Request, state: State):
     except UnknownRequest as exc:
         counts.labels("unknown_request").inc()
         return error(404, str(exc))
-    except StoreUnavailable as exc:
+    except StoreUnavailable:
         counts.labels("unavailable").inc()
-        return unavailable(request, exc)
+        raise
     if row is None:
         counts.labels("dropped").inc()
         reason = "privacy policy (opt-out or retention)"
@@ -173,9 +173,9 @@ async def feedback(request: Request, state: State):
     except FeedbackConflict as exc:
         counts.labels("conflict").inc()
         return error(exc.status, str(exc))
-    except StoreUnavailable as exc:
+    except StoreUnavailable:
         counts.labels("unavailable").inc()
-        return unavailable(request, exc)
+        raise
     counts.labels(status).inc()
     state.metrics.feedback_ack.observe(time.perf_counter() - start)
     return {"status": status, "event_id": row["event_id"]}
@@ -321,7 +321,7 @@ async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
     )  # fmt: skip
 
 
-def unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+async def unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
     """503 with Retry-After: a shared store did not answer and nothing was acknowledged."""
     return JSONResponse(
         status_code=503, content={"error": str(exc)},
@@ -334,6 +334,7 @@ ERROR_HANDLERS = {
     RequestError: request_error,
     Unauthorized: unauthorized,
     Overloaded: overloaded,
+    StoreUnavailable: unavailable,
 }
 
 # GET /v1/models/<name>:predict would otherwise match KServe's model-status route
