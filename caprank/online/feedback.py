@@ -1,6 +1,10 @@
 """The feedback path: validated outcome posts become interaction events, durably.
 
-Durability design (docs/serving.md):
+This module holds the validation, the event identity and the embedded sink, a local
+write-ahead log (``serving.feedback.sink: wal``); the sink shared by replicas is
+``caprank.online.feedback_pg`` (``postgres``), chosen in ``caprank.online.sinks``.
+
+Durability design of the log (docs/serving.md):
 
 - **Write-ahead log.** Accepted events are appended as checksummed JSON lines to the
   active segment ``<feedback_dir>/wal/seg-<n>.log`` by one writer thread. It takes every
