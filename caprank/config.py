@@ -587,11 +587,37 @@ class IntentEncodingConfig(Section):
     )
 
 
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}$"  # an unquoted PostgreSQL identifier
+
+
 class FeedbackConfig(Section):
-    """The feedback path: served rankings kept for feedback (in memory and in a log under
-    ``dir``/served, replayed at start-up), and the log feedback is written to."""
+    """The feedback path: where served rankings are kept for feedback (this process, or
+    Redis shared by every replica) and where feedback events go (a local write-ahead log,
+    or PostgreSQL shared by every replica and read by the pipeline) (docs/serving.md)."""
 
     dir: Path | None = Field(None, description="the feedback log; empty: <home>/feedback")
+    sink: Literal["wal", "postgres"] = Field(
+        "wal",
+        description="where feedback events are stored and read from (serving, ingest, the "
+        "canary's quality guardrail): wal, the local write-ahead log under dir (one "
+        "replica); postgres, table `table` in services.feedback_dsn (shared by replicas)",
+    )
+    table: str = Field(
+        "caprank_feedback",
+        pattern=SQL_NAME,
+        description="PostgreSQL table of the feedback events (sink postgres; created if missing)",
+    )
+    served_store: Literal["local", "redis"] = Field(
+        "local",
+        description="where served rankings are kept for feedback: local, this process (and "
+        "its log under dir/served); redis, services.redis_url too, so feedback may reach any "
+        "replica",
+    )
+    served_key_prefix: str = Field(
+        "caprank:served:",
+        min_length=1,
+        description="prefix of the Redis keys of served rankings (served_store redis)",
+    )
     request_store_size: int = Field(
         50_000, ge=1, le=10_000_000, description="served rankings kept for feedback"
     )
@@ -877,6 +903,11 @@ class ServicesConfig(Section):
         description="Prometheus for the cluster canary's guardrails; empty: the controller "
         "reads the predictor pods' /metrics itself",
     )
+    feedback_dsn: str = Field(
+        "",
+        description="PostgreSQL URL (postgresql://user:password@host:5432/db) of the feedback "
+        "sink (serving.feedback.sink postgres); fill it from a Secret",
+    )
 
 
 PIPELINE_STEPS = (
@@ -965,6 +996,7 @@ class PipelineConfig(Section):
             "CAPRANK_SERVICES__REDIS_URL",
             "CAPRANK_SERVICES__KUBE_NAMESPACE",
             "CAPRANK_SERVICES__INFERENCE_SERVICE",
+            "CAPRANK_SERVING__FEEDBACK__SINK",
             "AWS_ENDPOINT_URL",
         ],
         description="keys of pipeline.config_map, each set as the env var of the same name "
@@ -979,6 +1011,7 @@ class PipelineConfig(Section):
     secret_keys: list[str] = Field(
         [
             "CAPRANK_SERVICES__FEAST_REGISTRY",
+            "CAPRANK_SERVICES__FEEDBACK_DSN",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "CAPRANK_SECRET_ID_HASH_KEY",

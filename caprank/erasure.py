@@ -1,4 +1,5 @@
-"""Deleting a user's data: the feedback log's parts and segments, and every later dataset.
+"""Deleting a user's data: the feedback log's parts and segments (and the PostgreSQL
+feedback table when ``serving.feedback.sink`` is postgres), and every later dataset.
 
 ``delete_user`` records the user's canonical id (keyed hash of the normalized id, never
 the raw id) in ``<feedback_dir>/deleted_users.json``, then rewrites each Parquet part and
@@ -89,4 +90,11 @@ def delete_user(cfg: CaprankConfig, user_id: str) -> DeletionReport:
         if n:
             removed += n
             rewritten.append(path)
+    if cfg.serving.feedback.sink == "postgres":  # the shared table (docs/serving.md)
+        from caprank.online.feedback_pg import PostgresFeedbackSink
+        from caprank.online.sinks import feedback_dsn
+
+        fb = cfg.serving.feedback
+        sink = PostgresFeedbackSink(feedback_dsn(cfg), fb.table, cfg.privacy, ids)
+        removed += sink.delete_users([user_id])
     return DeletionReport(canonical, removed, rewritten)

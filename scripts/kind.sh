@@ -58,6 +58,8 @@ ensure_secret_env() {
     . "$dir/s3.env"; . "$dir/postgres.env"; . "$dir/id-hash.env"
     printf 'CAPRANK_SERVICES__FEAST_REGISTRY=postgresql+psycopg://%s:%s@postgres.%s.svc.cluster.local:5432/feast\n' \
       "$POSTGRES_USER" "$POSTGRES_PASSWORD" "$NAMESPACE"
+    printf 'CAPRANK_SERVICES__FEEDBACK_DSN=postgresql://%s:%s@postgres.%s.svc.cluster.local:5432/feedback\n' \
+      "$POSTGRES_USER" "$POSTGRES_PASSWORD" "$NAMESPACE"
     printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
     printf 'CAPRANK_SECRET_ID_HASH_KEY=%s\n' "$CAPRANK_SECRET_ID_HASH_KEY"
   ) > "$creds"

@@ -22,7 +22,7 @@ from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, load_dataset, write_dataset
 from caprank.data.schemas import MANIFEST_FILE
 from caprank.erasure import read_deleted
-from caprank.online.feedback import read_events
+from caprank.online.sinks import event_reader
 from caprank.privacy import apply_policy
 from caprank.pseudonym import id_protector
 
@@ -57,10 +57,11 @@ def _embedded_default(cfg: CaprankConfig) -> Dataset:
 
 
 def read_feedback(cfg: CaprankConfig) -> pa.Table:
-    """Every event the serving feedback path acknowledged: the compacted parts under
-    ``<feedback_dir>/interactions/`` and the write-ahead segments not yet compacted (a
-    running or crashed server's), one row per event id."""
-    return read_events(cfg.feedback_dir())
+    """Every event the serving feedback path acknowledged, from the configured sink
+    (``serving.feedback.sink``): the write-ahead log's compacted parts and segments not
+    yet compacted (a running or crashed server's), or the shared PostgreSQL table; one
+    row per event id."""
+    return event_reader(cfg).read_events()
 
 
 def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:
@@ -84,7 +85,7 @@ def ingest(
     feedback = read_feedback(cfg)
     if feedback.num_rows:
         ds.interactions = merge_events(ds.interactions, feedback)
-        origin += f" + {feedback.num_rows:,} feedback events from {cfg.feedback_dir()}"
+        origin += f" + {feedback.num_rows:,} feedback events from {event_reader(cfg).where}"
     before = ds.interactions.num_rows
     deleted = read_deleted(cfg.feedback_dir())
     ds.interactions = apply_policy(ds.interactions, cfg.privacy, now, id_protector(cfg), deleted)

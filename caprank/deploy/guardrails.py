@@ -28,7 +28,9 @@ import pyarrow.compute as pc
 from caprank.config import CanaryConfig
 from caprank.deploy.backend import CanaryMetrics, MetricsUnavailable
 from caprank.experiments.canary import metrics_breach
-from caprank.online.feedback import read_events
+from caprank.online.feedback import WalEvents
+from caprank.online.request import StoreUnavailable
+from caprank.online.sinks import EventReader
 
 
 def breach(metrics: CanaryMetrics, cfg: CanaryConfig, *, final: bool) -> str | None:
@@ -178,10 +180,11 @@ def prometheus_metrics(
 
 @dataclass(frozen=True)
 class FeedbackLogQuality:
-    """Success rate from a feedback log (its Parquet parts and the write-ahead segments
-    not yet compacted: an event counts from its acknowledgement)."""
+    """Success rate from the feedback sink's events (``caprank.online.sinks.event_reader``:
+    the write-ahead log's parts and segments not yet compacted, or the PostgreSQL table):
+    an event counts from its acknowledgement. A directory stands for its log's reader."""
 
-    feedback_dir: Path
+    events: EventReader | Path
 
     def success_counts(self, model_version: str, since: float) -> tuple[int, int]:
         return self._counts(model_version, since, same=True)
@@ -190,10 +193,14 @@ class FeedbackLogQuality:
         return self._counts(model_version, since, same=False)
 
     def _counts(self, model_version: str, since: float, same: bool) -> tuple[int, int]:
-        if not Path(self.feedback_dir).is_dir():
-            return 0, 0
-        table = read_events(self.feedback_dir)
+        reader = self.events
+        if not hasattr(reader, "read_events"):
+            reader = WalEvents(reader)
         start = datetime.fromtimestamp(since, tz=UTC)
+        try:
+            table = reader.read_events(since=start)
+        except StoreUnavailable as exc:
+            raise MetricsUnavailable(str(exc)) from exc
         version = table["model_version"]
         match = pc.equal(version, model_version) if same else pc.not_equal(version, model_version)
         mask = pc.and_(match, pc.greater_equal(table["timestamp"], start))

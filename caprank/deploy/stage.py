@@ -33,6 +33,7 @@ from caprank.deploy.backend import RolloutBackend
 from caprank.deploy.controller import RolloutResult, run_rollout
 from caprank.deploy.guardrails import FeedbackLogQuality
 from caprank.deploy.state import RolloutState, rollout_state_path
+from caprank.online.sinks import event_reader
 from caprank.registry import PRODUCTION, get_version, set_alias, version_storage_uri
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployRes
         from caprank.deploy.kserve import kserve_backend
 
         backend = kserve_backend(cfg)
-    quality = FeedbackLogQuality(cfg.feedback_dir())
+    quality = FeedbackLogQuality(event_reader(cfg))
     result = _rollout(cfg, backend, uri, version, quality=quality, now=now, sleep=sleep)
     return _from_rollout("cluster", cfg, version, uri, result)
 

@@ -1,6 +1,10 @@
 """The feedback path: validated outcome posts become interaction events, durably.
 
-Durability design (docs/serving.md):
+This module holds the validation, the event identity and the embedded sink, a local
+write-ahead log (``serving.feedback.sink: wal``); the sink shared by replicas is
+``caprank.online.feedback_pg`` (``postgres``), chosen in ``caprank.online.sinks``.
+
+Durability design of the log (docs/serving.md):
 
 - **Write-ahead log.** Accepted events are appended as checksummed JSON lines to the
   active segment ``<feedback_dir>/wal/seg-<n>.log`` by one writer thread. It takes every
@@ -219,7 +223,7 @@ def build_event(
     return row
 
 
-def _conflict(eid: str, held: tuple, sent: tuple) -> FeedbackConflict:
+def stored_conflict(eid: str, held: tuple, sent: tuple) -> FeedbackConflict:
     name, was, now = next(
         (n, a, b) for n, a, b in zip(CONTENT_FIELDS, held, sent, strict=True) if a != b
     )
@@ -296,6 +300,24 @@ def read_events(root: str | Path) -> pa.Table:
     return pa.concat_tables([parts, fresh.cast(parts.schema)])
 
 
+class WalEvents:
+    """Reader of a write-ahead log's events (``read_events``), for ingest and the quality
+    guardrail (``caprank.online.sinks.event_reader``); a missing directory holds none."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.where = f"feedback log {self.root}"
+
+    def read_events(self, since: datetime | None = None) -> pa.Table:
+        if not self.root.is_dir():
+            return INTERACTIONS.empty_table()
+        table = read_events(self.root)
+        if since is None:
+            return table
+        start = pa.scalar(since, type=table["timestamp"].type)
+        return table.filter(pc.greater_equal(table["timestamp"], start))
+
+
 class FeedbackLog:
     """Append-only, fsync'd, compacted interaction log under ``root``."""
 
@@ -366,7 +388,7 @@ class FeedbackLog:
             held = self._known.get(eid)
             if held is not None and held != content_of(row):
                 conflict: Future = Future()
-                conflict.set_exception(_conflict(eid, held, content_of(row)))
+                conflict.set_exception(stored_conflict(eid, held, content_of(row)))
                 return conflict
             pending = self._pending.get(eid)
             if pending is not None:

@@ -53,7 +53,7 @@ class ServerMetrics:
         self.feedback = Counter(
             "caprank_feedback_events",
             "Feedback posts by outcome (stored, duplicate, conflict, dropped, rejected, "
-            "unknown_request)",
+            "unknown_request, unavailable)",
             ["status"],
             registry=r,
         )

@@ -47,6 +47,14 @@ class RequestError(CaprankError):
         return RequestError(f"{prefix}.{self.field}", self.message, self.status)
 
 
+class StoreUnavailable(CaprankError):
+    """A shared store (PostgreSQL, Redis) did not answer (HTTP 503): the client retries;
+    nothing was acknowledged."""
+
+    status = 503
+    retry_after_s = 1
+
+
 @dataclass(frozen=True)
 class RankRequest:
     intent: str

@@ -34,8 +34,9 @@ from caprank.online.feedback import STORED, FeedbackConflict
 from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
 from caprank.online.metrics import ServerMetrics
 from caprank.online.payload import PayloadLimit
-from caprank.online.request import RequestError
+from caprank.online.request import RequestError, StoreUnavailable
 from caprank.online.runtime import Runtime, UnknownRequest
+from caprank.online.sinks import event_reader
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class RolloutJob:
     def _run(self, runtime: Runtime, uri: str, version: str) -> None:
         cfg = runtime.cfg
         try:
-            quality = FeedbackLogQuality(cfg.feedback_dir())
+            quality = FeedbackLogQuality(event_reader(cfg))
             result = run_rollout(backend(runtime), uri, version, cfg.canary, quality=quality)
             self.result = {"outcome": result.outcome, "reason": result.reason}
         except Exception as exc:
@@ -160,6 +161,9 @@ async def feedback(request: Request, state: State):
     except UnknownRequest as exc:
         counts.labels("unknown_request").inc()
         return error(404, str(exc))
+    except StoreUnavailable:
+        counts.labels("unavailable").inc()
+        raise
     if row is None:
         counts.labels("dropped").inc()
         reason = "privacy policy (opt-out or retention)"
@@ -169,6 +173,9 @@ async def feedback(request: Request, state: State):
     except FeedbackConflict as exc:
         counts.labels("conflict").inc()
         return error(exc.status, str(exc))
+    except StoreUnavailable:
+        counts.labels("unavailable").inc()
+        raise
     counts.labels(status).inc()
     if status == STORED:
         state.metrics.outcomes.labels(row["model_version"], row["outcome"]).inc()
@@ -316,11 +323,20 @@ async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
     )  # fmt: skip
 
 
+async def unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+    """503 with Retry-After: a shared store did not answer and nothing was acknowledged."""
+    return JSONResponse(
+        status_code=503, content={"error": str(exc)},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )  # fmt: skip
+
+
 ERROR_HANDLERS = {
     RequestValidationError: validation_error,
     RequestError: request_error,
     Unauthorized: unauthorized,
     Overloaded: overloaded,
+    StoreUnavailable: unavailable,
 }
 
 # GET /v1/models/<name>:predict would otherwise match KServe's model-status route

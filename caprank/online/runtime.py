@@ -26,6 +26,7 @@ from caprank.online.control import check_model_ref
 from caprank.online.engine import Mode, RankEngine, RankResult
 from caprank.online.features import FeatureSnapshot, read_snapshot
 from caprank.online.feedback import DROPPED, FeedbackLog, build_event, parse_feedback
+from caprank.online.feedback_pg import PostgresFeedbackSink
 from caprank.online.intents import Encode, IntentEncoder, default_encode, serving_backend
 from caprank.online.models import (
     FALLBACK_VERSION,
@@ -39,6 +40,8 @@ from caprank.online.models import (
 )
 from caprank.online.request import RankRequest, RequestError, parse_rank_request
 from caprank.online.served import SERVED_DIR, DurableRequestStore, RequestStore
+from caprank.online.served_redis import RedisRequestStore
+from caprank.online.sinks import open_sink
 from caprank.privacy import scrub_pii
 from caprank.pseudonym import IdProtector, PiiIdError, id_protector
 
@@ -102,7 +105,7 @@ class Runtime:
         self._encode = encode or default_encode(cfg.embedding.device, serving_backend(cfg))
         self._catalog = catalog
         self.engine: RankEngine | None = None
-        self.feedback_log: FeedbackLog | None = None
+        self.feedback_log: FeedbackLog | PostgresFeedbackSink | None = None
         self.ids: IdProtector | None = None
         self.load_error: str = ""
         self.loading = False
@@ -138,9 +141,7 @@ class Runtime:
             cfg, catalog, encoder, fallback, requests=self._request_store(feedback)
         )
         if feedback:
-            self.feedback_log = FeedbackLog(
-                cfg.feedback_dir(), cfg.privacy, cfg.serving.feedback.segment_events, self.ids
-            ).open()
+            self.feedback_log = open_sink(cfg, self.ids)
             self.feedback_log.enforce_retention()
         if background_load:
             self.loading = True
@@ -153,12 +154,18 @@ class Runtime:
         return self
 
     def _request_store(self, durable: bool) -> RequestStore:
-        """The served-ranking store: in a log beside the feedback log when this process
-        takes feedback (so a restart keeps it), else in memory."""
+        """The served-ranking store: when this process takes feedback, in Redis
+        (``served_store: redis``, shared by the replicas) or in a log beside the feedback
+        log (so a restart keeps it); else in memory."""
         fb = self.cfg.serving.feedback
         if not durable:
             return RequestStore(fb.request_store_size, fb.request_store_ttl_s)
         scrub = scrub_pii if self.cfg.privacy.scrub_pii else None
+        if fb.served_store == "redis":
+            return RedisRequestStore(
+                self.cfg.services.redis_url, fb.served_key_prefix, fb.request_store_size,
+                fb.request_store_ttl_s, scrub=scrub,
+            ).open()  # fmt: skip
         return DurableRequestStore(
             self.cfg.feedback_dir() / SERVED_DIR, fb.request_store_size,
             fb.request_store_ttl_s, fb.request_store_fsync_s, scrub=scrub,
@@ -304,13 +311,17 @@ class Runtime:
         if served is None:
             raise UnknownRequest(
                 f"request_id '{post.request_id}' is unknown or expired: feedback must "
-                f"follow a ranking served by this replica within "
+                f"follow a ranking served by {self._served_by()} within "
                 f"{self.cfg.serving.feedback.request_store_ttl_s:.0f}s"
             )
         return build_event(post, served, self.cfg.privacy, datetime.now(UTC), self.ids), post
 
+    def _served_by(self) -> str:
+        redis = isinstance(self.engine.requests, RedisRequestStore)
+        return "any replica sharing this Redis" if redis else "this replica"
+
     def feedback(self, body: Any, timeout_s: float = 30.0) -> FeedbackAck:
-        """Store one feedback event durably (blocking until fsync)."""
+        """Store one feedback event durably (blocking until fsync or commit)."""
         row, _ = self.feedback_event(body)
         if row is None:
             return FeedbackAck(DROPPED, None, "privacy policy (opt-out or retention)")
@@ -345,7 +356,12 @@ class Runtime:
                 "misses": engine.encoder.cache.misses,
             },
             "fallbacks": dict(engine.fallbacks),
-            "feedback": {"events": len(self.feedback_log), "commits": self.feedback_log.commits},
+            "feedback": {
+                "sink": self.cfg.serving.feedback.sink,
+                "events": len(self.feedback_log),
+                "commits": self.feedback_log.commits,
+                "served_store": self.cfg.serving.feedback.served_store,
+            },
             "time": time.time(),
         }
 
