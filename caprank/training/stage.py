@@ -92,10 +92,31 @@ def _encoder(cfg: CaprankConfig):
     return lambda texts: embed_texts(list(texts), cfg)[0]
 
 
+def table_fingerprint(table: pa.Table | None) -> str:
+    """sha256 of a table's values (and column names and types): a checkpoint trained on
+    one feature snapshot never resumes on another with as many rows. Empty: no table."""
+    if table is None:
+        return ""
+    table = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
 def _fingerprint(ds: Dataset, cfg: CaprankConfig, embeddings_dir: Path, extra: str) -> str:
+    """What the checkpoints in ``<out_dir>/checkpoints`` were trained on: data, vectors,
+    training settings, the log's temporal split (data without labels) and ``extra``."""
     data = dataset_hash(ds.root) if ds.root is not None else "in-memory"
+    ev = cfg.evaluation
+    split = [
+        ev.temporal_valid_fraction,
+        ev.temporal_test_fraction,
+        ev.grade_success,
+        ev.grade_partial,
+    ]
     blob = json.dumps(
-        [data, dir_hash(embeddings_dir), cfg.training.model_dump(mode="json"), extra],
+        [data, dir_hash(embeddings_dir), cfg.training.model_dump(mode="json"), split, extra],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -334,8 +355,8 @@ def train(
     start = time.perf_counter()
     prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(cfg))
     model = _new_model(prep, cfg, tool_vecs)
-    features_hash = "" if features is None else str(features.num_rows)
-    ck = _checkpoints(out_dir, _fingerprint(ds, cfg, embeddings_dir, features_hash), resume)
+    fingerprint = _fingerprint(ds, cfg, embeddings_dir, table_fingerprint(features))
+    ck = _checkpoints(out_dir, fingerprint, resume)
 
     tracker = None
     if track:
