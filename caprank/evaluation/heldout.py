@@ -3,8 +3,8 @@
 A dataset with labels is tested on its ``test`` labels. A dataset with only an
 interaction log (``caprank.evaluation.temporal.logs_only``) is tested on the latest
 period of its ``temporal_split``: each graded event of that period is a query whose
-selected capability is relevant, and the model's greedy policy over each event's logged
-slate gets an IPS/SNIPS value from the logged propensities.
+selected capability is relevant, and the model's own ranking policy gets an IPS/SNIPS
+value from the logged propensities.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from caprank.data.dataset import Dataset
 from caprank.evaluation.counterfactual import (
     CounterfactualEstimate,
     estimate_policy_value,
-    greedy_target_probabilities,
     outcome_rewards,
 )
 from caprank.evaluation.protocols import FoldResult, ProtocolResult
@@ -92,38 +91,32 @@ def held_out(ds: Dataset, cfg: CaprankConfig) -> HeldOut:
 def policy_value(
     ranker, catalog_ids: tuple[str, ...], events: pa.Table, cfg: CaprankConfig, encode
 ) -> CounterfactualEstimate | None:
-    """IPS/SNIPS value of ``ranker``'s greedy policy on the logged slates of ``events``:
-    it picks the best-scored capability among those the logging policy showed. Events
-    whose selected capability was not in its slate are left out (no propensity applies);
-    None when none is left. ``encode(texts)`` gives the ranker's intent vectors."""
+    """IPS/SNIPS value of ``ranker``'s deterministic policy on the logged ``events``.
+
+    The logged propensity is P(logging policy shows capability c at rank k), so the
+    target's probability of the same action is 1 when ``ranker``, ranking the whole
+    catalog for the event's intent text, puts c at rank k (ties: catalog order), else 0
+    (docs/data-format.md, the propensity). Events whose capability is not in the
+    catalog are left out; None when none is left. ``encode(texts)`` gives the ranker's
+    intent vectors."""
     col = {c: i for i, c in enumerate(catalog_ids)}
     texts = events["intent_text"].to_pylist()
-    uniq = list(dict.fromkeys(texts))
-    vecs = encode(uniq)
-    row_of = {t: i for i, t in enumerate(uniq)}
-    full = np.stack(
-        [ranker.score(ranker.query(v, t), None) for v, t in zip(vecs, uniq, strict=True)]
-    )
-    slates, chosen, keep = [], [], []
-    for i, (text, cands, sel) in enumerate(
-        zip(
-            texts,
-            events["candidate_ids"].to_pylist(),
-            events["selected_capability"].to_pylist(),
-            strict=True,
-        )
-    ):
-        known = [c for c in cands or [] if c in col]
-        if sel not in known:
-            continue
-        slates.append(full[row_of[text], [col[c] for c in known]])
-        chosen.append(known.index(sel))
-        keep.append(i)
-    if not keep:
+    selected = events["selected_capability"].to_pylist()
+    keep = np.asarray([i for i, c in enumerate(selected) if c in col], dtype=np.int64)
+    if keep.size == 0:
         return None
-    rows = np.asarray(keep)
-    target = greedy_target_probabilities(slates, np.asarray(chosen))
-    outcomes = [events["outcome"][int(i)].as_py() for i in rows]
-    rewards = outcome_rewards(outcomes, cfg.training.reward)
-    props = events["propensity"].to_numpy(zero_copy_only=False)[rows]
-    return estimate_policy_value(rewards, props, target, cfg.evaluation)
+    uniq = list(dict.fromkeys(texts[i] for i in keep))
+    row_of = {t: i for i, t in enumerate(uniq)}
+    rank_of = np.empty((len(uniq), len(catalog_ids)), dtype=np.int64)
+    for r, (vec, text) in enumerate(zip(encode(uniq), uniq, strict=True)):
+        order = np.argsort(-ranker.score(ranker.query(vec, text), None), kind="stable")
+        rank_of[r, order] = np.arange(1, len(order) + 1)
+    logged_rank = events["rank"].to_numpy(zero_copy_only=False)[keep]
+    target = np.array([rank_of[row_of[texts[i]], col[selected[i]]] for i in keep], dtype=np.int64)
+    outcomes = [events["outcome"][int(i)].as_py() for i in keep]
+    return estimate_policy_value(
+        outcome_rewards(outcomes, cfg.training.reward),
+        events["propensity"].to_numpy(zero_copy_only=False)[keep],
+        (target == logged_rank).astype(np.float64),
+        cfg.evaluation,
+    )
