@@ -77,13 +77,13 @@ class TrainResult:
             lines.append(f"MLflow run `{self.run_id}` (the evaluate stage registers the model).\n")
         if self.valid_metrics:
             lines.append(
-                "\n| ranker (validation intents) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |"
+                "\n| ranker (validation intents) | MRR | Hit@1 | Hit@3 | Hit@5 | Hit@10 | NDCG@10 |"
             )
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
             for name, m in self.valid_metrics.items():
                 lines.append(
                     f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@3']:.4f} | "
-                    f"{m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
+                    f"{m['hit@5']:.4f} | {m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
                 )
         return "\n".join(lines) + "\n"
 
@@ -183,7 +183,7 @@ def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Cal
     }
 
 
-VALID_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
+VALID_METRICS = ("mrr", "hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10")
 
 
 def baseline_score_matrices(
@@ -224,7 +224,7 @@ def validation_metrics(
     rows = d.valid_intents
     if len(rows) == 0:
         return {}
-    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 10})
+    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 5, 10})
     relevance = [{int(c): 1.0 for c in rel} for rel in d.valid_relevant]
 
     def metrics(scores: np.ndarray) -> dict[str, float]:
