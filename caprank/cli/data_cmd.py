@@ -46,7 +46,7 @@ def synth_cmd(state: CliState, out_dir: Path, no_logs: bool) -> None:
 
 @data_group.group("import")
 def import_group() -> None:
-    """Import ToolLens, or your own JSONL/CSV files, into the data contract."""
+    """Import ToolLens or your own JSONL/CSV files."""
 
 
 @import_group.command("toollens")
