@@ -42,8 +42,7 @@ class HeldOut:
         if self.split is None or self.events is None:
             return None
         ts = self.events["timestamp"].to_numpy(zero_copy_only=False)
-        window = self.split.window(self.split.valid_start, np.asarray(ts).max())
-        window.pop("train_start")
+        window = self.split.bounds(np.asarray(ts, dtype="datetime64[us]").max())
         fold = FoldResult(0, self.counts["train"], len(self.queries), metrics, window)
         return ProtocolResult("temporal split (train | valid | test)", [fold])
 

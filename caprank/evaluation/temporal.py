@@ -36,12 +36,12 @@ class TemporalSplit:
         out[ts >= self.test_start] = "test"
         return out
 
-    def window(self, start: np.datetime64, end: np.datetime64) -> dict[str, str]:
+    def bounds(self, test_end: np.datetime64) -> dict[str, str]:
+        """The period starts as ISO strings (a protocol fold's window)."""
         return {
-            "train_start": str(start),
             "valid_start": str(self.valid_start),
             "test_start": str(self.test_start),
-            "test_end": str(end),
+            "test_end": str(test_end),
         }
 
 

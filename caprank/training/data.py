@@ -1,9 +1,10 @@
 """From a dataset, its embeddings and features to the trainer's inputs.
 
 Decides what the model learns from (``training.source``), which intents validate (the
-labels' valid split, else a seeded share of train intents), and which capabilities get
-an id-channel row and may be InfoNCE negatives (those with training positives). Test
-labels are never read here. numpy + pyarrow only.
+labels' valid split, else a seeded share of train intents; without labels, the valid
+period of the log's temporal split), and which capabilities get an id-channel row and
+may be InfoNCE negatives (those with training positives). Test labels, and the test
+period of a log without labels, are never read here. numpy + pyarrow only.
 """
 
 from __future__ import annotations
