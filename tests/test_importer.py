@@ -161,6 +161,12 @@ def test_importer_errors_name_file_row_and_column(tmp_path):
     assert (err.value.file, err.value.row, err.value.field) == (str(logs), 1, "when")
     assert "ISO 8601" in str(err.value)
 
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"tool_id,name,description,category\na,A,x,w\nb,B,caf\xe9,w\n")
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        import_files(ImportSpec({"tools": latin}, "csv"))
+    assert (err.value.file, err.value.row) == (str(latin), 3)
+
     with pytest.raises(DataError, match="no column"):
         ImportSpec({"tools": tools}, "csv", parse_mapping(["tools.colour=c"]))
     with pytest.raises(DataError, match=r"table\.column=source_column"):

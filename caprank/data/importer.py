@@ -16,6 +16,7 @@ seconds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -79,7 +80,13 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any], list[str]
     """(line in the file, record, CSV header or None) for each record."""
     if not path.is_file():
         raise DataError(str(path), "file not found")
-    with open(path, encoding="utf-8", newline="") as fh:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a leading byte-order mark is dropped
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(str(path), "not UTF-8 text", row=line) from exc
+    with io.StringIO(text, newline="") as fh:
         if fmt == "csv":
             reader = csv.DictReader(fh)
             header = reader.fieldnames
