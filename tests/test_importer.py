@@ -193,3 +193,18 @@ def test_import_runs_the_pipeline_validation(tmp_path):
         )
     assert err.value.field == "tool_ids" and err.value.file.endswith("capabilities.parquet")
     assert err.value.row == 1 and "zz" in str(err.value)
+
+
+def test_csv_cli_reads_a_mapping_file(tmp_path):
+    tools = _csv(tmp_path / "tools.csv", "api,title,about,kind\na,Search,web search,web\n")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        "tools: {tool_id: api, name: title, description: about, category: kind}\n",
+        encoding="utf-8",
+    )
+    argv = ["data", "import", "csv", "--tools", str(tools), "--now", NOW]
+    assert main([*argv, "--mapping", str(mapping), "--out", str(tmp_path / "d")]) == 0
+    assert load_dataset(tmp_path / "d").tools["name"].to_pylist() == ["Search"]
+    mapping.write_text("tools: [api]\n", encoding="utf-8")
+    assert main([*argv, "--mapping", str(mapping), "--out", str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e").exists()
