@@ -49,3 +49,19 @@ def test_benchmark_any_labeled_dataset(tiny_cfg, tiny_dataset, tmp_path, capsys)
     assert row["train"]["steps"] == 4 and row["train"]["sources"] == ["labels"]
     assert row["test"]["queries"] > 0 and row["test"]["from"] == "test labels"
     assert row["test"]["items"] == ds.capabilities.num_rows
+
+    # a log without labels: tested on the log's latest period, no logreg (nothing labeled)
+    from caprank.config import load_config
+    from caprank.data.schemas import LABELS
+    from caprank.evaluation.benchmark import benchmark_dataset
+
+    logs = load_dataset(tiny_dataset.root)
+    logs.labels = LABELS.empty_table()
+    logs_dir = write_dataset(logs, tmp_path / "my-logs")
+    cfg = load_config(overrides=[*overrides, "training.max_steps=4", "training.torch_threads=1"])
+    emb = tmp_path / "work" / "data" / "my-catalog" / "embeddings"  # same catalog
+    row = benchmark_dataset(logs_dir, cfg, tmp_path / "work-logs", emb_dir=emb)
+    assert {"shgat", "bm25", "dense"} <= set(row) and "logreg" not in row
+    assert row["train"]["sources"] == ["interactions"] and row["train"]["best_valid_mrr"] > 0
+    assert row["test"]["from"].startswith("temporal split of the interactions")
+    assert 0.0 < row["shgat"]["mrr"] <= 1.0
