@@ -124,10 +124,12 @@ bench-abuse: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_abuse $(ABUSE_BENCH_ARGS)
 
 # Ranking quality on ToolLens (warm, cold, simulated logs): SHGAT vs baselines (docs/training.md).
+# BENCH_DATA=DIR benchmarks any dataset directory in the data contract instead (docs/benchmarks.md).
 # QUALITY_BENCH_ARGS passes options through, e.g. "--splits warm --threads 1".
 QUALITY_BENCH_ARGS ?=
+BENCH_DATA ?=
 bench-quality: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_quality --toollens $(TOOLLENS) $(QUALITY_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench_quality $(if $(BENCH_DATA),--data $(BENCH_DATA),--toollens $(TOOLLENS)) $(QUALITY_BENCH_ARGS)
 
 # Online learning (issue 15) on simulators with a known truth: the A/B experiments cell
 # (A/A false positives with hourly peeking, power at the MDE, sample size) and whichever

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks.bench_quality import run_split
 from caprank.config import load_config
 from caprank.data.dataset import load_dataset, write_dataset
+from caprank.evaluation.benchmark import benchmark_dataset
 
 
 def pseudo_cold(src: Path, out: Path, fraction: float, seed: int) -> Path:
@@ -67,7 +67,7 @@ def main() -> None:
     ds_dir = pseudo_cold(
         work / "toollens-cold", work / "toollens-pseudocold", args.fraction, args.seed
     )
-    row = run_split("pseudocold", ds_dir, work / "embeddings", work / "runs", cfg)
+    row = benchmark_dataset(ds_dir, cfg, work / "runs" / "pseudocold", emb_dir=work / "embeddings")
     print(json.dumps({"overrides": args.overrides, "pseudocold": row}))
 
 

@@ -433,6 +433,20 @@ class EvaluationConfig(Section):
     temporal_test_days: int = Field(
         7, ge=1, description="temporal protocol: the following days to test on"
     )
+    temporal_valid_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=0.5,
+        description="data without labels: share of the log's events, just before the test "
+        "period, that validate (early stopping, calibration)",
+    )
+    temporal_test_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=0.5,
+        description="data without labels: the latest share of the log's events, which the "
+        "evaluate stage tests on (never trained on)",
+    )
     max_scoring_p99_ms: float = Field(
         200.0, gt=0.0, description="gate: offline p99 scoring latency ceiling"
     )

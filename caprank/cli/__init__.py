@@ -7,6 +7,7 @@ import sys
 import click
 
 from caprank import __version__
+from caprank.cli.benchmark_cmd import benchmark_cmd
 from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
@@ -53,6 +54,7 @@ cli.add_command(train_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
 cli.add_command(experiment_group)
+cli.add_command(benchmark_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

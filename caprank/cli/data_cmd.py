@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
-from caprank.cli.options import data_option, out_dir_option
+from caprank.cli.options import data_option, instant_option, out_dir_option
 from caprank.cli.validate_cmd import validate as validate_command
 from caprank.data.dataset import dataset_hash, load_dataset, write_dataset
 from caprank.data.schemas import INTERACTION_PARTS_DIR, MANIFEST_FILE
@@ -46,7 +46,7 @@ def synth_cmd(state: CliState, out_dir: Path, no_logs: bool) -> None:
 
 @data_group.group("import")
 def import_group() -> None:
-    """Import a public benchmark into the data contract."""
+    """Import ToolLens or your own JSONL/CSV files."""
 
 
 @import_group.command("toollens")
@@ -63,6 +63,76 @@ def toollens_cmd(
     seed = state.config().data.seed if seed is None else seed
     ds = import_toollens(source, split=split, cold_fraction=cold_fraction, seed=seed)
     click.echo(_summary(write_dataset(ds, out_dir), ds))
+
+
+def _import_options(fn):
+    for table in reversed(("tools", "capabilities", "intents", "labels", "interactions")):
+        fn = click.option(
+            f"--{table}",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            default=None,
+            help=f"File holding the {table} table"
+            + (" (required)." if table == "tools" else " (optional)."),
+        )(fn)
+    fn = click.option(
+        "--map",
+        "mapping_items",
+        multiple=True,
+        metavar="TABLE.COLUMN=SOURCE",
+        help="Source column of a contract column, e.g. tools.tool_id=api_id (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--mapping",
+        "mapping_file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="YAML or JSON file {table: {column: source_column}}; --map entries win.",
+    )(fn)
+    fn = click.option(
+        "--list-sep", default="|", show_default=True, help="Separator of lists given as text."
+    )(fn)
+    fn = instant_option("--now", help="Validate as of this instant (default: now, UTC).")(fn)
+    return out_dir_option("Output dataset directory.", required=True)(fn)
+
+
+def _run_import(state: CliState, fmt: str, out_dir: Path, mapping_items, mapping_file, list_sep,
+                now, **files) -> None:  # fmt: skip
+    import yaml
+
+    from caprank.data.importer import ImportSpec, import_and_validate, parse_mapping
+
+    mapping: dict[str, dict[str, str]] = {}
+    if mapping_file is not None:
+        try:
+            loaded = yaml.safe_load(mapping_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(str(mapping_file), f"not valid YAML or JSON ({exc})") from exc
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise DataError(str(mapping_file), "expected {table: {column: source_column}}")
+        mapping = {t: {str(k): str(v) for k, v in cols.items()} for t, cols in loaded.items()}
+    for table, cols in parse_mapping(list(mapping_items)).items():
+        mapping.setdefault(table, {}).update(cols)
+    spec = ImportSpec(
+        {t: p for t, p in files.items() if p is not None}, fmt, mapping, list_sep=list_sep
+    )
+    ds, report = import_and_validate(spec, out_dir, state.config(), now=now)
+    click.echo(_summary(out_dir, ds) + f" ({report.headline()})")
+
+
+@import_group.command("jsonl")
+@_import_options
+@pass_state
+def jsonl_cmd(state: CliState, **kw) -> None:
+    """Import your own catalog, queries and judgements from JSON Lines files."""
+    _run_import(state, "jsonl", **kw)
+
+
+@import_group.command("csv")
+@_import_options
+@pass_state
+def csv_cmd(state: CliState, **kw) -> None:
+    """Import your own catalog, queries and judgements from CSV files (with a header)."""
+    _run_import(state, "csv", **kw)
 
 
 @data_group.command("simulate")

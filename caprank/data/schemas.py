@@ -26,7 +26,13 @@ TOOLS = pa.schema(
         _f("tool_id", pa.string(), False, "unique tool id"),
         _f("name", pa.string(), False, "short tool name"),
         _f("description", pa.string(), False, "what the tool does (free text)"),
-        _f("category", pa.string(), False, "tool category"),
+        _f("category", pa.string(), False, "tool category (the main one)"),
+        _f(
+            "categories",
+            pa.list_(pa.string()),
+            True,
+            "every category of a tool in several, the main one included (empty: `category`)",
+        ),
     ]
 )
 
@@ -34,7 +40,13 @@ CAPABILITIES = pa.schema(
     [
         _f("capability_id", pa.string(), False, "unique capability id"),
         _f("description", pa.string(), False, "what the capability does (free text)"),
-        _f("tool_ids", pa.list_(pa.string()), False, "ordered tool ids it composes (>= 1)"),
+        _f("tool_ids", pa.list_(pa.string()), False, "tool ids it composes (>= 1), in order"),
+        _f(
+            "tool_order_known",
+            pa.bool_(),
+            True,
+            "false: `tool_ids` is a set whose order of use is unknown (empty: known)",
+        ),
         _f("created_at", TIMESTAMP, True, "when it entered the catalog (empty: always there)"),
     ]
 )

@@ -327,7 +327,7 @@ def _drift_section(drift: DriftResult) -> str:
 
 
 # Metrics the compact tables (protocols, segments) show after the primary one, when present.
-_KEY_METRICS = ("mrr", "hit@1", "hit@10", "ndcg@10", "map")
+_KEY_METRICS = ("mrr", "hit@1", "hit@5", "hit@10", "ndcg@10", "map")
 
 
 def _key_metrics(available: Sequence[str], primary: str) -> list[str]:

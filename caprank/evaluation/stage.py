@@ -32,9 +32,11 @@ from caprank import registry
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, dataset_hash, load_dataset
 from caprank.errors import DataError
+from caprank.evaluation.counterfactual import CounterfactualEstimate
 from caprank.evaluation.gate import GateDecision, decide
+from caprank.evaluation.heldout import HeldOut, held_out, policy_value
 from caprank.evaluation.metrics import OfflineMetrics, evaluate_scores, segment_means
-from caprank.evaluation.queries import QuerySet, queries_from_labels
+from caprank.evaluation.queries import QuerySet
 from caprank.evaluation.report import ModelSummary, ReportInputs, summarize_model, write_report
 from caprank.files import atomic_write_json
 from caprank.monitoring import read_drift_report
@@ -88,6 +90,8 @@ class EvaluationResult:
     n_items: int
     segments: dict[str, dict[str, float]] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    test_source: str = "test labels"  # or the temporal split of a log without labels
+    counterfactual: CounterfactualEstimate | None = None  # logs only: IPS/SNIPS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,10 @@ class EvaluationResult:
             "n_queries": self.n_queries,
             "n_items": self.n_items,
             "segments": self.segments,
+            "test_source": self.test_source,
+            "counterfactual": (
+                None if self.counterfactual is None else self.counterfactual.to_dict()
+            ),
             "paths": {k: str(v) for k, v in self.paths.items()},
         }
 
@@ -216,9 +224,15 @@ def default_baselines(ds: Dataset, cfg: CaprankConfig, text_model: str) -> dict[
 # --------------------------------------------------------------------------- segments
 
 
-def query_segments(ds: Dataset, queries: QuerySet, per_query: Mapping[str, np.ndarray]):
+def query_segments(
+    ds: Dataset,
+    queries: QuerySet,
+    per_query: Mapping[str, np.ndarray],
+    trained: set[str] | None = None,
+):
     """Metric means by the relevant capability's size (tools) and by warm/cold (whether
-    any non-test label uses it: a cold capability was never seen in training)."""
+    it had training positives: ``trained``, by default the capabilities of non-test
+    labels; a cold capability was never seen in training)."""
     sizes = {
         c: f"size {min(len(t or ()), 3)}{'+' if len(t or ()) >= 3 else ''}"
         for c, t in zip(
@@ -227,13 +241,14 @@ def query_segments(ds: Dataset, queries: QuerySet, per_query: Mapping[str, np.nd
             strict=True,
         )
     }
-    trained = {
-        c
-        for c, s in zip(
-            ds.labels["capability_id"].to_pylist(), ds.labels["split"].to_pylist(), strict=True
-        )
-        if s != "test"
-    }
+    if trained is None:
+        trained = {
+            c
+            for c, s in zip(
+                ds.labels["capability_id"].to_pylist(), ds.labels["split"].to_pylist(), strict=True
+            )
+            if s != "test"
+        }
     warm = {c: ("warm" if c in trained else "cold") for c in queries.item_ids}
     out: dict[str, dict[str, float]] = {}
     for labels in (sizes, warm):
@@ -398,6 +413,22 @@ def _resolve_drift(drift: DriftResult | str | Path | Mapping | None) -> DriftRes
     return read_drift_report(drift)
 
 
+def _logged_value(
+    candidate: LoadedModel, test: HeldOut, cfg: CaprankConfig
+) -> CounterfactualEstimate | None:
+    """Logs only: the candidate's IPS/SNIPS value on the test period's logged slates."""
+    if test.events is None:
+        return None
+    model = candidate.ranker.text_model
+    return policy_value(
+        candidate.ranker,
+        tuple(candidate.catalog.ids),
+        test.events,
+        cfg,
+        lambda texts: encode_intents(list(texts), model, cfg),
+    )
+
+
 def evaluate(
     cfg: CaprankConfig,
     dataset_dir: str | Path,
@@ -413,6 +444,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate the candidate in ``model_dir`` (trained in MLflow run ``run_id``) on the
     test labels of ``dataset_dir``; gate, register as ``challenger``, write the report.
+    A dataset without labels is tested on the latest period of its log's temporal split
+    (``caprank.evaluation.heldout``), with the candidate's IPS/SNIPS value in the report.
 
     ``baselines`` default to ``default_baselines``; ``data_hashes`` to the dataset's
     content hash (the component adds the embeddings'). ``drift`` is the monitor stage's
@@ -424,7 +457,8 @@ def evaluate(
     out = Path(out_dir)
     drift = _resolve_drift(drift)
     ds = load_dataset(dataset_dir)
-    queries = queries_from_labels(ds, "test")
+    test = held_out(ds, cfg)
+    queries = test.queries
     catalog = catalog_from_tables(ds.tools, ds.capabilities, str(Path(dataset_dir)))
     if tuple(catalog.ids) != queries.item_ids:
         raise DataError(str(dataset_dir), "catalog and label columns disagree on capability order")
@@ -446,8 +480,11 @@ def evaluate(
     hashes = dict(data_hashes or {})
     hashes.setdefault("dataset", dataset_hash(dataset_dir))
     version = _register(cfg, run_id, model_dir, hashes, pipeline_run_id, sc, decision)
-    segments = query_segments(ds, queries, ch.ranking.per_query)
+    segments = query_segments(ds, queries, ch.ranking.per_query, test.trained)
     result = _result(version, decision, sc, queries, segments)
+    result.test_source = test.describe()
+    result.counterfactual = _logged_value(candidate, test, cfg)
+    protocol = test.protocol(ch.summary())
     inputs = ReportInputs(
         title=f"caprank evaluation: {version.name} v{version.version}",
         primary_metric=m,
@@ -457,7 +494,12 @@ def evaluate(
         learning_curve=learning_curve(cfg, run_id),
         segments=segments,
         drift=drift,
-        metadata=_report_metadata(version, sc, run_id, pipeline_run_id, queries, hashes),
+        protocols=[] if protocol is None else [protocol],
+        counterfactual=result.counterfactual,
+        metadata={
+            **_report_metadata(version, sc, run_id, pipeline_run_id, queries, hashes),
+            "tested on": result.test_source,
+        },
     )
     result.paths = write_report(inputs, out)
     result.paths["json"] = atomic_write_json(out / RESULT_FILE, result.to_dict())

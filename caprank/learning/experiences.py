@@ -24,6 +24,7 @@ from caprank.learning.rewards import outcome_values, rewards
 from caprank.learning.td import td_lambda_targets
 
 LABELS, LOGS = 0, 1
+NO_TIME = np.iinfo(np.int64).min  # a label's time: it has none, so it is the oldest
 
 
 @dataclass
@@ -34,9 +35,20 @@ class Experiences:
     positive: np.ndarray  # (N,) weight in the ranking loss; 0: not a positive
     session_end: np.ndarray  # (N,) bool: last step of its session
     source: np.ndarray  # (N,) LABELS or LOGS
+    time: np.ndarray  # (N,) int64 microseconds since the epoch (UTC); labels: NO_TIME
 
     def __len__(self) -> int:
         return len(self.intent)
+
+    def most_recent(self, n: int) -> np.ndarray:
+        """Rows of the ``n`` most recent experiences by time, oldest first (what a replay
+        buffer of capacity ``n`` holds). Ties go to the later row, so the rows of one
+        session stay in order; labels, which have no time, are dropped first. When all
+        fit, every row in row order."""
+        if n >= len(self):
+            return np.arange(len(self))
+        order = np.lexsort((np.arange(len(self)), self.time))
+        return order[max(0, len(order) - n) :]
 
     def td_targets(self, next_values: np.ndarray, td: TDConfig) -> np.ndarray:
         """Lambda-returns; ``next_values[t]`` estimates event t+1 (sessions are contiguous)."""
@@ -52,12 +64,12 @@ class Experiences:
         )
 
 
-_FIELDS = ("intent", "capability", "reward", "positive", "session_end", "source")
+_FIELDS = ("intent", "capability", "reward", "positive", "session_end", "source", "time")
 
 
 def empty() -> Experiences:
     z = np.zeros(0, dtype=np.int64)
-    return Experiences(z, z, z.astype(float), z.astype(float), z.astype(bool), z)
+    return Experiences(z, z, z.astype(float), z.astype(float), z.astype(bool), z, z)
 
 
 def from_labels(
@@ -89,6 +101,7 @@ def from_labels(
         np.ones(len(i)),
         np.ones(len(i), dtype=bool),
         np.full(len(i), LABELS),
+        np.full(len(i), NO_TIME),
     )
     if negatives <= 0 or n_caps < 2:
         return pos
@@ -106,6 +119,7 @@ def from_labels(
         np.zeros(len(ni)),
         np.ones(len(ni), dtype=bool),
         np.full(len(ni), LABELS),
+        np.full(len(ni), NO_TIME),
     )
     return Experiences.concat([pos, neg])
 
@@ -155,4 +169,6 @@ def from_interactions(
     s = sessions[order]
     end = np.ones(len(order), dtype=bool)
     end[:-1] = s[:-1] != s[1:]
-    return Experiences(ii, cc, r[order], positive, end, np.full(len(order), LOGS))
+    return Experiences(
+        ii, cc, r[order], positive, end, np.full(len(order), LOGS), stamps[order].astype(np.int64)
+    )

@@ -1,9 +1,10 @@
 """From a dataset, its embeddings and features to the trainer's inputs.
 
 Decides what the model learns from (``training.source``), which intents validate (the
-labels' valid split, else a seeded share of train intents), and which capabilities get
-an id-channel row and may be InfoNCE negatives (those with training positives). Test
-labels are never read here. numpy + pyarrow only.
+labels' valid split, else a seeded share of train intents; without labels, the valid
+period of the log's temporal split), and which capabilities get an id-channel row and
+may be InfoNCE negatives (those with training positives). Test labels, and the test
+period of a log without labels, are never read here. numpy + pyarrow only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from caprank.config import CaprankConfig
 from caprank.errors import DataError
+from caprank.evaluation.temporal import log_splits, logs_only
 from caprank.learning.experiences import Experiences, from_interactions, from_labels
 from caprank.model.features import FeatureScaler, feature_columns, latest_rows
 from caprank.model.inputs import CatalogInputs, catalog_graph
@@ -86,6 +88,31 @@ def _capability_tools(ds, tool_ids: Sequence[str], cap_ids: list[str]) -> list[l
             field="capability_id",
         )
     return cap_tools
+
+
+def _log_periods(ds, cfg: CaprankConfig) -> tuple[pa.Table, list[str], list[str]]:
+    """The interactions training reads, and validation (text, capability) pairs. Without
+    labels the log is cut by ``temporal_split``: the train period trains, the valid
+    period's graded events validate, the test period is never read. With labels: the
+    whole log trains and the labels validate."""
+    if not logs_only(ds):
+        return ds.interactions, [], []
+    _, part = log_splits(ds, cfg.evaluation)
+    ev = cfg.evaluation
+    graded = {"success": ev.grade_success, "partial": ev.grade_partial}
+    valid = ds.interactions.filter(pa.array(part == "valid"))
+    pairs = [
+        (t, c)
+        for t, c, o in zip(
+            valid["intent_text"].to_pylist(),
+            valid["selected_capability"].to_pylist(),
+            valid["outcome"].to_pylist(),
+            strict=True,
+        )
+        if graded.get(o, 0) > 0  # what evaluate counts relevant (queries_from_interactions)
+    ]
+    train = ds.interactions.filter(pa.array(part == "train"))
+    return train, [t for t, _ in pairs], [c for _, c in pairs]
 
 
 def _carve_valid(train_q: list[str], train_c: list[str], fraction: float, rng):
@@ -168,12 +195,15 @@ def prepare(
     sources = _sources(cfg, bool(train_q), ds.interactions.num_rows > 0)
     if not valid_q and train_q:
         train_q, train_c, valid_q, valid_c = _carve_valid(train_q, train_c, tc.valid_fraction, rng)
+    events, log_valid_q, log_valid_c = _log_periods(ds, cfg)
 
-    log_texts = ds.interactions["intent_text"].to_pylist() if "interactions" in sources else []
-    texts = _intent_table(list(train_q) + list(valid_q), texts_by_id, log_texts)
+    log_texts = events["intent_text"].to_pylist() if "interactions" in sources else []
+    texts = _intent_table(list(train_q) + list(valid_q), texts_by_id, log_texts + log_valid_q)
     intent_texts = list(texts)
     dense = encode(intent_texts).astype(np.float32)
     by_id = {q: texts[texts_by_id[q]] for q in set(train_q) | set(valid_q)}
+    by_id.update({t: texts[t] for t in log_valid_q})  # logs only: no labeled intent ids
+    valid_q, valid_c = list(valid_q) + log_valid_q, list(valid_c) + log_valid_c
 
     parts = []
     if "labels" in sources:
@@ -181,7 +211,7 @@ def prepare(
             from_labels(train_q, train_c, by_id, cap_rows, tc.reward, tc.label_negatives, rng)
         )
     if "interactions" in sources:
-        parts.append(from_interactions(ds.interactions, texts, cap_rows, tc.reward))
+        parts.append(from_interactions(events, texts, cap_rows, tc.reward))
     exp = Experiences.concat(parts)
     # the lexicon learns from what training sees: its intents and the catalog texts
     train_texts = [intent_texts[i] for i in np.unique(exp.intent)]

@@ -77,13 +77,13 @@ class TrainResult:
             lines.append(f"MLflow run `{self.run_id}` (the evaluate stage registers the model).\n")
         if self.valid_metrics:
             lines.append(
-                "\n| ranker (validation intents) | MRR | Hit@1 | Hit@3 | Hit@10 | NDCG@10 |"
+                "\n| ranker (validation intents) | MRR | Hit@1 | Hit@3 | Hit@5 | Hit@10 | NDCG@10 |"
             )
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
             for name, m in self.valid_metrics.items():
                 lines.append(
                     f"| {name} | {m['mrr']:.4f} | {m['hit@1']:.4f} | {m['hit@3']:.4f} | "
-                    f"{m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
+                    f"{m['hit@5']:.4f} | {m['hit@10']:.4f} | {m['ndcg@10']:.4f} |"
                 )
         return "\n".join(lines) + "\n"
 
@@ -92,10 +92,31 @@ def _encoder(cfg: CaprankConfig):
     return lambda texts: embed_texts(list(texts), cfg)[0]
 
 
+def table_fingerprint(table: pa.Table | None) -> str:
+    """sha256 of a table's values (and column names and types): a checkpoint trained on
+    one feature snapshot never resumes on another with as many rows. Empty: no table."""
+    if table is None:
+        return ""
+    table = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
 def _fingerprint(ds: Dataset, cfg: CaprankConfig, embeddings_dir: Path, extra: str) -> str:
+    """What the checkpoints in ``<out_dir>/checkpoints`` were trained on: data, vectors,
+    training settings, the log's temporal split (data without labels) and ``extra``."""
     data = dataset_hash(ds.root) if ds.root is not None else "in-memory"
+    ev = cfg.evaluation
+    split = [
+        ev.temporal_valid_fraction,
+        ev.temporal_test_fraction,
+        ev.grade_success,
+        ev.grade_partial,
+    ]
     blob = json.dumps(
-        [data, dir_hash(embeddings_dir), cfg.training.model_dump(mode="json"), extra],
+        [data, dir_hash(embeddings_dir), cfg.training.model_dump(mode="json"), split, extra],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -162,7 +183,7 @@ def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Cal
     }
 
 
-VALID_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
+VALID_METRICS = ("mrr", "hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10")
 
 
 def baseline_score_matrices(
@@ -203,7 +224,7 @@ def validation_metrics(
     rows = d.valid_intents
     if len(rows) == 0:
         return {}
-    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 10})
+    ks = sorted(set(cfg.evaluation.cutoffs) | {1, 3, 5, 10})
     relevance = [{int(c): 1.0 for c in rel} for rel in d.valid_relevant]
 
     def metrics(scores: np.ndarray) -> dict[str, float]:
@@ -334,8 +355,8 @@ def train(
     start = time.perf_counter()
     prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(cfg))
     model = _new_model(prep, cfg, tool_vecs)
-    features_hash = "" if features is None else str(features.num_rows)
-    ck = _checkpoints(out_dir, _fingerprint(ds, cfg, embeddings_dir, features_hash), resume)
+    fingerprint = _fingerprint(ds, cfg, embeddings_dir, table_fingerprint(features))
+    ck = _checkpoints(out_dir, fingerprint, resume)
 
     tracker = None
     if track:

@@ -100,7 +100,7 @@ class Trainer:
             raise ValueError("no experiences to train on")
         cap = min(cfg.per.capacity, n)
         self.replay = PrioritizedReplay(cfg.per, capacity=cap)
-        self.slot_exp = np.arange(n - cap, n)  # the most recent experiences fit
+        self.slot_exp = data.experiences.most_recent(cap)  # by time: the newest fit
         self.replay.add(cap)
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)

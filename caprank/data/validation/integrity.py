@@ -63,6 +63,8 @@ def list_checks(name: str, loaded: LoadedTable, max_examples: int) -> list[Check
                     max_examples,
                 )
             )
+        if (name, fld.name) == ("tools", "categories"):
+            checks.append(_main_category(loaded, col, max_examples))
         if (name, fld.name) in MIN_ONE_ITEM:
             short = pc.less(pc.list_value_length(col), 1)
             bad = pc.indices_nonzero(pc.fill_null(short, False)).to_pylist()
@@ -79,6 +81,19 @@ def list_checks(name: str, loaded: LoadedTable, max_examples: int) -> list[Check
                 )
             )
     return checks
+
+
+def _main_category(loaded: LoadedTable, col: pa.Array, max_examples: int) -> CheckResult:
+    """A tool's ``categories``, when given, hold its main ``category``."""
+    main = loaded.table.column("category").to_pylist()
+    bad = [
+        i
+        for i, cats in enumerate(col.to_pylist())
+        if cats is not None and main[i] is not None and main[i] not in cats
+    ]
+    values = [{"category": main[i], "categories": col[i].as_py()} for i in bad[:max_examples]]
+    what = "categories, when given, include category"
+    return _result(loaded, "categories", "contains_main", what, bad, values, max_examples)
 
 
 def reference_checks(tables: dict[str, LoadedTable], max_examples: int) -> list[CheckResult]:
