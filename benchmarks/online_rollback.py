@@ -133,19 +133,12 @@ def run_rollback(
     better_by: float = 0.02,
     rate_per_s: float = 30.0,
     feedback_rate: float = 0.5,
-    holdback_percent: int = 10,
     mode: str = "holdback",
 ) -> dict:
     """Rates of rollback (worse) and keep (better) over ``trials`` seeds each."""
     start = time.perf_counter()
     base = CanaryConfig()
-    cfg = base.model_copy(
-        update={
-            "watch": base.watch.model_copy(
-                update={"holdback_percent": holdback_percent, "mode": mode}
-            )
-        }
-    )
+    cfg = base.model_copy(update={"watch": base.watch.model_copy(update={"mode": mode})})
     sim = {"rate_per_s": rate_per_s, "feedback_rate": feedback_rate}
     worse = [
         trial(cfg, base_rate - worse_by, base_rate, seed * 100_003 + i, **sim)

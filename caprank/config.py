@@ -724,7 +724,7 @@ class WatchConfig(Section):
         "instant switch back) and is compared with its own feedback of the period before",
     )
     holdback_percent: int = Field(
-        5, ge=1, le=50, description="holdback mode: share of requests the previous version keeps"
+        10, ge=1, le=50, description="holdback mode: share of requests the previous version keeps"
     )
     margin: float = Field(
         0.02,

@@ -75,7 +75,7 @@ def test_watch_rolls_back_a_worse_model_and_restores_the_alias():
         assert hooks == [("promote", "v2"), ("restore", "v1")]
         assert c.spec_patches == [
             {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": NEW}}},
-            {"predictor": {"canaryTrafficPercent": 95}},  # the watch: 5% held back
+            {"predictor": {"canaryTrafficPercent": 90}},  # the watch: 10% held back
             {"predictor": {"canaryTrafficPercent": 0}},  # back at once
             {"predictor": {"model": {"storageUri": OLD}}},
             {"predictor": {"canaryTrafficPercent": None}},
@@ -94,7 +94,7 @@ def test_watch_keeps_a_better_model():
         assert result.outcome == "promoted", result.reason
         assert hooks == [("promote", "v2")]  # the alias moved once, at the watch's start
         assert c.spec_patches[1:] == [
-            {"predictor": {"canaryTrafficPercent": 95}},
+            {"predictor": {"canaryTrafficPercent": 90}},
             {"predictor": {"canaryTrafficPercent": None, "model": {"storageUri": NEW}}},
         ]
     assert not state.watch["worse"] and "not shown worse" in state.reason
@@ -132,7 +132,7 @@ def test_watch_guardrail_breach_rolls_back_before_the_end():
 
         def sleep(s):  # the error rate jumps once the watch has begun
             clock.sleep(s)
-            if c.obj["spec"]["predictor"].get("canaryTrafficPercent") == 95:
+            if c.obj["spec"]["predictor"].get("canaryTrafficPercent") == 90:
                 c.scenario.prometheus = {**GOOD, "error_rate": 0.3}
 
         result = run_rollout(be, NEW, "v2", cfg, quality=Counts(BETTER), previous_version="v1",
