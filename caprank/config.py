@@ -523,6 +523,15 @@ class MonitoringConfig(Section):
     degradation_alpha: float = Field(
         0.05, gt=0.0, lt=1.0, description="on_degradation: one-sided level of the test"
     )
+    served_checks: bool = Field(
+        True,
+        description="monitor: also run the embedding KS (intent texts encoded with "
+        "embedding.text_model) and prediction PSI (top scores of the model serve would load) "
+        "on the served requests of both windows",
+    )
+    served_sample: int = Field(
+        1000, ge=2, le=1_000_000, description="monitor: served requests drawn per window"
+    )
 
 
 class PrivacyConfig(Section):
