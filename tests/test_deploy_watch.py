@@ -208,3 +208,53 @@ def test_blue_green_rollback_before_the_switch_if_never_ready():
         result, _ = roll(c, cfg, None, [])
         assert result.outcome == "rolled_back" and "not ready" in result.reason
         assert {"predictor": {"canaryTrafficPercent": 100}} not in c.spec_patches
+
+
+def test_blue_green_promotion_is_watched_against_the_recent_past():
+    cfg = cfg_with().model_copy(update={"strategy": "blue_green"})
+    hooks: list = []
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=GOOD)) as c:
+        result, state = roll(c, cfg, Counts(WORSE), hooks)
+        assert c.spec_patches == [
+            {"predictor": {"canaryTrafficPercent": 0, "model": {"storageUri": NEW}}},
+            {"predictor": {"canaryTrafficPercent": 100}},  # the switch; the watch adds none
+            {"predictor": {"canaryTrafficPercent": 0}},
+            {"predictor": {"model": {"storageUri": OLD}}},
+            {"predictor": {"canaryTrafficPercent": None}},
+        ]
+    assert result.outcome == "rolled_back" and hooks == [("promote", "v2"), ("restore", "v1")]
+    assert state.watch["mode"] == "shadow"
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_during_the_watch_resumes_without_repeating_the_shift_or_the_alias():
+    cfg = cfg_with()
+    hooks: list = []
+    with FakeCluster(inference_service(NAME, NS, OLD, "Knative"), Scenario(prometheus=GOOD)) as c:
+        clock = Clock()
+        be = KServeBackend(c.api(), NS, NAME, cfg, PrometheusClient(c.url))
+        real_metrics, calls = be.metrics, []
+
+        def metrics(state, window_s):
+            calls.append(state.phase)
+            if state.phase == "watching" and calls.count("watching") == 2:
+                raise Crash()
+            return real_metrics(state, window_s)
+
+        be.metrics = metrics
+        kw = {"quality": Counts(WORSE), "previous_version": "v1", "now": clock.now,
+              "sleep": clock.sleep, "on_promote": lambda s: hooks.append("promote"),
+              "on_rollback": lambda s: hooks.append("restore")}  # fmt: skip
+        with pytest.raises(Crash):
+            run_rollout(be, NEW, "v2", cfg, **kw)
+        assert hooks == ["promote"]
+        result = run_rollout(be, NEW, "v2", cfg, **kw)
+        assert result.resumed and result.outcome == "rolled_back"
+        assert hooks == ["promote", "restore"]
+        assert c.spec_patches.count({"predictor": {"canaryTrafficPercent": 90}}) == 1
+        # finished: a third run returns the record, and calls no hook
+        again = run_rollout(be, NEW, "v2", cfg, **kw)
+        assert again.outcome == "rolled_back" and hooks == ["promote", "restore"]
