@@ -258,3 +258,45 @@ def test_a_crash_during_the_watch_resumes_without_repeating_the_shift_or_the_ali
         # finished: a third run returns the record, and calls no hook
         again = run_rollout(be, NEW, "v2", cfg, **kw)
         assert again.outcome == "rolled_back" and hooks == ["promote", "restore"]
+
+
+class StubEngine:
+    """The part of ``RankEngine`` the local backend drives; records every routing."""
+
+    def __init__(self, primary):
+        from caprank.online.engine import Routing
+
+        self.routing = Routing(primary=primary)
+        self.routes: list[tuple] = []
+        self.stats = self
+
+    def window(self, version, window_s):  # VersionStats.window: healthy
+        return 500, 0.0, 5.0
+
+    def set_second(self, model, mode, percent):
+        from dataclasses import replace
+
+        self.routing = replace(self.routing, second=model, mode=mode, percent=percent)
+        self.routes.append((model.version if model else None, mode, percent))
+
+    def promote(self):
+        from caprank.online.engine import Routing
+
+        self.routing = Routing(primary=self.routing.second, mode=self.routing.mode)
+        self.routes.append(("promoted",))
+
+
+def test_local_blue_green_warms_in_shadow_then_splits_all_traffic(tmp_path):
+    from types import SimpleNamespace
+
+    from caprank.deploy.local import LocalBackend
+
+    engine = StubEngine(SimpleNamespace(source=OLD, version="v1"))
+    load = lambda uri, version: SimpleNamespace(source=uri, version=version)  # noqa: E731
+    backend = LocalBackend(engine, load, tmp_path / "rollout.json", "shadow")
+    cfg = cfg_with(period_s=0.0).model_copy(update={"strategy": "blue_green"})
+    clock = Clock()
+    result = run_rollout(backend, NEW, "v2", cfg, now=clock.now, sleep=clock.sleep)
+    assert result.outcome == "promoted", result.reason
+    assert engine.routes == [("v2", "shadow", 0), ("v2", "split", 100), ("promoted",)]
+    assert backend.get_state().traffic_percent == 100
