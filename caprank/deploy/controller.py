@@ -67,7 +67,6 @@ def run_rollout(
     on_rollback: Callable[[RolloutState], None] | None = None,
     quality: QualitySource | None = None,
     previous_version: str | None = None,
-    outright: bool = False,
     now: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RolloutResult:
@@ -77,8 +76,7 @@ def run_rollout(
     when there is one); ``on_rollback`` runs after a rollback that follows it (the watch
     found the new model worse). Both must be idempotent, since a crash right after one
     means it runs again on resume. ``previous_version`` (the registry version serving
-    now) enables the watch; ``outright`` replaces the model with no canary (a rollback
-    by hand).
+    now) enables the watch.
     """
     clock = _Clock(now, sleep)
     state = backend.get_state()
@@ -97,7 +95,7 @@ def run_rollout(
         live = backend.live()
         if live.uri == new_uri and live.ready:
             return RolloutResult("unchanged", state, f"{new_uri} already serves")
-        initial = outright or live.uri is None or not live.ready
+        initial = live.uri is None or not live.ready
         blue_green = cfg.strategy == "blue_green" and not initial
         state = RolloutState(
             new_uri=new_uri,
@@ -126,11 +124,14 @@ def run_rollout(
         elif state.phase == "observing":
             state = _observe(backend, state, cfg, clock, quality)
         elif state.phase == "watching":
+            if quality is None:
+                raise RolloutError(
+                    f"the rollout of {state.new_uri} is being watched: resume it with the "
+                    "quality source it started with"
+                )
             if state.watch_started_at is None:
-                assert quality is not None
                 state = start_watch(backend, state, cfg, quality, clock.now(), on_promote)
             else:
-                assert quality is not None
                 state = watch_step(backend, state, cfg, quality, clock.now(), clock.sleep)
         elif state.phase == "promoting":
             state = replace(state, phase="promoted", finished_at=clock.now())
