@@ -521,10 +521,30 @@ class MonitoringConfig(Section):
         description="monitor: launched capabilities draw more requests/day than established "
         "ones at this one-sided Mann-Whitney p (with ks_pvalue, a 5% family-wise level)",
     )
-    retrain_policy: Literal["always", "on_drift", "never"] = Field(
+    retrain_policy: Literal["always", "on_drift", "on_degradation", "never"] = Field(
         "always",
         description="when the nightly run trains: always; on_drift: when a drift check fired; "
-        "never: drift is reported only. Each also trains while no model is in production",
+        "on_degradation: when the current window's success rate is significantly below the "
+        "reference's by degradation_margin; never: drift is reported only. Each also trains "
+        "while no model is in production",
+    )
+    degradation_margin: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="on_degradation: success-rate drop (absolute) that counts as degradation",
+    )
+    degradation_alpha: float = Field(
+        0.05, gt=0.0, lt=1.0, description="on_degradation: one-sided level of the test"
+    )
+    served_checks: bool = Field(
+        True,
+        description="monitor: also run the embedding KS (intent texts encoded with "
+        "embedding.text_model) and prediction PSI (top scores of the model serve would load) "
+        "on the served requests of both windows",
+    )
+    served_sample: int = Field(
+        1000, ge=2, le=1_000_000, description="monitor: served requests drawn per window"
     )
 
 
@@ -744,9 +764,52 @@ class ServingConfig(Section):
     feedback: FeedbackConfig = FeedbackConfig()
 
 
+class WatchConfig(Section):
+    """The watch after a promotion: the new production against the previous version
+    (docs/online-learning.md, "After promotion")."""
+
+    period_s: float = Field(
+        1800.0,
+        ge=0.0,
+        description="how long a promoted version is watched before the previous one is let "
+        "go; 0: no watch. Needs outcome feedback (cluster target), else it is skipped",
+    )
+    mode: Literal["holdback", "shadow"] = Field(
+        "holdback",
+        description="holdback: the previous version keeps holdback_percent of traffic and is "
+        "compared over the same period; shadow: it keeps no traffic (it stays deployed for an "
+        "instant switch back) and is compared with its own feedback of the period before",
+    )
+    holdback_percent: int = Field(
+        10, ge=1, le=50, description="holdback mode: share of requests the previous version keeps"
+    )
+    margin: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="roll back when the success rate is below the previous version's by more "
+        "than this (absolute), at significance alpha",
+    )
+    alpha: float = Field(
+        0.05, gt=0.0, lt=1.0, description="one-sided level of the two-proportion test"
+    )
+    min_feedback: int = Field(
+        200,
+        ge=1,
+        description="feedback events each version needs at the watch's end for the test; "
+        "fewer and the promotion stands (the result says it was not judged)",
+    )
+
+
 class CanaryConfig(Section):
     """The deploy stage's canary rollout and its guardrails (docs/cluster.md)."""
 
+    strategy: Literal["canary", "blue_green"] = Field(
+        "canary",
+        description="canary: traffic_percent% to the new version for window_s; blue_green: "
+        "the new version is deployed and warmed with no traffic, then takes all of it at "
+        "once, and is switched back if a guardrail breaks within window_s",
+    )
     traffic_percent: int = Field(10, ge=0, le=100, description="share of requests the canary gets")
     mode: Literal["split", "shadow"] = Field(
         "split",
@@ -844,6 +907,7 @@ class CanaryConfig(Section):
     local_intents: int = Field(
         200, ge=1, le=100_000, description="local mode: distinct intents the traffic draws"
     )
+    watch: WatchConfig = WatchConfig()
 
 
 class ExperimentsConfig(Section):

@@ -26,7 +26,8 @@ SMALL = {
         },
         "simulate": {**TINY["data"]["simulate"]},
     },
-    "monitoring": {"reference_days": 6, "current_days": 4},
+    # the served-traffic checks load a text encoder and a model: tests/test_monitoring_served.py
+    "monitoring": {"reference_days": 6, "current_days": 4, "served_checks": False},
 }
 
 

@@ -17,6 +17,7 @@ from caprank.cli.features_cmd import features_group
 from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.privacy_cmd import privacy_group
+from caprank.cli.rollback_cmd import rollback_cmd
 from caprank.cli.serve_cmd import serve_cmd
 from caprank.cli.train_cmd import train_cmd
 from caprank.errors import CaprankError
@@ -55,6 +56,7 @@ cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
 cli.add_command(experiment_group)
 cli.add_command(benchmark_cmd)
+cli.add_command(rollback_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

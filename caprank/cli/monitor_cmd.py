@@ -21,7 +21,7 @@ from caprank.cli.options import data_option, out_dir_option
 )
 @click.option(
     "--policy",
-    type=click.Choice(["always", "on_drift", "never"]),
+    type=click.Choice(["always", "on_drift", "on_degradation", "never"]),
     default=None,
     help="Retrain policy (default: monitoring.retrain_policy).",
 )

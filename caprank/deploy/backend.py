@@ -80,6 +80,11 @@ class RolloutBackend(Protocol):
         ``state.initial``); persist ``state`` with the change."""
         ...
 
+    def shift(self, state: RolloutState) -> None:
+        """Give the new model ``state.traffic_percent``% of traffic now (the blue-green
+        switch, the watch's holdback); persist ``state`` with the change."""
+        ...
+
     def ready(self, state: RolloutState) -> ReadyCheck:
         """Whether the new model's generation is up and healthy."""
         ...

@@ -1,8 +1,13 @@
 """The canary rollout controller: one model version from canary to promote or rollback.
 
-Steps: route ``canary.traffic_percent``% to the new model, wait for its generation to be
+Steps: route ``canary.traffic_percent``% to the new model (``blue_green``: deploy it with
+no traffic, and once ready switch all of it at once), wait for its generation to be
 ready (``ready_timeout_s``), watch the guardrails for ``window_s`` polling every
 ``poll_s``, then promote (and call ``on_promote``) or roll back to the previous URI.
+With a quality source and a previous version, a promotion is watched first
+(``caprank.deploy.watch``): the alias moves and the new model takes the traffic, the
+previous keeps a holdback (or none, in shadow mode) for ``watch.period_s``, and a
+significantly worse success rate rolls both back (``on_rollback`` restores the alias).
 Every transition is persisted through the backend before the next step, so running the
 controller again after a crash resumes where it stopped instead of patching twice.
 """
@@ -25,6 +30,7 @@ from caprank.deploy.backend import (
 )
 from caprank.deploy.guardrails import breach, unmeasured, unmeasured_refusal
 from caprank.deploy.state import RolloutState
+from caprank.deploy.watch import start_watch, watch_applies, watch_step
 from caprank.errors import CaprankError
 
 log = logging.getLogger(__name__)
@@ -58,19 +64,24 @@ def run_rollout(
     cfg: CanaryConfig,
     *,
     on_promote: Callable[[RolloutState], None] | None = None,
+    on_rollback: Callable[[RolloutState], None] | None = None,
     quality: QualitySource | None = None,
+    previous_version: str | None = None,
     now: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RolloutResult:
     """Roll ``new_uri`` out through ``backend``, or resume the rollout already under way.
 
-    ``on_promote`` runs once the new model takes all traffic (never on rollback); it
-    must be idempotent, since a crash right after it means it runs again on resume.
+    ``on_promote`` runs once the new model takes the traffic (at the start of the watch
+    when there is one); ``on_rollback`` runs after a rollback that follows it (the watch
+    found the new model worse). Both must be idempotent, since a crash right after one
+    means it runs again on resume. ``previous_version`` (the registry version serving
+    now) enables the watch.
     """
     clock = _Clock(now, sleep)
     state = backend.get_state()
     resumed = False
-    if state is not None and state.new_uri == new_uri and not _finished(state):
+    if state is not None and state.new_uri == new_uri and not state.finished:
         resumed = True
         log.info("resuming rollout of %s from phase %s", new_uri, state.phase)
     elif state is not None and state.active:
@@ -85,15 +96,18 @@ def run_rollout(
         if live.uri == new_uri and live.ready:
             return RolloutResult("unchanged", state, f"{new_uri} already serves")
         initial = live.uri is None or not live.ready
+        blue_green = cfg.strategy == "blue_green" and not initial
         state = RolloutState(
             new_uri=new_uri,
             model_version=model_version,
             previous_uri=live.uri,
-            traffic_percent=100 if initial else cfg.traffic_percent,
+            traffic_percent=100 if initial else 0 if blue_green else cfg.traffic_percent,
             mode=live.mode,
             phase="canary",
             started_at=clock.now(),
             initial=initial,
+            strategy=cfg.strategy,
+            previous_version=previous_version,
         )
         log.info(
             "rollout of %s (version %s): %s%% canary beside %s",
@@ -109,6 +123,16 @@ def run_rollout(
             state = _await_ready(backend, state, cfg, clock)
         elif state.phase == "observing":
             state = _observe(backend, state, cfg, clock, quality)
+        elif state.phase == "watching":
+            if quality is None:
+                raise RolloutError(
+                    f"the rollout of {state.new_uri} is being watched: resume it with the "
+                    "quality source it started with"
+                )
+            if state.watch_started_at is None:
+                state = start_watch(backend, state, cfg, quality, clock.now(), on_promote)
+            else:
+                state = watch_step(backend, state, cfg, quality, clock.now(), clock.sleep)
         elif state.phase == "promoting":
             state = replace(state, phase="promoted", finished_at=clock.now())
             backend.promote(state)
@@ -122,11 +146,12 @@ def run_rollout(
         elif state.phase == "rolling_back":
             state = _roll_back(backend, state, cfg, clock)
         else:  # rolled_back
+            if state.hook_done and not state.restored:
+                if on_rollback is not None:
+                    on_rollback(state)
+                state = replace(state, restored=True)
+                backend.save_state(state)
             return _result(state, cfg, resumed)
-
-
-def _finished(state: RolloutState) -> bool:
-    return state.phase == "rolled_back" or (state.phase == "promoted" and state.hook_done)
 
 
 def _result(state: RolloutState, cfg: CanaryConfig, resumed: bool) -> RolloutResult:
@@ -145,6 +170,9 @@ def _start_rollback(backend: RolloutBackend, state: RolloutState, reason: str, n
 def _await_ready(backend: RolloutBackend, state: RolloutState, cfg: CanaryConfig, clock: _Clock):
     check = backend.ready(state)
     if check.status is Readiness.READY:
+        if state.strategy == "blue_green" and not state.initial and state.traffic_percent < 100:
+            state = replace(state, traffic_percent=100)  # warmed: switch all traffic at once
+            backend.shift(state)
         if state.initial:
             state = replace(state, phase="promoting", reason="initial deployment")
         else:
@@ -214,9 +242,8 @@ def _observe(
         if refusal is not None:
             state = replace(state, metrics=metrics.as_dict())
             return _start_rollback(backend, state, refusal, clock.now())
-        state = replace(
-            state, phase="promoting", metrics=metrics.as_dict(), reason="guardrails held"
-        )
+        following = "watching" if watch_applies(state, cfg, quality) else "promoting"
+        state = replace(state, phase=following, metrics=metrics.as_dict(), reason="guardrails held")
         backend.save_state(state)
         return state
     clock.sleep(min(cfg.poll_s, cfg.window_s - elapsed))

@@ -206,6 +206,38 @@ class KServeBackend:
             )
         self._record(state, spec)
 
+    def shift(self, state: RolloutState) -> None:
+        """Set the new model's share to ``state.traffic_percent``: the Serverless
+        ``canaryTrafficPercent``, or our Standard canary entry's ``trafficPercent`` (a
+        merge patch replaces the whole list, so every entry is written back)."""
+        spec = self._get().get("spec", {})
+        if state.mode == "standard":
+            name = canary_predictor_name(self.cfg, state.new_uri)
+            entries = spec.get("canary") or []
+            ours = [c for c in entries if c.get("predictor", {}).get("name") == name]
+            if not ours:
+                raise KServeError(f"{self.where}: canary '{name}' vanished before the shift")
+            patch = (
+                None
+                if ours[0].get("trafficPercent") == state.traffic_percent
+                else {
+                    "canary": [
+                        {**c, "trafficPercent": state.traffic_percent} if c is ours[0] else c
+                        for c in entries
+                    ]
+                }
+            )
+        else:
+            predictor = spec.get("predictor", {})
+            if predictor.get("model", {}).get("storageUri") != state.new_uri:
+                raise KServeError(f"{self.where}: storageUri changed before the shift")
+            patch = (
+                None
+                if predictor.get("canaryTrafficPercent") == state.traffic_percent
+                else {"predictor": {"canaryTrafficPercent": state.traffic_percent}}
+            )
+        self._record(state, patch)
+
     @staticmethod
     def _replacement(obj: dict, uri: str, mode: str) -> dict | None:
         """Spec patch that makes ``uri`` the only model, or None if it already is."""

@@ -68,6 +68,14 @@ class LocalBackend:
             else:
                 self.engine.set_second(model, self.mode, state.traffic_percent)
 
+    def shift(self, state: RolloutState) -> None:
+        """The new model (the second) answers ``traffic_percent``% of requests; a shift
+        always splits, since a shadow answers nothing."""
+        r = self.engine.routing
+        if r.second is not None and r.second.source == state.new_uri:
+            self.engine.set_second(r.second, "split", state.traffic_percent)
+        self.save_state(state)
+
     def ready(self, state: RolloutState) -> ReadyCheck:
         if state.new_uri in self.load_error:
             return ReadyCheck(Readiness.FAILED, self.load_error[state.new_uri])

@@ -12,6 +12,11 @@ One function, two targets, the same controller (``run_rollout``):
   through the engine over the window (topped up until each arm has
   ``canary.min_requests``), on a virtual clock, and the same guardrails decide.
 
+``canary.strategy`` ``blue_green`` warms the new version with no traffic and then switches
+all of it at once. On the cluster a promotion is watched (``canary.watch``,
+``caprank.deploy.watch``) against the previous version's feedback, and rolled back with
+the alias if it does worse; the local target has no outcomes, so it is not watched.
+
 Only a promotion moves the MLflow alias `production`. The rollout record (an annotation
 on the InferenceService, or ``<home>/deploy/local-rollout.json``) makes a re-run after a
 crash resume where it stopped, and a re-run after the end return the same decision.
@@ -61,6 +66,7 @@ class DeployResult:
     unmeasured: list[str] = field(default_factory=list)
     traffic: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    watch: dict = field(default_factory=dict)  # the post-promotion comparison, if watched
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -82,6 +88,8 @@ class DeployResult:
             rows.append(("guardrail inputs", inputs))
         if self.unmeasured:
             rows.append(("not measured", ", ".join(self.unmeasured)))
+        if self.watch:
+            rows.append(("watch after promotion", self.watch.get("reason") or self.watch["mode"]))
         if self.traffic:
             rows.append(("synthetic traffic", json.dumps(self.traffic, sort_keys=True)))
         lines = ["## Deploy", "", "| | |", "|---|---|"]
@@ -142,8 +150,21 @@ def _rollout(
         set_alias(cfg, PRODUCTION, state.model_version)
         log.info("alias %s -> version %s", PRODUCTION, state.model_version)
 
-    canary = canary or cfg.canary
-    return run_rollout(backend, uri, version, canary, on_promote=promote, **clock_and_quality)
+    def restore(state: RolloutState) -> None:
+        if state.previous_version:
+            set_alias(cfg, PRODUCTION, state.previous_version)
+            log.info("alias %s -> version %s again", PRODUCTION, state.previous_version)
+
+    return run_rollout(
+        backend,
+        uri,
+        version,
+        canary or cfg.canary,
+        on_promote=promote,
+        on_rollback=restore,
+        previous_version=production_of(cfg),
+        **clock_and_quality,
+    )
 
 
 LOCAL_UNMEASURABLE = "success_rate"  # synthetic traffic has no outcomes to measure
@@ -172,6 +193,7 @@ def _from_rollout(
         production_version=production_of(cfg),
         metrics=dict(state.metrics) if state else {},
         unmeasured=list(result.unmeasured),
+        watch=dict(state.watch) if state else {},
     )
 
 
@@ -198,10 +220,6 @@ def _read_state(path: Path) -> RolloutState | None:
     return RolloutState.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
-def _finished(state: RolloutState) -> bool:
-    return state.phase == "rolled_back" or (state.phase == "promoted" and state.hook_done)
-
-
 def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
     local_dir = Path(model_dir).resolve() if model_dir and Path(model_dir).is_dir() else None
     uri = storage_uri or (str(local_dir) if local_dir else version)
@@ -209,7 +227,7 @@ def _deploy_local(cfg, version, storage_uri, model_dir) -> DeployResult:
     state = _read_state(state_file)
     notes: list[str] = []
 
-    if state is not None and state.new_uri == uri and _finished(state):
+    if state is not None and state.new_uri == uri and state.finished:
         result = RolloutResult(
             "promoted" if state.phase == "promoted" else "rolled_back",
             state,

@@ -16,16 +16,19 @@ from typing import Literal
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 
-Phase = Literal["canary", "observing", "promoting", "promoted", "rolling_back", "rolled_back"]
+Phase = Literal[
+    "canary", "observing", "watching", "promoting", "promoted", "rolling_back", "rolled_back"
+]
 PHASES: tuple[str, ...] = (
     "canary",
     "observing",
+    "watching",
     "promoting",
     "promoted",
     "rolling_back",
     "rolled_back",
 )
-ACTIVE_PHASES = frozenset({"canary", "observing", "promoting", "rolling_back"})
+ACTIVE_PHASES = frozenset({"canary", "observing", "watching", "promoting", "rolling_back"})
 STATE_VERSION = 1
 
 
@@ -54,12 +57,25 @@ class RolloutState:
     rollback_started_at: float | None = None
     finished_at: float | None = None
     reason: str = ""
-    hook_done: bool = False
+    hook_done: bool = False  # the `production` alias names the new version
     metrics: dict = field(default_factory=dict)
+    strategy: str = "canary"  # canary | blue_green
+    previous_version: str | None = None  # the registry version behind previous_uri
+    watch_started_at: float | None = None
+    watch: dict = field(default_factory=dict)  # the post-promotion comparison
+    restored: bool = False  # after a rollback: the alias names previous_version again
 
     @property
     def active(self) -> bool:
         return self.phase in ACTIVE_PHASES
+
+    @property
+    def finished(self) -> bool:
+        """Nothing is left to do: promoted with the alias moved, or rolled back with the
+        alias (if the watch had moved it) moved back."""
+        if self.phase == "promoted":
+            return self.hook_done
+        return self.phase == "rolled_back" and (not self.hook_done or self.restored)
 
     def to_json(self) -> str:
         return json.dumps({"v": STATE_VERSION, **asdict(self)}, sort_keys=True)

@@ -89,7 +89,7 @@ class DriftResult:
         return {
             "drifted": self.drifted,
             "retrain": self.retrain,
-            "fired": [name for name, c in self.checks.items() if c.drifted],
+            "fired": sorted(name for name, c in self.checks.items() if c.drifted),
             "checks": {name: c.to_dict() for name, c in self.checks.items()},
         }
 

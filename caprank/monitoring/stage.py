@@ -2,12 +2,17 @@
 the nightly run should train.
 
 ``should_train`` follows ``monitoring.retrain_policy``: ``always`` trains every run;
-``on_drift`` trains when a drift check fired; ``never`` only reports drift. Each trains
-when no model is in production yet. Windows with fewer than
-``monitoring.min_window_events`` events are not judged (too little data to tell drift
-from noise); the result says so. Besides ``detect_drift``'s checks, the verdict includes
-``launch_demand`` (``caprank.monitoring.launches``) when capabilities launched in the
-current window.
+``on_drift`` trains when a drift check fired; ``on_degradation`` when the current
+window's success rate is below the reference's by more than
+``monitoring.degradation_margin``, by a one-sided two-proportion test at
+``monitoring.degradation_alpha`` (``caprank.monitoring.proportions``; first event of each
+session, as for drift); ``never`` only reports drift. Each trains when no model is in
+production yet. Windows with fewer than ``monitoring.min_window_events`` events are not
+judged (too little data to tell drift from noise); the result says so. Besides
+``detect_drift``'s checks, the verdict includes ``launch_demand``
+(``caprank.monitoring.launches``) when capabilities launched in the current window, and,
+with ``monitoring.served_checks``, the embedding KS and prediction PSI checks on served
+traffic (``caprank.monitoring.served``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -28,8 +34,10 @@ from caprank.data.schemas import CAPABILITY_FEATURES_FILE
 from caprank.errors import DataError
 from caprank.monitoring.drift import DriftResult, detect_drift
 from caprank.monitoring.launches import launch_demand
-from caprank.monitoring.windows import WindowBounds, split_windows_with_events
+from caprank.monitoring.proportions import Comparison, worse_by_margin
+from caprank.monitoring.windows import WindowBounds, window_events, windows_from_events
 
+POLICIES = ("always", "on_drift", "on_degradation", "never")
 MONITOR_FILE = "monitor.json"  # ``MonitorResult.to_dict()``, in the monitor's drift_report
 DRIFT_HTML = "drift_report.html"  # Evidently's page beside it, when the feature check ran
 
@@ -43,6 +51,7 @@ class MonitorResult:
     should_train: bool
     policy: str
     reason: str
+    degradation: Comparison | None = None  # current vs reference success rate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +60,7 @@ class MonitorResult:
             "reason": self.reason,
             "windows": self.bounds.to_dict(),
             "drift": None if self.drift is None else self.drift.to_dict(),
+            "degradation": None if self.degradation is None else self.degradation.to_dict(),
         }
 
     def to_markdown(self) -> str:
@@ -72,6 +82,8 @@ class MonitorResult:
             feat = self.drift.checks.get("feature_drift")
             if feat is not None and feat.details.get("drifted_columns"):
                 lines.append(f"\nDrifted columns: {', '.join(feat.details['drifted_columns'])}")
+        if self.degradation is not None:
+            lines += ["", f"Degradation: {self.degradation.reason}"]
         return "\n".join(lines) + "\n"
 
 
@@ -89,6 +101,16 @@ def _latest_feature_times(features_dir: str | Path | None):
     return latest["event_timestamp"].to_numpy(zero_copy_only=False)
 
 
+@dataclass
+class _Judged:
+    drift: DriftResult | None
+    bounds: WindowBounds
+    why: str
+    reference: pa.Table  # kept events (first of each session) of each window
+    current: pa.Table
+    degradation: Comparison | None = None
+
+
 def judge_drift(
     ds: Dataset,
     cfg: CaprankConfig,
@@ -101,18 +123,21 @@ def judge_drift(
 
     ``html``: run the feature check through Evidently and keep its report; without it the
     same KS p-values come from scipy (fast, for tests and sweeps)."""
+    judged = _judge(ds, cfg, features_dir, html)
+    return judged.drift, judged.bounds, judged.why
+
+
+def _judge(ds: Dataset, cfg: CaprankConfig, features_dir, html: bool) -> _Judged:
     mon = cfg.monitoring
-    reference, current, bounds, cur_events = split_windows_with_events(ds, mon)
+    ref_events, cur_events, span = window_events(ds, mon)
+    reference, current, bounds = windows_from_events(ds, mon, ref_events, cur_events, span)
     small = min(bounds.reference_events, bounds.current_events)
     if small < mon.min_window_events:
-        return (
-            None,
-            bounds,
-            (
-                f"too few events to judge drift ({bounds.reference_events:,} reference, "
-                f"{bounds.current_events:,} current; need {mon.min_window_events:,} each)"
-            ),
+        why = (
+            f"too few events to judge drift ({bounds.reference_events:,} reference, "
+            f"{bounds.current_events:,} current; need {mon.min_window_events:,} each)"
         )
+        return _Judged(None, bounds, why, ref_events, cur_events)
     current.feature_timestamps = _latest_feature_times(features_dir)
     now = bounds.end - timedelta(microseconds=1)
     drift = detect_drift(
@@ -127,10 +152,53 @@ def judge_drift(
     launch = launch_demand(ds, cur_events, bounds.current_start, bounds.end, mon)
     if launch is not None:
         drift.checks[launch.name] = launch
-        drift.drifted = drift.drifted or launch.drifted
-        drift.retrain = drift.drifted and mon.retrain_policy != "never"
+    why = _verdict(drift, mon.retrain_policy)
+    degradation = worse_by_margin(
+        _success_counts(current.features),
+        _success_counts(reference.features),
+        margin=mon.degradation_margin,
+        alpha=mon.degradation_alpha,
+    )
+    return _Judged(drift, bounds, why, ref_events, cur_events, degradation)
+
+
+def _verdict(drift: DriftResult, policy: str) -> str:
+    """Set ``drifted`` and ``retrain`` from every check now in ``drift``; say which fired."""
+    drift.drifted = any(c.drifted for c in drift.checks.values())
+    drift.retrain = drift.drifted and policy != "never"
     fired = [n for n, c in drift.checks.items() if c.drifted]
-    return drift, bounds, ("drift: " + ", ".join(fired)) if fired else "no drift"
+    return ("drift: " + ", ".join(fired)) if fired else "no drift"
+
+
+def _success_counts(frame) -> tuple[int, int]:
+    """(successes, events with an outcome) of a window's per-event frame."""
+    reward = frame["reward"].dropna()
+    return int((reward == 1.0).sum()), len(reward)
+
+
+def _add_served_checks(judged: _Judged, ds: Dataset, cfg: CaprankConfig, embed, score) -> None:
+    """The embedding KS and prediction PSI on served traffic, into ``judged.drift``."""
+    from caprank.monitoring.served import (
+        served_drift,
+        served_intents,
+        serving_scorer,
+        text_embedder,
+    )
+
+    mon, seed = cfg.monitoring, cfg.data.seed
+    ref = served_intents(judged.reference, mon.served_sample, seed)
+    cur = served_intents(judged.current, mon.served_sample, seed + 1)
+    if min(len(ref), len(cur)) < 2:
+        return
+    embed = embed or text_embedder(cfg)
+    if score is not None:
+        checks = served_drift(ref, cur, cfg, embed=embed, score=score)
+    else:
+        with serving_scorer(cfg, ds) as (score, version):
+            checks = served_drift(ref, cur, cfg, embed=embed, score=score)
+        checks["prediction_drift"].details["model_version"] = version
+    assert judged.drift is not None
+    judged.drift.checks.update(checks)
 
 
 def monitor(
@@ -141,30 +209,49 @@ def monitor(
     policy: str | None = None,
     production_exists: bool | None = None,
     html: bool = False,
+    served: bool | None = None,
+    embed=None,
+    score=None,
 ) -> MonitorResult:
     """Judge drift and decide whether this run trains (module docstring).
 
     ``production_exists`` defaults to asking the registry for the ``production`` alias.
+    ``served`` (default ``monitoring.served_checks``) adds the served-traffic checks;
+    ``embed`` and ``score`` replace their text encoder and model (tests).
     """
     policy = policy or cfg.monitoring.retrain_policy
-    if policy not in ("always", "on_drift", "never"):
+    if policy not in POLICIES:
         from caprank.errors import ConfigError
 
         raise ConfigError("monitoring.retrain_policy", f"unknown policy {policy!r}")
-    drift, bounds, why = judge_drift(ds, cfg, features_dir=features_dir, html=html)
+    judged = _judge(ds, cfg, features_dir, html)
+    drift, bounds, why = judged.drift, judged.bounds, judged.why
+    degradation = judged.degradation
+    if drift is not None:
+        if cfg.monitoring.served_checks if served is None else served:
+            _add_served_checks(judged, ds, cfg, embed, score)
+        why = _verdict(drift, policy)
+
+    def result(train: bool, reason: str) -> MonitorResult:
+        return MonitorResult(drift, bounds, train, policy, reason, degradation)
+
     if policy == "always":
-        return MonitorResult(drift, bounds, True, policy, f"trains every run; {why}")
+        return result(True, f"trains every run; {why}")
     if policy == "on_drift" and drift is not None and drift.drifted:
-        return MonitorResult(drift, bounds, True, policy, why)
+        return result(True, why)
+    if policy == "on_degradation" and degradation is not None and degradation.worse:
+        return result(True, f"degradation: {degradation.reason}")
     if production_exists is None:
         from caprank.registry import production_version
 
         production_exists = production_version(cfg) is not None
     if not production_exists:
-        return MonitorResult(drift, bounds, True, policy, f"no production model yet; {why}")
-    if drift is not None and drift.drifted:
+        return result(True, f"no production model yet; {why}")
+    if drift is not None and drift.drifted and policy == "never":
         why += " (retrain policy never)"
-    return MonitorResult(drift, bounds, False, policy, why)
+    if policy == "on_degradation" and degradation is not None:
+        why += f"; no degradation: {degradation.reason}"
+    return result(False, why)
 
 
 def read_drift_report(report: str | Path | Mapping[str, Any]) -> DriftResult | None:

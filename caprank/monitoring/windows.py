@@ -161,6 +161,37 @@ def split_windows_with_events(
     ds: Dataset, cfg: MonitoringConfig, end: datetime | None = None
 ) -> tuple[DriftWindow, DriftWindow, WindowBounds, pa.Table]:
     """``split_windows`` and the current window's kept events (first of each session)."""
+    ref_events, cur_events, span = window_events(ds, cfg, end)
+    reference, current, bounds = windows_from_events(ds, cfg, ref_events, cur_events, span)
+    return reference, current, bounds, cur_events
+
+
+def windows_from_events(
+    ds: Dataset,
+    cfg: MonitoringConfig,
+    ref_events: pa.Table,
+    cur_events: pa.Table,
+    span: tuple[datetime, datetime, datetime],
+) -> tuple[DriftWindow, DriftWindow, WindowBounds]:
+    """The two ``DriftWindow``s (features) of ``window_events``' output."""
+    reference_start, current_start, end = span
+    categories = sorted(set(ds.tools["category"].to_pylist()))
+    tools = busiest_tools(ref_events, ds, cfg.top_tools)
+    bounds = WindowBounds(
+        reference_start, current_start, end, ref_events.num_rows, cur_events.num_rows
+    )
+    reference = DriftWindow(
+        features=event_frame(ref_events, ds, reference_start, categories, tools)
+    )
+    current = DriftWindow(features=event_frame(cur_events, ds, current_start, categories, tools))
+    return reference, current, bounds
+
+
+def window_events(
+    ds: Dataset, cfg: MonitoringConfig, end: datetime | None = None
+) -> tuple[pa.Table, pa.Table, tuple[datetime, datetime, datetime]]:
+    """The kept events (first of each session) of the reference and current windows, and
+    the windows' (reference start, current start, end)."""
     log = ds.interactions
     if log.num_rows == 0:
         raise DataError("interactions", "no events: nothing to monitor")
@@ -180,13 +211,4 @@ def split_windows_with_events(
     )
     ref_events = first_of_sessions(log.filter(in_ref))
     cur_events = first_of_sessions(log.filter(in_cur))
-    categories = sorted(set(ds.tools["category"].to_pylist()))
-    tools = busiest_tools(ref_events, ds, cfg.top_tools)
-    bounds = WindowBounds(
-        reference_start, current_start, end, ref_events.num_rows, cur_events.num_rows
-    )
-    reference = DriftWindow(
-        features=event_frame(ref_events, ds, reference_start, categories, tools)
-    )
-    current = DriftWindow(features=event_frame(cur_events, ds, current_start, categories, tools))
-    return reference, current, bounds, cur_events
+    return ref_events, cur_events, (reference_start, current_start, end)

@@ -21,7 +21,8 @@ def monitor(
         dataset: The ingested dataset directory (its interaction log is windowed).
         features: The feature snapshots of build_features.
         config_yaml: The run's config overrides as YAML; empty: the defaults.
-        retrain_policy: ``always`` or ``on_drift``; empty: ``monitoring.retrain_policy``.
+        retrain_policy: ``always``, ``on_drift``, ``on_degradation`` or ``never``; empty:
+            ``monitoring.retrain_policy``.
         summary: Out: windows, drift verdict and decision, as Markdown.
         metrics: Out: ``should_train``, ``drifted`` and the window sizes.
         drift_report: Out: ``monitor.json`` and, when judged, ``drift_report.html``.

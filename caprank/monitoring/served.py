@@ -1,0 +1,103 @@
+"""Drift of served traffic: the embedding KS and prediction PSI checks on the requests
+the ranker actually answered.
+
+The interaction log holds every served request that got an outcome (the feedback path
+writes the served intent beside it). For each window the monitor takes the intent text
+of the first event of each session (as for the feature checks: sessions share a topic),
+at most ``monitoring.served_sample`` of them, drawn with ``data.seed``, and:
+
+- ``embedding_drift``: encodes them with ``embedding.text_model`` (through the embedding
+  cache) and runs the per-dimension KS with Bonferroni (``drift.embedding_drift``): a
+  shift in what users ask for, seen in the space the ranker reads;
+- ``prediction_drift``: ranks them with the model `caprank serve` would load now
+  (``default_model_ref``: `production`, else the dense ranker) and compares the top
+  score's distribution by PSI (``drift.prediction_drift``). Both windows are scored by the
+  same model, so a shift is a shift in the traffic as this model sees it, not a change of
+  model; the log stores no scores of its own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
+
+from caprank.config import CaprankConfig
+from caprank.data.dataset import Dataset
+from caprank.monitoring.drift import DriftCheck, embedding_drift, prediction_drift
+
+Embed = Callable[[list[str]], np.ndarray]
+Score = Callable[[list[str]], np.ndarray]
+
+
+def served_intents(events: pa.Table, n: int, seed: int) -> list[str]:
+    """Up to ``n`` non-empty intent texts of ``events``, drawn reproducibly (with repeats:
+    a popular intent is asked often, and the distribution is what is compared)."""
+    texts = [t for t in events["intent_text"].to_pylist() if t and t.strip()]
+    if len(texts) <= n:
+        return texts
+    return random.Random(seed).sample(texts, n)
+
+
+def served_drift(
+    reference: Sequence[str],
+    current: Sequence[str],
+    cfg: CaprankConfig,
+    *,
+    embed: Embed,
+    score: Score,
+) -> dict[str, DriftCheck]:
+    """The two checks on two windows of served intent texts."""
+    mon = cfg.monitoring
+    ref, cur = list(reference), list(current)
+    # traffic repeats its intents: encode and score each distinct text once
+    unique = list(dict.fromkeys(ref + cur))
+    row = {text: i for i, text in enumerate(unique)}
+    ref_rows, cur_rows = [row[t] for t in ref], [row[t] for t in cur]
+    vectors, scores = np.asarray(embed(unique)), np.asarray(score(unique))
+    checks = {
+        "embedding_drift": embedding_drift(vectors[ref_rows], vectors[cur_rows], mon),
+        "prediction_drift": prediction_drift(scores[ref_rows], scores[cur_rows], mon),
+    }
+    for check in checks.values():
+        check.details["source"] = "served traffic (intents of the interaction log)"
+        check.details["requests"] = [len(ref), len(cur)]
+        check.details["distinct_intents"] = len(unique)
+    return checks
+
+
+def text_embedder(cfg: CaprankConfig) -> Embed:
+    """``embedding.text_model`` through the on-disk embedding cache."""
+    from caprank.embeddings.cache import embed_texts
+
+    return lambda texts: embed_texts(texts, cfg)[0]
+
+
+@contextmanager
+def serving_scorer(cfg: CaprankConfig, ds: Dataset) -> Iterator[tuple[Score, str]]:
+    """Top-1 scores from the model `caprank serve` would load now, over ``ds``'s catalog,
+    and that model's version (for the report); the model is unloaded on exit."""
+    from caprank.online.catalog import catalog_from_tables
+    from caprank.online.runtime import Runtime, default_model_ref
+
+    catalog = catalog_from_tables(ds.tools, ds.capabilities, "monitor")
+    runtime = Runtime(cfg, default_model_ref(cfg), catalog=catalog)
+    runtime.start(background_load=False, feedback=False)
+    try:
+        primary = runtime.engine.routing.primary
+        version = primary.version if primary is not None else "dense fallback"
+
+        def score(texts: list[str]) -> np.ndarray:
+            out = np.full(len(texts), np.nan)
+            for i, text in enumerate(texts):
+                ranked = runtime.rank({"intent": text, "top_k": 1}, f"monitor-{i}").rankings
+                if ranked:
+                    out[i] = ranked[0]["score"]
+            return out
+
+        yield score, version
+    finally:
+        runtime.close()
