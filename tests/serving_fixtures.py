@@ -53,7 +53,7 @@ def kserve_server() -> tuple[CaprankServer, str]:
         kserve_app, server.dataplane, server.model_repository_extension, port
     ).create_application()
     config = uvicorn.Config(kserve_app, host="127.0.0.1", port=port, log_config=None,
-                            access_log=False, lifespan="off", loop="asyncio")  # fmt: skip
+                            access_log=False, lifespan="on", loop="asyncio")  # fmt: skip
     http = uvicorn.Server(config)
     threading.Thread(target=http.run, name="uvicorn", daemon=True).start()
     deadline = time.monotonic() + 30

@@ -16,6 +16,7 @@ import numpy as np
 
 from caprank.model.bundle import Bundle
 from caprank.model.index import RankIndex
+from caprank.online.ranker import candidate_scores
 
 
 class TextRuntime(Protocol):
@@ -38,8 +39,7 @@ class BundleRanker:
         return self.index.queries(np.asarray(intent_vec)[None, :], [text])[0]
 
     def score(self, query: np.ndarray, candidate_idx: np.ndarray | None) -> np.ndarray:
-        keys = self.index.keys if candidate_idx is None else self.index.keys[candidate_idx]
-        return keys @ query
+        return candidate_scores(self.index.keys, query, candidate_idx)
 
     def success_probability(
         self, intent_vec: np.ndarray, text: str, candidate_idx: np.ndarray

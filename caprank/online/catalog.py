@@ -52,7 +52,7 @@ class Catalog:
         """Rows of ``ids``; unknown ids raise ``KeyError`` listing (up to five of) them."""
         pos = self.position
         try:
-            return np.fromiter((pos[c] for c in ids), dtype=np.int64, count=len(ids))
+            return np.fromiter(map(pos.__getitem__, ids), dtype=np.int64, count=len(ids))
         except KeyError:
             missing = [c for c in ids if c not in pos]
             raise KeyError(missing[:5]) from None

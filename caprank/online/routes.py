@@ -353,11 +353,28 @@ async def method_not_allowed(request: Request) -> JSONResponse:
     )
 
 
+def inference_first(app: FastAPI) -> None:
+    """At startup, once KServe has added its endpoints and middleware: caprank's own
+    routes (feedback, admin) go behind KServe's, so a predict call is matched first, and
+    KServe's ``TimingMiddleware``, which matches every route a second time and formats two
+    ``kserve.trace`` lines per request, is dropped unless that logger is on (caprank's
+    metrics time every request). docs/benchmarks.md has what each costs."""
+    routes = app.router.routes
+    ours = [r for r in routes if getattr(r, "original_router", None) is router]
+    routes[:] = [r for r in routes if r not in ours] + ours
+    if not logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
+        kept = [m for m in app.user_middleware if m.cls.__name__ != "TimingMiddleware"]
+        if len(kept) != len(app.user_middleware):
+            app.user_middleware[:] = kept
+            app.middleware_stack = None  # rebuilt, without it, on the next request
+
+
 def mount(app: FastAPI, max_payload_bytes: int) -> None:
     """Add caprank's routes, error bodies, limits and gates to the serving app (KServe's,
     once, before it serves; KServe adds its own endpoints when the server starts)."""
     app.include_router(not_allowed)
     app.include_router(router)
+    app.router.on_startup.append(lambda: inference_first(app))
     for exc, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
