@@ -230,15 +230,24 @@ class Tracker:
         self.mlflow.log_dict(data, name)
 
     def log_model(self, bundle_dir: str | Path) -> None:
-        """Log the bundle as a pyfunc model (artifacts/bundle/...) in the run.
+        """Log the bundle as a pyfunc model (artifacts/bundle/...) in the run, servable by
+        MLflow alone: the caprank package rides along as code (``code/caprank``, put on
+        the path before the model is unpickled) and its requirements are the exact pins
+        of what ``caprank.model.pyfunc`` imports (``caprank.model.pyfunc_pins``, written
+        by ``make pins`` from the locked venv), all on PyPI; no ``caprank`` requirement,
+        which no index has.
 
         Not registered here: the evaluate stage registers it as a version, with its
         metrics and lineage, so every version in the registry has been evaluated.
         """
+        import shutil
+
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
+        import caprank
         from caprank.model.pyfunc import BundlePyfunc
+        from caprank.model.pyfunc_pins import PINS
 
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", "intent")]),
@@ -251,13 +260,19 @@ class Tracker:
                 ]
             ),
         )
-        self.mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT,
-            python_model=BundlePyfunc(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=signature,
-            pip_requirements=["caprank"],
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            code = Path(tmp) / "caprank"
+            shutil.copytree(
+                Path(caprank.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__")
+            )
+            self.mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=BundlePyfunc(),
+                artifacts={"bundle": str(bundle_dir)},
+                signature=signature,
+                code_paths=[str(code)],
+                pip_requirements=list(PINS),
+            )
 
 
 # ----------------------------------------------------------------- registration

@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# GPU training image: a CUDA PyTorch base plus only what the training core imports
-# (torch-geometric, numpy, pyarrow, pydantic, pyyaml) and KFP's executor, so the train
-# task runs without any install at run time. Build from the repository root:
+# GPU training image: a CUDA PyTorch base plus what the train step imports, function
+# bodies included (torch-geometric, numpy, pyarrow, pydantic, pyyaml, MLflow, scikit-learn,
+# scipy, rank-bm25, pandas, sentence-transformers and the packaged MiniLM; make pins
+# derives them from the step's imports) and KFP's executor, so the train task runs
+# without any install at run time. Build from the repository root:
 #   docker build -f images/train-gpu.Dockerfile -t <registry>/caprank-train-gpu:<tag> .
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG CUDA_TORCH_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime

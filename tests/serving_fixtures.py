@@ -118,7 +118,9 @@ class Served:
         return total
 
 
-def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = True) -> Served:
+def start_served(
+    cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = True, model_ref: str = "dense"
+) -> Served:
     cfg = cfg.model_copy(deep=True)
     cfg.paths.home = home
     cfg.paths.data = ds.root
@@ -134,7 +136,7 @@ def start_served(cfg: CaprankConfig, ds: Dataset, home: Path, publish: bool = Tr
         from caprank.features.stage import build_and_publish
 
         build_and_publish(ds, cfg, home / "feature-build")
-    runtime = Runtime(cfg, "dense").start(background_load=False)
+    runtime = Runtime(cfg, model_ref).start(background_load=False)
     server, url = kserve_server()
     model = bind(kserve_app, runtime, "caprank")
     server.register_model(model)

@@ -103,3 +103,19 @@ class FeatureScaler:
             np.asarray(data["mean"], dtype=np.float64),
             np.asarray(data["std"], dtype=np.float64),
         )
+
+
+# The raw feature rows the bundle was trained with (each training capability's latest
+# snapshot), stored in the bundle: what the MLflow pyfunc ranks with, as the server
+# ranks with the same rows read from Feast's online store.
+REFERENCE_FILE = "features.parquet"
+
+
+def reference_table(
+    capability_ids: Sequence[str], columns: Sequence[str], raw: np.ndarray
+) -> pa.Table:
+    """``capability_id`` plus one float64 column per feature (NaN where no snapshot)."""
+    data = {"capability_id": pa.array(list(capability_ids), pa.string())}
+    for j, name in enumerate(columns):
+        data[name] = pa.array(np.asarray(raw[:, j], dtype=np.float64))
+    return pa.table(data)

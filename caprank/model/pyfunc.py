@@ -1,9 +1,12 @@
 """The MLflow pyfunc face of a bundle: intent texts in, top-k capabilities out.
 
 Serving does not go through this class (it loads the bundle directory that MLflow stores
-under the model's ``artifacts/``), but it makes the logged model usable on its own with
-``mlflow.pyfunc.load_model`` and gives it a signature. ``caprank.registry.Tracker``
-logs it.
+under the model's ``artifacts/``), but the class ranks exactly as the server does, through
+``caprank.online.offline.OfflineRanker`` (the server's loader, text runtime, rules and
+tie order; the features the bundle was trained with): the same intent gets the same
+ranking from ``mlflow models predict`` and from the KServe predictor. The config is the
+defaults plus ``CAPRANK_*`` environment variables, as in the server.
+``caprank.registry.Tracker`` logs it with the caprank package as code and exact pins.
 
 This is the one module besides ``caprank.registry`` that imports MLflow: the class must
 subclass ``mlflow.pyfunc.PythonModel`` at import time, and logged models pickle it by
@@ -20,34 +23,18 @@ TOP_K = 10
 
 class BundlePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from caprank.model.bundle import load_bundle
-        from caprank.model.serving import BundleBuilder
-        from caprank.online.catalog import read_catalog
+        from caprank.config import load_config
+        from caprank.online.offline import OfflineRanker
 
-        root = context.artifacts["bundle"]
-        self.builder = BundleBuilder(load_bundle(root))
-        self.catalog = read_catalog(f"{root}/catalog")
-        self.ranker = self.builder.build(self.catalog, None)
+        self.ranker = OfflineRanker(context.artifacts["bundle"], load_config())
 
     def predict(self, context, model_input, params=None):
-        import numpy as np
         import pandas as pd
 
-        from caprank.embeddings.text import encode_texts
-
-        texts = [str(t) for t in model_input["intent"].tolist()]
-        vecs = encode_texts(texts, self.builder.text_model)
         rows = []
-        for text, vec in zip(texts, vecs, strict=True):
-            scores = self.ranker.score(self.ranker.query(vec, text), None)
-            top = np.argsort(-scores, kind="stable")[:TOP_K]
+        for text in (str(t) for t in model_input["intent"].tolist()):
             rows += [
-                {
-                    "intent": text,
-                    "rank": r + 1,
-                    "capability_id": self.catalog.ids[c],
-                    "score": float(scores[c]),
-                }
-                for r, c in enumerate(top)
+                {"intent": text, "rank": r + 1, "capability_id": cid, "score": score}
+                for r, (cid, score) in enumerate(self.ranker.rank(text, TOP_K))
             ]
         return pd.DataFrame(rows, columns=["intent", "rank", "capability_id", "score"])

@@ -320,13 +320,21 @@ def _make_bundle(
     return bundle
 
 
-def _save(bundle: Bundle, ds: Dataset, out_dir: Path) -> Path:
-    """``<out_dir>/bundle`` with the training catalog beside the model."""
+def _save(bundle: Bundle, ds: Dataset, out_dir: Path, features: pa.Table | None) -> Path:
+    """``<out_dir>/bundle`` with the training catalog beside the model, and the feature
+    rows it was trained with (``features.parquet``, what the MLflow pyfunc ranks with)."""
 
     def extra(tmp: Path) -> None:
+        from caprank.files import atomic_write_parquet
+        from caprank.model.features import REFERENCE_FILE, latest_rows, reference_table
         from caprank.online.catalog import catalog_from_tables, write_catalog
 
         write_catalog(catalog_from_tables(ds.tools, ds.capabilities, "training"), tmp)
+        cols = list(bundle.scaler.columns)
+        if features is not None and features.num_rows and cols:
+            raw = latest_rows(features, bundle.capability_ids, cols)
+            table = reference_table(bundle.capability_ids, cols, raw)
+            atomic_write_parquet(table, tmp / REFERENCE_FILE)
 
     return save_bundle(bundle, out_dir / BUNDLE_DIR, extra_files=extra)
 
@@ -367,7 +375,7 @@ def train(
         on_log = None if tracker is None else tracker.log_metrics
         fit = Trainer(model, prep.data, cfg.training, checkpoint_dir=ck, on_log=on_log).fit()
         bundle = _make_bundle(model.cpu().eval(), prep, cfg, emb.text_model, fit)
-        bundle_dir = _save(bundle, ds, out_dir)
+        bundle_dir = _save(bundle, ds, out_dir, features)
         calibration = bundle.meta["calibration_fit"]
         summary = dict(prep.summary)
         summary["train_seconds"] = round(time.perf_counter() - start, 3)
