@@ -149,3 +149,35 @@ def test_replay_prefers_high_priority_groups():
     rows = replay_sample(group, new, prio, 1.0, 1.0, 0.01, seed=0)
     assert abs(len(rows) - 100) <= 1 and not new[rows].any()
     assert (rows >= 500).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_update_command_writes_bundle_or_exits_3_when_rejected(
+    base, tiny_dataset_dir, tmp_path, monkeypatch
+):
+    import json
+
+    from caprank.cli import main
+    from caprank.embeddings import cache
+    from caprank.model.bundle import load_bundle, save_bundle
+
+    monkeypatch.setattr(cache, "embed_texts", lambda texts, cfg, **kw: (fake_encode(texts), None))
+    bundle, _, _ = base
+    base_dir = save_bundle(bundle, tmp_path / "base")
+    common = [
+        "--set", f"paths.home={tmp_path / 'home'}", "--set", "training.batch_size=32",
+        "--set", "training.device=cpu", "--set", "training.baselines=[]",
+        "--set", "update.steps=4", "--set", "update.eval_every=2",
+    ]  # fmt: skip
+    args = ["update", "--data", str(tiny_dataset_dir), "--base", str(base_dir)]
+    assert main([*common, *args, "--out", str(tmp_path / "ok")]) == 0
+    report = json.loads((tmp_path / "ok" / "update.json").read_text())
+    assert report["accepted"] and report["new_experiences"] > 0
+    updated = load_bundle(tmp_path / "ok" / "bundle")
+    assert updated.meta["base_version"] == "test-bundle"
+    assert updated.meta["update"]["fit"]["steps"] == 4
+    bad = ["--set", "update.lr=5.0", "--set", "update.steps=12", "--set", "update.replay_ratio=0"]
+    bad += ["--set", "update.max_regression=0"]
+    assert main([*common, *bad, *args, "--out", str(tmp_path / "bad")]) == 3
+    assert not (tmp_path / "bad" / "bundle").exists()
+    assert json.loads((tmp_path / "bad" / "update.json").read_text())["accepted"] is False

@@ -17,6 +17,7 @@ from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.privacy_cmd import privacy_group
 from caprank.cli.serve_cmd import serve_cmd
 from caprank.cli.train_cmd import train_cmd
+from caprank.cli.update_cmd import update_cmd
 from caprank.errors import CaprankError
 
 
@@ -49,6 +50,7 @@ cli.add_command(features_group)
 cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(train_cmd)
+cli.add_command(update_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
 

@@ -451,17 +451,15 @@ def update(
     since: datetime | None = None,
 ) -> UpdateReport:
     """The update stage: ``<out_dir>/bundle`` when accepted, ``<out_dir>/update.json`` always."""
-    from caprank.embeddings.cache import embed_texts
+    from caprank.embeddings import cache
     from caprank.model.bundle import load_bundle
     from caprank.training.stage import BUNDLE_DIR, _save, read_features
 
     out_dir = Path(out_dir)
     base_bundle = load_bundle(resolve_base(cfg, str(base), out_dir))
-    enc_cfg = cfg.model_copy(deep=True)
-    enc_cfg.embedding.text_model = base_bundle.text_model
 
     def encode(texts: list[str]) -> np.ndarray:
-        return embed_texts(list(texts), enc_cfg)[0]
+        return cache.embed_texts(list(texts), cfg, text_model=base_bundle.text_model)[0]
 
     bundle, report = update_model(
         base_bundle, ds, cfg, encode, base_cutoff(base_bundle, since), read_features(features_path)
