@@ -12,6 +12,7 @@ from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
 from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.features_cmd import features_group
+from caprank.cli.label_cmd import label_group
 from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.privacy_cmd import privacy_group
@@ -53,6 +54,7 @@ cli.add_command(train_cmd)
 cli.add_command(update_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
+cli.add_command(label_group)
 
 
 def main(argv: list[str] | None = None) -> int:
