@@ -417,7 +417,7 @@ class UpdateConfig(Section):
     """Incremental update from the production bundle (`caprank update`, docs/online-learning.md)."""
 
     steps: int = Field(150, ge=1, description="optimizer steps of one update")
-    lr: float = Field(5e-4, gt=0.0, description="Adam learning rate of the warm-started model")
+    lr: float = Field(5e-5, gt=0.0, description="Adam learning rate of the warm-started model")
     eval_every: int = Field(50, ge=1, description="steps between validation evaluations")
     replay_ratio: float = Field(
         1.0,

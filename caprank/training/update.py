@@ -360,6 +360,10 @@ def update_model(
         features,
         encode,
     )
+    # keep the base's vocabulary: the warm model then starts as the very function the
+    # base computes (a refit lexicon would move every idf); a full retrain refreshes it
+    prep.lexicon = base.lexicon
+    prep.data = replace(prep.data, intent_bags=base.lexicon.bags(prep.intent_texts))
     model, warm = warm_model(base, prep)
     exp = prep.data.experiences
     group, new = _groups(exp, ds.interactions, cutoff)
