@@ -64,7 +64,8 @@ def _oracle(full, texts, queue_id: str):
     ]
 
 
-def run_active(seed: int) -> dict:
+def run_active(seed: int, active: dict | None = None) -> dict:
+    """One paired comparison; ``active`` overrides ``active.*`` settings."""
     import torch
 
     from caprank.active.queue import apply_answers, build_queue
@@ -84,6 +85,8 @@ def run_active(seed: int) -> dict:
         cfg.training.max_steps = cfg.training.t_max = 300
         cfg.training.eval_every = 50
         cfg.training.baselines = ["bm25", "dense"]  # the disagreement signal's baselines
+        for key, value in (active or {}).items():
+            setattr(cfg.active, key, value)
         full = synthesize(cfg)
         full.interactions = simulate(full, cfg)
         rng = np.random.default_rng([seed, 0xAC])

@@ -449,6 +449,9 @@ class ActiveConfig(Section):
     disagreement_weight: float = Field(
         1.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
     )
+    diverse: bool = Field(
+        True, description="at most one queued intent per top-1 capability while others remain"
+    )
 
 
 class EvaluationConfig(Section):

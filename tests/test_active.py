@@ -125,3 +125,15 @@ def test_unknown_capability_in_an_answer_names_row_and_field(tiny_dataset, tmp_p
         import_answers(data, path)
     assert "row 2" in str(err.value) and "answer" in str(err.value)
     assert load_dataset(data).labels.num_rows == tiny_dataset.labels.num_rows  # untouched
+
+
+def test_select_spreads_over_top_capabilities():
+    from caprank.active.uncertainty import Uncertain, select
+
+    items = [
+        Uncertain(t, 1, 0, 0, 0, u, [(top, 1.0)])
+        for t, u, top in [("a", 0.9, "c1"), ("b", 0.8, "c1"), ("c", 0.7, "c2"), ("d", 0.6, "c1")]
+    ]
+    assert [u.text for u in select(items, 2)] == ["a", "c"]
+    assert [u.text for u in select(items, 3)] == ["a", "c", "b"]
+    assert [u.text for u in select(items, 2, diverse=False)] == ["a", "b"]

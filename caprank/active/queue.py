@@ -69,7 +69,7 @@ def build_queue(
     items = rank_uncertain(
         bundle.index(inputs), texts, dense, baselines, cfg.active, [counts[t] for t in texts]
     )
-    return select(items, cfg.active.budget if budget is None else budget)
+    return select(items, cfg.active.budget if budget is None else budget, cfg.active.diverse)
 
 
 def _format(path: Path) -> str:

@@ -9,6 +9,9 @@ Three signals, each in [0, 1] (1: most uncertain), combined with ``active.*_weig
 * disagreement: the share of baselines (BM25, dense cosine) whose top-1 differs from the
   ranker's.
 
+``select`` then takes the most uncertain intents, at most one per top-1 capability
+while others remain (``active.diverse``).
+
 Served traffic comes from the serving request log (``<feedback_dir>/served/``) or the
 dataset's interactions; each distinct intent text counts once, with its request count.
 """
@@ -131,5 +134,16 @@ def rank_uncertain(
     return out
 
 
-def select(items: Sequence[Uncertain], budget: int) -> list[Uncertain]:
-    return list(items[:budget])
+def select(items: Sequence[Uncertain], budget: int, diverse: bool = True) -> list[Uncertain]:
+    """The ``budget`` first of ``items``; ``diverse``: at most one per top-1 capability
+    while others remain (near ties cluster around a few capabilities, and labels spread
+    over more capabilities teach more), then the rest in order."""
+    if not diverse:
+        return list(items[:budget])
+    seen: set[str] = set()
+    first, rest = [], []
+    for u in items:
+        top = u.candidates[0][0] if u.candidates else None
+        (rest if top in seen else first).append(u)
+        seen.add(top)
+    return (first + rest)[:budget]
