@@ -444,10 +444,10 @@ class ActiveConfig(Section):
         1.0, ge=0.0, description="weight of the small-margin term (softmax of the top two)"
     )
     probability_weight: float = Field(
-        1.0, ge=0.0, description="weight of 1 - calibrated success probability of the top one"
+        0.0, ge=0.0, description="weight of 1 - calibrated success probability of the top one"
     )
     disagreement_weight: float = Field(
-        1.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
+        0.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
     )
     diverse: bool = Field(
         True, description="at most one queued intent per top-1 capability while others remain"

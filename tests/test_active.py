@@ -36,7 +36,7 @@ def test_margin_signal_ranks_near_ties_first():
 
 def test_probability_and_disagreement_signals():
     scores = np.array([[5.0, 1.0], [5.0, 1.0]])
-    cfg = ActiveConfig(margin_weight=0.0)
+    cfg = ActiveConfig(margin_weight=0.0, probability_weight=1.0, disagreement_weight=1.0)
     bm25 = np.array([[1.0, 0.0], [0.0, 1.0]])  # agrees on the first, not the second
     _, prob, disagree, combined = signals(scores, np.array([0.9, 0.9]), {"bm25": bm25}, cfg)
     assert np.allclose(prob, 0.1) and list(disagree) == [0.0, 1.0]

@@ -30,18 +30,40 @@ from tests.train_fixtures import (
 
 @pytest.fixture(scope="module")
 def cfg(tiny_cfg):
-    cfg = tiny_training_cfg(tiny_cfg, max_steps=16)
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=60, eval_every=20)
     cfg.update.steps = 8
     cfg.update.eval_every = 4
     return cfg
 
 
 @pytest.fixture(scope="module")
-def base(cfg, tiny_dataset):
-    """A model trained on the tiny dataset as of day 6 (before some capabilities launched)."""
-    start = pc.min(tiny_dataset.interactions["timestamp"]).as_py()
+def known_test(tiny_dataset):
+    """The tiny dataset whose test labels are copies of its train labels: with hashed
+    (meaningless) text vectors no model generalizes to unseen intents, so the guard's
+    old test set must be intents the base has learned, for forgetting to show."""
+    import pyarrow as pa
+
+    from caprank.data.dataset import Dataset
+
+    lab = tiny_dataset.labels
+    split = pc.field("split")
+    train = lab.filter(split == "train")
+    copy = train.set_column(
+        train.schema.get_field_index("split"),
+        train.schema.field("split"),
+        pa.array(["test"] * train.num_rows),
+    )
+    labels = pa.concat_tables([lab.filter(split != "test"), copy])
+    t = tiny_dataset
+    return Dataset(t.tools, t.capabilities, t.intents, labels, t.interactions, dict(t.manifest))
+
+
+@pytest.fixture(scope="module")
+def base(cfg, known_test):
+    """A model trained on the dataset as of day 6 (before some capabilities launched)."""
+    start = pc.min(known_test.interactions["timestamp"]).as_py()
     cutoff = start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=6)
-    old = dataset_as_of(tiny_dataset, cutoff)
+    old = dataset_as_of(known_test, cutoff)
     prep = tiny_prepared(old, cfg)
     model = tiny_model(prep, cfg)
     Trainer(model, prep.data, cfg.training).fit()
@@ -114,14 +136,14 @@ def test_update_trains_on_new_logs_plus_replay_and_represents_new_items(base, cf
     assert report.accepted == all(d <= cfg.update.max_regression for d in report.drop.values())
 
 
-def test_forgetting_guard_rejects_a_destructive_update(base, cfg, tiny_dataset):
+def test_forgetting_guard_rejects_a_destructive_update(base, cfg, known_test):
     bundle, _, cutoff = base
     bad = cfg.model_copy(deep=True)
     bad.update.lr = 5.0  # destroys what the base knew
     bad.update.steps = 12
     bad.update.replay_ratio = 0.0
     bad.update.max_regression = 0.0
-    _, report = update_model(bundle, tiny_dataset, bad, fake_encode, cutoff)
+    _, report = update_model(bundle, known_test, bad, fake_encode, cutoff)
     assert not report.accepted
     assert max(report.drop.values()) > 0.0
 
@@ -153,7 +175,7 @@ def test_replay_prefers_high_priority_groups():
 
 @pytest.mark.slow
 def test_update_command_writes_bundle_or_exits_3_when_rejected(
-    base, tiny_dataset_dir, tmp_path, monkeypatch
+    base, known_test, tmp_path, monkeypatch
 ):
     import json
 
@@ -169,7 +191,10 @@ def test_update_command_writes_bundle_or_exits_3_when_rejected(
         "--set", "training.device=cpu", "--set", "training.baselines=[]",
         "--set", "update.steps=4", "--set", "update.eval_every=2",
     ]  # fmt: skip
-    args = ["update", "--data", str(tiny_dataset_dir), "--base", str(base_dir)]
+    from caprank.data.dataset import write_dataset
+
+    data = write_dataset(known_test, tmp_path / "data")
+    args = ["update", "--data", str(data), "--base", str(base_dir)]
     assert main([*common, *args, "--out", str(tmp_path / "ok")]) == 0
     report = json.loads((tmp_path / "ok" / "update.json").read_text())
     assert report["accepted"] and report["new_experiences"] > 0
