@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,30 +135,31 @@ def warm_model(base: Bundle, prep: Prepared) -> tuple[SHGAT, dict]:
 
 
 # ---------------------------------------------------------------------- experiences
-def log_times(events: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps us, session ids) of the events in ``from_interactions``' order."""
+def log_times(events: pa.Table) -> np.ndarray:
+    """Timestamps (us) of the events in ``from_interactions``' order (session, time):
+    for experiences that do not carry their own ``time``."""
     sessions = np.asarray(events["session_id"].to_pylist(), dtype=object)
     stamps = events["timestamp"].cast(pa.int64()).to_numpy()
-    order = np.lexsort((np.arange(len(stamps)), stamps, sessions.astype(str)))
-    return stamps[order], sessions[order]
+    return stamps[np.lexsort((np.arange(len(stamps)), stamps, sessions.astype(str)))]
 
 
 def _groups(exp: Experiences, events: pa.Table, cutoff: datetime) -> tuple[np.ndarray, np.ndarray]:
-    """(group of each experience, is it new): a group is a session (labels: one row);
-    a session with any event after ``cutoff`` is new as a whole."""
-    group = np.arange(len(exp))
-    new = np.zeros(len(exp), dtype=bool)
+    """(group of each experience, is it new): a group is a session (sessions are
+    contiguous and end at ``session_end``; a label is a session of one); a session with
+    any event after ``cutoff`` is new as a whole."""
+    group = np.concatenate([[0], np.cumsum(exp.session_end[:-1])]).astype(np.int64)
     logs = np.flatnonzero(exp.source == LOGS)
-    if logs.size:
-        stamps, sessions = log_times(events)
+    if logs.size == 0:
+        return group, np.zeros(len(exp), dtype=bool)
+    stamps = getattr(exp, "time", None)
+    if stamps is not None:
+        stamps = np.asarray(stamps)[logs]
+    else:
+        stamps = log_times(events)
         if len(stamps) != logs.size:
             raise DataError("interactions", "experiences do not match the logged events")
-        _, sid = np.unique(sessions.astype(str), return_inverse=True)
-        group[logs] = len(exp) + sid
-        after = stamps > int(cutoff.timestamp() * 1e6)
-        new_sessions = np.unique(sid[after])
-        new[logs] = np.isin(sid, new_sessions)
-    return group, new
+    after = logs[stamps > int(cutoff.timestamp() * 1e6)]
+    return group, np.isin(group, np.unique(group[after]))
 
 
 @torch.no_grad()
@@ -214,13 +215,9 @@ def replay_sample(
 
 
 def subset(exp: Experiences, rows: np.ndarray) -> Experiences:
-    rows = np.sort(rows)  # sessions stay contiguous and in time order
-    return Experiences(
-        *(
-            getattr(exp, f)[rows]
-            for f in ("intent", "capability", "reward", "positive", "session_end", "source")
-        )
-    )
+    """The ``rows`` of every field (sessions stay contiguous and in time order)."""
+    rows = np.sort(rows)
+    return Experiences(**{f.name: getattr(exp, f.name)[rows] for f in fields(exp)})
 
 
 # ---------------------------------------------------------------------- guard
