@@ -413,6 +413,47 @@ class TrainingConfig(Section):
     reward: RewardConfig = RewardConfig()
 
 
+class UpdateConfig(Section):
+    """Incremental update from the production bundle (`caprank update`, docs/online-learning.md)."""
+
+    steps: int = Field(150, ge=1, description="optimizer steps of one update")
+    lr: float = Field(5e-5, gt=0.0, description="Adam learning rate of the warm-started model")
+    eval_every: int = Field(50, ge=1, description="steps between validation evaluations")
+    replay_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="older experiences replayed per new one (a prioritized sample, so the "
+        "model does not forget)",
+    )
+    max_regression: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="forgetting guard: reject the update when any old test metric (MRR, "
+        "Hit@k, NDCG@10 of the base model's test intents) drops by more than this",
+    )
+
+
+class ActiveConfig(Section):
+    """Active learning: which served intents go to the labelling queue (docs/online-learning.md)."""
+
+    budget: int = Field(50, ge=1, description="intents per exported labelling batch")
+    top_candidates: int = Field(5, ge=1, le=100, description="candidates shown per intent")
+    margin_weight: float = Field(
+        1.0, ge=0.0, description="weight of the small-margin term (softmax of the top two)"
+    )
+    probability_weight: float = Field(
+        0.0, ge=0.0, description="weight of 1 - calibrated success probability of the top one"
+    )
+    disagreement_weight: float = Field(
+        0.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
+    )
+    diverse: bool = Field(
+        True, description="at most one queued intent per top-1 capability while others remain"
+    )
+
+
 class EvaluationConfig(Section):
     """Offline evaluation, protocols, counterfactual estimates and the promotion gate."""
 
@@ -1150,6 +1191,8 @@ class CaprankConfig(Section):
     features: FeaturesConfig = FeaturesConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     training: TrainingConfig = TrainingConfig()
+    update: UpdateConfig = UpdateConfig()
+    active: ActiveConfig = ActiveConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     privacy: PrivacyConfig = PrivacyConfig()

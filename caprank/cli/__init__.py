@@ -14,12 +14,14 @@ from caprank.cli.data_cmd import data_group
 from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.experiment_cmd import experiment_group
 from caprank.cli.features_cmd import features_group
+from caprank.cli.label_cmd import label_group
 from caprank.cli.monitor_cmd import monitor_cmd
 from caprank.cli.pipeline_cmd import pipeline_group
 from caprank.cli.privacy_cmd import privacy_group
 from caprank.cli.rollback_cmd import rollback_cmd
 from caprank.cli.serve_cmd import serve_cmd
 from caprank.cli.train_cmd import train_cmd
+from caprank.cli.update_cmd import update_cmd
 from caprank.errors import CaprankError
 
 
@@ -52,11 +54,13 @@ cli.add_command(features_group)
 cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(train_cmd)
+cli.add_command(update_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)
 cli.add_command(experiment_group)
 cli.add_command(benchmark_cmd)
 cli.add_command(rollback_cmd)
+cli.add_command(label_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,12 @@ LABELS = pa.schema(
         _f("capability_id", pa.string(), False, "a relevant capability"),
         _f("grade", pa.int8(), False, "relevance grade (>= 1; absent pairs are irrelevant)"),
         _f("split", pa.string(), False, "train | valid | test"),
+        _f(
+            "provenance",
+            pa.string(),
+            True,
+            "where the label came from, e.g. active:<queue>:<annotator> (empty: the source data)",
+        ),
     ]
 )
 

@@ -320,6 +320,13 @@ def _make_bundle(
     return bundle
 
 
+def _cutoff_iso(ds: Dataset) -> str | None:
+    from caprank.training.update import data_cutoff
+
+    cutoff = data_cutoff(ds)
+    return cutoff.isoformat() if cutoff else None
+
+
 def _save(bundle: Bundle, ds: Dataset, out_dir: Path, features: pa.Table | None) -> Path:
     """``<out_dir>/bundle`` with the training catalog beside the model, and the feature
     rows it was trained with (``features.parquet``, what the MLflow pyfunc ranks with)."""
@@ -375,6 +382,7 @@ def train(
         on_log = None if tracker is None else tracker.log_metrics
         fit = Trainer(model, prep.data, cfg.training, checkpoint_dir=ck, on_log=on_log).fit()
         bundle = _make_bundle(model.cpu().eval(), prep, cfg, emb.text_model, fit)
+        bundle.meta["data_cutoff"] = _cutoff_iso(ds)  # where `caprank update` starts
         bundle_dir = _save(bundle, ds, out_dir, features)
         calibration = bundle.meta["calibration_fit"]
         summary = dict(prep.summary)

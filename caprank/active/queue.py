@@ -1,0 +1,293 @@
+"""The labelling queue: export the most uncertain served intents, import the answers.
+
+Export (JSONL or CSV, by the file suffix): one row per intent with its uncertainty
+signals, its top candidates (id and description) and an empty ``answer`` that the
+labeller fills with the relevant capability ids (JSONL: a list; CSV: ``;``-separated),
+plus ``annotator``. Import turns answered rows into ``train`` labels whose
+``provenance`` says where they came from (``active:<queue>:<annotator>``); intents not
+in the dataset yet are added under a stable id derived from their text. Unanswered
+rows are skipped; an unknown capability is an error naming the file, row and field.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from caprank.active.uncertainty import Uncertain, rank_uncertain, select, served_texts
+from caprank.config import CaprankConfig
+from caprank.data.dataset import Dataset, conform
+from caprank.data.schemas import MANIFEST_FILE, TABLES
+from caprank.errors import DataError
+from caprank.files import atomic_path, atomic_write_parquet
+
+Encoder = Callable[[list[str]], np.ndarray]
+FORMATS = (".jsonl", ".csv")
+
+
+def intent_id_for(text: str) -> str:
+    return "active-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_queue(
+    ds: Dataset,
+    cfg: CaprankConfig,
+    bundle,
+    encode: Encoder,
+    served: str | Path | None = None,
+    budget: int | None = None,
+) -> list[Uncertain]:
+    """The ``budget`` (default ``active.budget``) most uncertain served intents, ranked
+    over ``ds``'s catalog by ``bundle``; served traffic from the serving request log
+    ``served`` or, without it, the dataset's interactions. Intents already labeled are
+    left out."""
+    from caprank.embeddings.catalog_text import capability_texts
+    from caprank.evaluation.baselines import bm25_scores, dense_scores
+    from caprank.training.update import catalog_through
+
+    counts = served_texts(served if served is not None else ds.interactions)
+    labeled_ids = set(ds.labels["intent_id"].to_pylist())
+    ids, all_texts = ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist()
+    labeled = {t for i, t in zip(ids, all_texts, strict=True) if i in labeled_ids}
+    texts = sorted(t for t in counts if t not in labeled)
+    if not texts:
+        return []
+    inputs = catalog_through(bundle, ds, encode)
+    dense = encode(texts).astype(np.float32)
+    baselines = {}
+    if "bm25" in cfg.training.baselines:
+        baselines["bm25"] = bm25_scores(capability_texts(ds.capabilities, ds.tools), texts)
+    if "dense" in cfg.training.baselines:
+        baselines["dense"] = dense_scores(dense, inputs.capability_text)
+    items = rank_uncertain(
+        bundle.index(inputs), texts, dense, baselines, cfg.active, [counts[t] for t in texts]
+    )
+    return select(items, cfg.active.budget if budget is None else budget, cfg.active.diverse)
+
+
+def _format(path: Path) -> str:
+    if path.suffix not in FORMATS:
+        raise DataError(str(path), f"expected a {' or '.join(FORMATS)} file")
+    return path.suffix
+
+
+def export_queue(
+    items: Sequence[Uncertain], ds: Dataset, path: str | Path, queue_id: str, model_version: str
+) -> Path:
+    """Write the queue for labellers (see the module doc)."""
+    path = Path(path)
+    fmt = _format(path)
+    text_ids = dict(
+        zip(ds.intents["text"].to_pylist(), ds.intents["intent_id"].to_pylist(), strict=True)
+    )
+    desc = dict(
+        zip(
+            ds.capabilities["capability_id"].to_pylist(),
+            ds.capabilities["description"].to_pylist(),
+            strict=True,
+        )
+    )
+    rows = []
+    for u in items:
+        rows.append(
+            {
+                "queue_id": queue_id,
+                "model_version": model_version,
+                "intent_id": text_ids.get(u.text, intent_id_for(u.text)),
+                "intent_text": u.text,
+                "requests": u.requests,
+                "uncertainty": u.uncertainty,
+                "margin": u.margin,
+                "probability": u.probability,
+                "disagreement": u.disagreement,
+                "candidates": [
+                    {"capability_id": c, "score": s, "description": desc.get(c, "")}
+                    for c, s in u.candidates
+                ],
+                "answer": [],
+                "annotator": "",
+            }
+        )
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        if fmt == ".jsonl":
+            for r in rows:
+                fh.write(json.dumps(r, sort_keys=True) + "\n")
+        else:
+            k = max((len(r["candidates"]) for r in rows), default=0)
+            head = ["queue_id", "model_version", "intent_id", "intent_text", "requests",
+                    "uncertainty", "margin", "probability", "disagreement"]  # fmt: skip
+            cand = [f"candidate_{i + 1}{s}" for i in range(k) for s in ("", "_description")]
+            w = csv.writer(fh)
+            w.writerow([*head, *cand, "answer", "annotator"])
+            for r in rows:
+                cells = [r[h] for h in head]
+                for c in r["candidates"]:
+                    cells += [c["capability_id"], c["description"]]
+                cells += [""] * (len(head) + len(cand) - len(cells))
+                w.writerow([*cells, "", ""])
+    return path
+
+
+@dataclass
+class Answer:
+    row: int
+    queue_id: str
+    intent_id: str
+    intent_text: str
+    capability_ids: list[str]
+    annotator: str
+
+
+def read_answers(path: str | Path) -> list[Answer]:
+    """Answered rows of an exported (and filled) queue file."""
+    path = Path(path)
+    fmt = _format(path)
+    if not path.is_file():
+        raise DataError(str(path), "answers file not found")
+    raw: list[dict] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        if fmt == ".jsonl":
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(str(path), f"not JSON ({exc})", row=n) from exc
+                if not isinstance(rec, dict):
+                    raise DataError(str(path), "each line must be a JSON object", row=n)
+                raw.append(rec)
+        else:
+            for rec in csv.DictReader(fh):
+                rec["answer"] = [
+                    a.strip() for a in (rec.get("answer") or "").split(";") if a.strip()
+                ]
+                raw.append(rec)
+    out = []
+    for n, rec in enumerate(raw, start=1):
+        answer = rec.get("answer") or []
+        if isinstance(answer, str):
+            answer = [answer]
+        if not isinstance(answer, list) or not all(isinstance(a, str) for a in answer):
+            raise DataError(
+                str(path), "answer must be a list of capability ids", row=n, field="answer"
+            )
+        text = rec.get("intent_text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(str(path), "missing intent_text", row=n, field="intent_text")
+        if answer:
+            out.append(
+                Answer(
+                    n,
+                    str(rec.get("queue_id") or ""),
+                    str(rec.get("intent_id") or intent_id_for(text)),
+                    text,
+                    list(dict.fromkeys(answer)),
+                    str(rec.get("annotator") or "unknown"),
+                )
+            )
+    return out
+
+
+def provenance(answer: Answer) -> str:
+    return f"active:{answer.queue_id or 'unknown'}:{answer.annotator}"
+
+
+def apply_answers(
+    ds: Dataset, answers: Sequence[Answer], source: str, split: str = "train"
+) -> tuple[Dataset, dict]:
+    """``ds`` with the answers as labels (and new intents); counts of what was added."""
+    caps = set(ds.capabilities["capability_id"].to_pylist())
+    intents = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    by_text = {t: i for i, t in intents.items()}
+    have = set(
+        zip(ds.labels["intent_id"].to_pylist(), ds.labels["capability_id"].to_pylist(), strict=True)
+    )
+    new_intents: dict[str, str] = {}
+    rows: list[dict] = []
+    skipped = 0
+    for a in answers:
+        for c in a.capability_ids:
+            if c not in caps:
+                raise DataError(source, f"unknown capability {c!r}", row=a.row, field="answer")
+        iid = by_text.get(a.intent_text, a.intent_id)
+        if iid in intents and intents[iid] != a.intent_text:
+            raise DataError(
+                source,
+                f"intent {iid!r} has another text in the dataset",
+                row=a.row,
+                field="intent_id",
+            )
+        if iid not in intents:
+            new_intents[iid] = a.intent_text
+            intents[iid] = a.intent_text
+            by_text[a.intent_text] = iid
+        for c in a.capability_ids:
+            if (iid, c) in have:
+                skipped += 1
+                continue
+            have.add((iid, c))
+            rows.append(
+                {
+                    "intent_id": iid,
+                    "capability_id": c,
+                    "grade": 1,
+                    "split": split,
+                    "provenance": provenance(a),
+                }
+            )
+    labels_schema = TABLES["labels"].schema
+    add = pa.Table.from_pylist(rows, schema=labels_schema)
+    labels = pa.concat_tables([conform(ds.labels, TABLES["labels"], "labels"), add])
+    new_rows = pa.Table.from_pylist(
+        [{"intent_id": i, "text": t} for i, t in new_intents.items()],
+        schema=TABLES["intents"].schema,
+    )
+    out = Dataset(
+        ds.tools,
+        ds.capabilities,
+        pa.concat_tables([ds.intents, new_rows]),
+        labels,
+        ds.interactions,
+        dict(ds.manifest),
+        ds.root,
+    )
+    return out, {
+        "labels_added": len(rows),
+        "intents_added": len(new_intents),
+        "duplicates_skipped": skipped,
+        "answered": len(answers),
+    }
+
+
+def import_answers(dataset_dir: str | Path, answers_path: str | Path, split: str = "train") -> dict:
+    """Add the answers to the dataset at ``dataset_dir`` (its labels and intents files are
+    rewritten atomically, the manifest's row counts and content hash follow)."""
+    from caprank.data.dataset import dataset_hash, load_dataset
+
+    root = Path(dataset_dir)
+    ds = load_dataset(root)
+    updated, counts = apply_answers(ds, read_answers(answers_path), str(answers_path), split)
+    for name in ("labels", "intents"):
+        atomic_write_parquet(updated.table(name), root / TABLES[name].file)
+    manifest_path = root / MANIFEST_FILE
+    if manifest_path.exists():
+        manifest = dict(ds.manifest)
+        manifest.setdefault("rows", {}).update(
+            {n: updated.table(n).num_rows for n in ("labels", "intents")}
+        )
+        manifest["content_hash"] = dataset_hash(root)
+        with atomic_path(manifest_path) as tmp:
+            Path(tmp).write_text(
+                json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+            )
+    return counts

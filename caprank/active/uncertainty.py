@@ -1,0 +1,149 @@
+"""Which served intents are the ranker least certain about.
+
+Three signals, each in [0, 1] (1: most uncertain), combined with ``active.*_weight``:
+
+* margin: 1 - tanh((s1 - s2) / 2) of the top two scores (a near tie between the first
+  two capabilities);
+* probability: 1 - the calibrated success probability of the top capability (the value
+  head through the bundle's calibration);
+* disagreement: the share of baselines (BM25, dense cosine) whose top-1 differs from the
+  ranker's.
+
+``select`` then takes the most uncertain intents, at most one per top-1 capability
+while others remain (``active.diverse``).
+
+Served traffic comes from the serving request log (``<feedback_dir>/served/``) or the
+dataset's interactions; each distinct intent text counts once, with its request count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from caprank.config import ActiveConfig
+from caprank.errors import DataError
+from caprank.model.index import RankIndex
+
+Encoder = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class Uncertain:
+    """One intent's uncertainty and its top candidates (capability id, score)."""
+
+    text: str
+    requests: int
+    margin: float
+    probability: float
+    disagreement: float
+    uncertainty: float
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+
+
+def served_texts(source: str | Path | pa.Table) -> Counter[str]:
+    """Request count per intent text: an interactions table, or a serving request log
+    directory (its ``served/seg-*.log`` files, or the folder holding ``served/``)."""
+    if isinstance(source, pa.Table):
+        return Counter(source["intent_text"].to_pylist())
+    from caprank.online.journal import read_records
+    from caprank.online.served import SERVED_DIR
+
+    root = Path(source)
+    if (root / SERVED_DIR).is_dir():
+        root = root / SERVED_DIR
+    files = sorted(root.glob("seg-*.log"))
+    if not files:
+        raise DataError(str(root), "no served-ranking log segments (seg-*.log) here")
+    counts: Counter[str] = Counter()
+    for path in files:
+        for rec in read_records(path):
+            text = rec.get("intent_text")
+            if isinstance(text, str) and text:
+                counts[text] += 1
+    return counts
+
+
+def signals(
+    scores: np.ndarray,
+    top_probability: np.ndarray,
+    baselines: Mapping[str, np.ndarray],
+    cfg: ActiveConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(margin, probability, disagreement, combined) per row of ``scores`` (B, C)."""
+    if scores.shape[1] < 2:
+        raise ValueError("uncertainty needs at least two capabilities")
+    top2 = -np.sort(-scores, axis=1)[:, :2]
+    margin = 1.0 - np.tanh((top2[:, 0] - top2[:, 1]) / 2.0)
+    prob = 1.0 - np.clip(top_probability, 0.0, 1.0)
+    best = np.argmax(scores, axis=1)
+    if baselines:
+        disagree = np.mean([np.argmax(b, axis=1) != best for b in baselines.values()], axis=0)
+    else:
+        disagree = np.zeros(len(scores))
+    w = np.array([cfg.margin_weight, cfg.probability_weight, cfg.disagreement_weight])
+    if not baselines:
+        w[2] = 0.0
+    if w.sum() <= 0:
+        raise ValueError("active.*_weight: at least one signal needs a positive weight")
+    combined = (w[0] * margin + w[1] * prob + w[2] * disagree) / w.sum()
+    return margin, prob, disagree.astype(float), combined
+
+
+def rank_uncertain(
+    index: RankIndex,
+    texts: Sequence[str],
+    dense: np.ndarray,
+    baselines: Mapping[str, np.ndarray],
+    cfg: ActiveConfig,
+    requests: Sequence[int] | None = None,
+) -> list[Uncertain]:
+    """Every intent with its signals and top ``cfg.top_candidates``, most uncertain first
+    (ties: more requests, then text)."""
+    scores = index.scores(dense, list(texts))
+    best = np.argmax(scores, axis=1)
+    top_p = np.array(
+        [
+            float(index.success_probability(dense[i], texts[i], best[i : i + 1])[0])
+            for i in range(len(texts))
+        ]
+    )
+    margin, prob, disagree, combined = signals(scores, top_p, baselines, cfg)
+    k = min(cfg.top_candidates, scores.shape[1])
+    counts = list(requests) if requests is not None else [1] * len(texts)
+    out = []
+    for i, text in enumerate(texts):
+        top = np.argsort(-scores[i], kind="stable")[:k]
+        out.append(
+            Uncertain(
+                text,
+                int(counts[i]),
+                round(float(margin[i]), 6),
+                round(float(prob[i]), 6),
+                round(float(disagree[i]), 6),
+                round(float(combined[i]), 6),
+                [(index.capability_ids[j], round(float(scores[i, j]), 6)) for j in top],
+            )
+        )
+    out.sort(key=lambda u: (-u.uncertainty, -u.requests, u.text))
+    return out
+
+
+def select(items: Sequence[Uncertain], budget: int, diverse: bool = True) -> list[Uncertain]:
+    """The ``budget`` first of ``items``; ``diverse``: at most one per top-1 capability
+    while others remain (near ties cluster around a few capabilities, and labels spread
+    over more capabilities teach more), then the rest in order."""
+    if not diverse:
+        return list(items[:budget])
+    seen: set[str] = set()
+    first, rest = [], []
+    for u in items:
+        top = u.candidates[0][0] if u.candidates else None
+        (rest if top in seen else first).append(u)
+        seen.add(top)
+    return (first + rest)[:budget]

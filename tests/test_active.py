@@ -1,0 +1,139 @@
+"""Active learning: uncertainty picks the near ties, and the queue round-trips as labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from caprank.active.queue import build_queue, export_queue, import_answers, read_answers
+from caprank.active.uncertainty import served_texts, signals
+from caprank.config import ActiveConfig
+from caprank.data.dataset import load_dataset, write_dataset
+from caprank.errors import DataError
+from caprank.online.journal import encode_line
+from caprank.training.trainer import Trainer
+from tests.train_fixtures import (
+    fake_encode,
+    tiny_bundle,
+    tiny_model,
+    tiny_prepared,
+    tiny_training_cfg,
+)
+
+NEW_TEXTS = ["translate my invoice to german", "find a cheap hotel near the beach", "x y z"]
+
+
+def test_margin_signal_ranks_near_ties_first():
+    scores = np.array([[5.0, 1.0, 0.0], [2.0, 1.9, 0.0], [3.0, 2.0, 0.0]])
+    cfg = ActiveConfig(margin_weight=1.0, probability_weight=0.0, disagreement_weight=0.0)
+    margin, _, _, combined = signals(scores, np.zeros(3), {}, cfg)
+    assert list(np.argsort(-combined)) == [1, 2, 0]
+    assert margin[1] > 0.9 and margin[0] < 0.05
+
+
+def test_probability_and_disagreement_signals():
+    scores = np.array([[5.0, 1.0], [5.0, 1.0]])
+    cfg = ActiveConfig(margin_weight=0.0, probability_weight=1.0, disagreement_weight=1.0)
+    bm25 = np.array([[1.0, 0.0], [0.0, 1.0]])  # agrees on the first, not the second
+    _, prob, disagree, combined = signals(scores, np.array([0.9, 0.9]), {"bm25": bm25}, cfg)
+    assert np.allclose(prob, 0.1) and list(disagree) == [0.0, 1.0]
+    assert combined[1] > combined[0]
+    _, _, _, low_p = signals(scores, np.array([0.9, 0.2]), {}, cfg)
+    assert low_p[1] > low_p[0]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_cfg, tiny_dataset, tmp_path_factory):
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=8)
+    cfg.training.baselines = ["bm25", "dense"]
+    prep = tiny_prepared(tiny_dataset, cfg)
+    model = tiny_model(prep, cfg)
+    Trainer(model, prep.data, cfg.training).fit()
+    bundle = tiny_bundle(prep, model)
+    served = tmp_path_factory.mktemp("feedback") / "served"
+    served.mkdir()
+    labeled = tiny_dataset.intents["text"][0].as_py()
+    with open(served / "seg-000000000001.log", "wb") as fh:
+        for text in [*NEW_TEXTS, NEW_TEXTS[0], labeled]:
+            fh.write(encode_line({"request_id": "r", "intent_text": text, "shown": []}))
+    return cfg, bundle, served.parent
+
+
+def test_served_log_counts_requests(setup):
+    _, _, feedback = setup
+    counts = served_texts(feedback)
+    assert counts[NEW_TEXTS[0]] == 2 and counts[NEW_TEXTS[1]] == 1
+    with pytest.raises(DataError, match="seg-"):
+        served_texts(feedback / "nowhere")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_export_import_round_trip_with_provenance(setup, tiny_dataset, tmp_path, suffix):
+    cfg, bundle, feedback = setup
+    items = build_queue(tiny_dataset, cfg, bundle, fake_encode, feedback, budget=2)
+    assert len(items) == 2 and {u.text for u in items} <= set(NEW_TEXTS)  # labeled: left out
+    assert items[0].uncertainty >= items[1].uncertainty
+    assert all(len(u.candidates) == cfg.active.top_candidates for u in items)
+    queue = export_queue(items, tiny_dataset, tmp_path / f"queue{suffix}", "q1", "v7")
+    assert read_answers(queue) == []  # nothing answered yet
+    # the labeller answers the first row with its second candidate
+    answer = items[0].candidates[1][0]
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in queue.read_text().splitlines()]
+        rows[0]["answer"], rows[0]["annotator"] = [answer], "alice"
+        queue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        with open(queue, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows[0]["candidate_2"] == answer
+        rows[0]["answer"], rows[0]["annotator"] = answer, "alice"
+        with open(queue, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    data = write_dataset(tiny_dataset, tmp_path / "data")
+    counts = import_answers(data, queue)
+    assert counts == {
+        "labels_added": 1, "intents_added": 1, "duplicates_skipped": 0, "answered": 1
+    }  # fmt: skip
+    ds = load_dataset(data)
+    new = ds.labels.filter(ds.labels["provenance"].is_valid())
+    assert new.to_pylist()[0]["capability_id"] == answer
+    assert new.to_pylist()[0]["provenance"] == "active:q1:alice"
+    assert new.to_pylist()[0]["split"] == "train"
+    texts = dict(
+        zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+    )
+    assert texts[new.to_pylist()[0]["intent_id"]] == items[0].text
+    assert ds.labels.num_rows == tiny_dataset.labels.num_rows + 1
+    again = import_answers(data, queue)
+    assert again["labels_added"] == 0 and again["duplicates_skipped"] == 1
+
+
+def test_unknown_capability_in_an_answer_names_row_and_field(tiny_dataset, tmp_path):
+    path = tmp_path / "answers.jsonl"
+    rows = [
+        {"intent_text": "a", "answer": []},
+        {"intent_text": "b", "answer": ["no-such-capability"], "queue_id": "q"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_dataset(tiny_dataset, tmp_path / "data")
+    with pytest.raises(DataError) as err:
+        import_answers(data, path)
+    assert "row 2" in str(err.value) and "answer" in str(err.value)
+    assert load_dataset(data).labels.num_rows == tiny_dataset.labels.num_rows  # untouched
+
+
+def test_select_spreads_over_top_capabilities():
+    from caprank.active.uncertainty import Uncertain, select
+
+    items = [
+        Uncertain(t, 1, 0, 0, 0, u, [(top, 1.0)])
+        for t, u, top in [("a", 0.9, "c1"), ("b", 0.8, "c1"), ("c", 0.7, "c2"), ("d", 0.6, "c1")]
+    ]
+    assert [u.text for u in select(items, 2)] == ["a", "c"]
+    assert [u.text for u in select(items, 3)] == ["a", "c", "b"]
+    assert [u.text for u in select(items, 2, diverse=False)] == ["a", "b"]
