@@ -51,6 +51,7 @@ from caprank.data.schemas import CAPABILITY_EMBEDDINGS, EMBEDDING_TABLES, TOOL_E
 from caprank.embeddings.backend import cache_for, encode_with
 from caprank.embeddings.cache import encode_cached
 from caprank.embeddings.catalog_text import tool_texts
+from caprank.files import text_hash
 from caprank.online.catalog import catalog_from_tables, write_catalog
 from caprank.online.intents import serving_backend
 from caprank.online.models import save_dense_model
@@ -81,7 +82,7 @@ def _embedding_table(schema, key, ids, texts, vecs, model, now) -> pa.Table:
     n = len(ids)
     return pa.table(
         {
-            key: ids, "text_sha256": [str(hash(t)) for t in texts], "text_embedding": vec,
+            key: ids, "text_sha256": [text_hash(t) for t in texts], "text_embedding": vec,
             "graph_embedding": unit, "hybrid_embedding": vec, "text_model": [model] * n,
             "params_json": ["{}"] * n, "input_hash": ["bench"] * n,
             "computed_at": pa.array([now] * n, pa.timestamp("us", "UTC")),
@@ -380,8 +381,9 @@ def check_load(max_load: float, allow_contended: bool) -> bool:
 
 
 def catalog_build(model_dir, home, cpus, ids) -> dict:
-    """Seconds from process start to ready with an empty embedding cache (the catalog
-    encoded from scratch; the ONNX export is made before, once), then with a warm one."""
+    """Seconds from process start to ready with an empty embedding cache (the catalog's
+    text vectors come from what setup published to Feast, as the embed stage's do in the
+    pipeline; the ONNX export is made before, once), then with a warm one."""
     cold_cache = home / "cold-embedding-cache"
     over = [f"embedding.cache_dir={cold_cache}"]
     out = {}

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from caprank.config import CaprankConfig
+from caprank.files import text_hash
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,35 @@ class FeatureSnapshot:
             use = fresh & ~np.isnan(values)
             out[use, j] = values[use]
         return out
+
+    def text_vectors(self, texts: Sequence[str], text_model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, vectors): the published text embeddings (the embed stage's, through
+        Feast) that ``text_model`` made from exactly ``texts[row]`` (same sha256). A
+        vector depends only on the model and the text, so its age does not matter;
+        encoding it again at start-up would only repeat the embed stage's work."""
+        names = {"text_embedding", "text_sha256", "text_model"}
+        empty = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        if self.table is None or not names <= set(self.table.column_names):
+            return empty
+        shas = self.table["text_sha256"].to_pylist()
+        models = self.table["text_model"].to_pylist()
+        vectors = self.table["text_embedding"].combine_chunks()
+        rows = [
+            i
+            for i, (text, sha, model) in enumerate(zip(texts, shas, models, strict=True))
+            if model == text_model and sha is not None and vectors[i].is_valid
+            and sha == text_hash(text)
+        ]  # fmt: skip
+        if not rows:
+            return empty
+        offsets = vectors.offsets.to_numpy()
+        flat = vectors.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        lengths = {int(offsets[i + 1] - offsets[i]) for i in rows}
+        if len(lengths) != 1:
+            return empty  # mixed dimensions: not one model's output after all
+        out = np.stack([flat[offsets[i] : offsets[i + 1]] for i in rows])
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.asarray(rows, dtype=np.int64), out
 
 
 def read_snapshot(

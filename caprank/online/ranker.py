@@ -8,6 +8,7 @@ A trained bundle's ``RankIndex`` fits the same protocol through a thin adapter.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,8 @@ import numpy as np
 from caprank.embeddings.backend import TORCH, TextBackend
 from caprank.online.catalog import Catalog
 from caprank.online.features import FeatureSnapshot
+
+log = logging.getLogger(__name__)
 
 # Gathering candidate rows before the product copies them (10,000 x 384 floats: 15 MB);
 # above this share of the catalog one product over every row, then a gather of the
@@ -83,7 +86,9 @@ class DenseRanker:
 
 @dataclass(frozen=True)
 class DenseBuilder:
-    """Builds a ``DenseRanker``: capability texts encoded once (through the disk cache)."""
+    """Builds a ``DenseRanker``: each capability's text vector as the embed stage published
+    it to Feast (same model, same text), else encoded once through the disk cache, so a
+    server's first start on a large catalog does not repeat the embed stage's work."""
 
     text_model: str
     cache_root: str | None = None
@@ -97,13 +102,30 @@ class DenseBuilder:
         from caprank.embeddings.backend import cache_for
         from caprank.embeddings.cache import encode_cached
 
+        texts = list(catalog.texts)
+        # published vectors stand in where this backend shares torch's cache namespace
+        # (fp32 agrees within the tested tolerance; int8 keeps its own vectors)
+        shares = self.backend.cache_model(self.text_model) == self.text_model
+        rows, published = (
+            features.text_vectors(texts, self.text_model)
+            if features is not None and shares
+            else (np.zeros(0, dtype=np.int64), None)
+        )
+        todo = np.setdiff1d(np.arange(len(texts)), rows)
         cache = cache_for(self.cache_root, self.text_model, self.backend)
-        keys, _ = encode_cached(
-            list(catalog.texts),
+        encoded, _ = encode_cached(
+            [texts[i] for i in todo],
             self.text_model,
             cache,
             self.batch_size,
             self.device,
             self.backend.encode,
         )
-        return DenseRanker(self.text_model, np.ascontiguousarray(keys, dtype=np.float32))
+        if not len(rows):
+            return DenseRanker(self.text_model, np.ascontiguousarray(encoded, dtype=np.float32))
+        log.info("catalog: %d published text vectors reused, %d encoded", len(rows), len(todo))
+        keys = np.zeros((len(texts), published.shape[1]), dtype=np.float32)
+        keys[rows] = published
+        if len(todo):
+            keys[todo] = encoded
+        return DenseRanker(self.text_model, keys)
