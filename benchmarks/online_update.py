@@ -117,7 +117,10 @@ def run_update(seed: int) -> dict:
         "new_capabilities": len(report.new_capabilities),
         "old_test_drop": report.drop,
         "target": {"recovery": TARGET_RECOVERY, "time_ratio": TARGET_TIME},
-        "met": bool(recovery >= TARGET_RECOVERY and time_ratio <= TARGET_TIME),
+        "met": {
+            "recovery_ge_target": bool(recovery >= TARGET_RECOVERY),
+            "time_ratio_le_target": bool(time_ratio <= TARGET_TIME),
+        },
     }
 
 
