@@ -61,6 +61,16 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+def weighted_infonce(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, blocked: torch.Tensor
+) -> torch.Tensor:
+    """Self-normalized weighted InfoNCE: row i ranks ``target[i]`` among the unblocked
+    columns of ``logits[i]``, weighted by ``weight[i]`` (replay importance x positive
+    weight, which carries the logs' clipped inverse propensity)."""
+    ce = F.cross_entropy(logits.masked_fill(blocked, -1e9), target, reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
 def resolve_device(preference: str) -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,13 +203,8 @@ class Trainer:
         blocked = self.blocked.unsqueeze(0).expand(len(rows), -1).clone()
         blocked[torch.arange(len(rows), device=self.device), cap_idx] = False
         rank_w = w * pos_w
-        denom = rank_w.sum().clamp(min=1e-8)
-        rank_loss = (
-            F.cross_entropy(full.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
-        ).sum() / denom
-        content_loss = (
-            F.cross_entropy(content.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
-        ).sum() / denom
+        rank_loss = weighted_infonce(full, cap_idx, rank_w, blocked)
+        content_loss = weighted_infonce(content, cap_idx, rank_w, blocked)
         td_error = target - value
         value_loss = (w * td_error.pow(2)).mean()
         loss = (
