@@ -383,7 +383,7 @@ class TrainingConfig(Section):
         "their rank (ips) so the logging policy and position bias are not learned; none: raw",
     )
     ips_clip: float = Field(
-        0.05,
+        0.2,
         gt=0.0,
         le=1.0,
         description="floor of propensity x examination in the ips weight (weights <= 1/clip)",

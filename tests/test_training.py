@@ -173,3 +173,28 @@ def test_train_stage_reports_validation_metrics_only(trained, tiny_dataset):
     assert set(validation_metrics(tiny_dataset, cfg, prep, tiny_bundle(prep, model))) == {"shgat"}
     text = TrainResult(Path("bundle"), fit, prep.summary, valid_metrics=got).to_markdown()
     assert "| ranker (validation intents) |" in text and "test" not in text
+
+
+def test_training_keeps_the_prior_when_no_trained_state_beats_it(tiny_cfg, tiny_dataset):
+    """The prior alone (residual off) is validated at step 0; when no trained state
+    validates better, training ends with the prior: it ranks exactly as the prior."""
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=4, eval_every=2)
+    prep = tiny_prepared(tiny_dataset, cfg)
+    model = tiny_model(prep, cfg)
+    seen = []
+
+    class PriorWins(Trainer):
+        def validate(self) -> float:
+            seen.append(self.model.residual_on.item())
+            real = super().validate()
+            return 0.9 if len(seen) == 1 else min(real, 0.5)
+
+    fit = PriorWins(model, prep.data, cfg.training).fit()
+    assert seen[0] == 0.0 and all(on == 1.0 for on in seen[1:]) and len(seen) == 3
+    assert fit.history[0] == {"step": 0, "valid_mrr": 0.9, "prior": 1.0}
+    assert fit.best_step == 0 and model.residual_on.item() == 0.0
+    intents = ["plan a trip", "convert this file"]
+    vecs = fake_encode(intents)
+    scores = tiny_bundle(prep, model).index(prep.inputs).scores(vecs, intents)
+    prior = model.dims.cos_weight * (vecs @ prep.inputs.capability_text.T)
+    np.testing.assert_allclose(scores, prior, rtol=0, atol=1e-6)

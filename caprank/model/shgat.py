@@ -22,7 +22,8 @@ The score of capability c for an intent q is a fixed prior plus gated learned re
   representation, times a learned scale), cosine correction (a learned weight, from 0,
   times the text cosine), features (a per-capability term plus an intent-conditioned
   one), id (a per-capability embedding against [intent vector, lexical bag] plus a bias,
-  rows only for capabilities with training positives).
+  rows only for capabilities with training positives). The buffer ``residual_on`` (1)
+  is 0 in a model whose training kept the prior: it then ranks exactly as the prior.
 
 Every channel is a dot product and the gate is one scalar per capability folded into its
 key, so ``keys(graph)`` (C, K) and ``query(intent)`` (B, K) concatenate the parts and
@@ -146,6 +147,9 @@ class SHGAT(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         if dims.evidence_k <= 0:
             raise ValueError(f"evidence_k must be > 0, got {dims.evidence_k}")
+        # 0: the residual is switched off and the model ranks exactly as its prior (what
+        # training keeps when the prior beat every trained state on validation)
+        self.register_buffer("residual_on", torch.ones(()))
         # cosine correction (the prior's weight is fixed) and feature channels
         self.cos_residual = nn.Parameter(torch.zeros(()))
         self.feat_bias = nn.Linear(dims.n_features, 1, bias=False)
@@ -186,7 +190,7 @@ class SHGAT(nn.Module):
     def gate(self, g: Graph) -> torch.Tensor:
         """(C,) g(n) = n / (n + evidence_k): 0 exactly without evidence, -> 1 with much."""
         n = g.cap_evidence.clamp(min=0)
-        return n / (n + self.dims.evidence_k)
+        return n / (n + self.dims.evidence_k) * self.residual_on
 
     def keys(
         self, g: Graph, cap_repr: torch.Tensor | None = None, id_mask: torch.Tensor | None = None

@@ -5,7 +5,8 @@ message passing over the catalog; rank every allowed capability for each positiv
 experience (InfoNCE with temperature, on the full score and on the id-free part so the
 content channel learns to rank on its own); regress the value head on TD(lambda)
 targets; update priorities from |TD error|. Adam + cosine annealing; validation MRR
-every ``eval_every`` steps with early stopping; a checkpoint every ``checkpoint_every``
+every ``eval_every`` steps with early stopping, the prior alone (learned residual off)
+validated first as the state to beat; a checkpoint every ``checkpoint_every``
 steps holds everything (weights, optimizer, scheduler, replay, RNGs, history), so a
 killed run resumes and ends exactly where an uninterrupted one would on CPU.
 
@@ -280,6 +281,7 @@ class Trainer:
         cfg = self.cfg
         resumed = self.load_checkpoint()
         if resumed is None:
+            self._evaluate_prior()
             self.refresh_targets()
         start = time.perf_counter()
         first = self.step
@@ -310,6 +312,18 @@ class Trainer:
             resumed_from=resumed,
             history=list(self.history),
         )
+
+    def _evaluate_prior(self) -> None:
+        """Step 0: the prior alone (residual off) is the first candidate for the best
+        state, so a run whose training never beats it on validation keeps the prior."""
+        if len(self.data.valid_intents) == 0:
+            return
+        self.model.residual_on.fill_(0.0)
+        mrr = self.validate()
+        self._log(0, {"valid_mrr": mrr, "prior": 1.0})
+        self.best = (mrr, 0)
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.model.residual_on.fill_(1.0)
 
     def _evaluate(self) -> bool:
         mrr = self.validate()
