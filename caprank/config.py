@@ -367,9 +367,27 @@ class TrainingConfig(Section):
         8.0,
         gt=0.0,
         le=100.0,
-        description="starting weight of the raw intent-capability text cosine channel (learned "
-        "from there, slowly); a large start keeps capabilities without training positives "
-        "ranked by their text instead of by the content channel fitted to trained ones",
+        description="fixed weight of the intent-capability text cosine prior; the learned "
+        "channels are residuals over it (docs/training.md)",
+    )
+    evidence_k: float = Field(
+        3.0,
+        gt=0.0,
+        le=1e6,
+        description="residual gate g(n) = n / (n + evidence_k) over a capability's n training "
+        "positives: 0 ranks exactly as the prior, many ranks by what was learned",
+    )
+    log_weighting: Literal["ips", "none"] = Field(
+        "none",
+        description="ips: logged positives weighted by clipped inverse propensity x examination "
+        "of their rank, so the logging policy and position bias are not learned; none: raw "
+        "(the default: ips lowered test MRR on the embedded data, docs/training.md)",
+    )
+    ips_clip: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="floor of propensity x examination in the ips weight (weights <= 1/clip)",
     )
     content_loss_weight: float = Field(
         1.0, ge=0.0, description="InfoNCE on the id-free channels (what new capabilities get)"

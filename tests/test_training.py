@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,13 @@ def test_training_learns_and_reports_both_losses(trained):
     assert fit.best_valid_mrr > 0.0 and prep.n_valid > 0
 
 
-def test_unseen_capability_scores_through_tools_and_text(trained):
+def test_capability_without_evidence_ranks_exactly_as_the_prior(trained):
+    """Gate g(0) = 0: a capability with no training positives scores exactly its cosine
+    prior (its residual key columns are zero); one with evidence gets a learned part."""
     _, prep, model, _ = trained
     bundle = tiny_bundle(prep, model)
     inp = prep.inputs
-    # a new capability made of capability 0's tools and text: no id channel, same content
-    src = 0
+    src = inp.capability_ids.index(prep.id_capabilities[0])  # a capability with evidence
     ids = [*inp.capability_ids, "brand-new"]
     tools = [[inp.tool_ids[t] for t in row] for row in inp.capability_tools]
     tools.append(tools[src])
@@ -53,15 +55,49 @@ def test_unseen_capability_scores_through_tools_and_text(trained):
     new_inputs = bundle.catalog_inputs(ids, tools, texts, {}, None, fake_encode)
     new_inputs.capability_text[-1] = inp.capability_text[src]
     index = bundle.index(new_inputs)
-    no_id, _ = model.split_points()
-    assert np.count_nonzero(index.keys[-1, no_id:]) == 0  # neutral id channel
-    np.testing.assert_allclose(index.keys[-1, :no_id], index.keys[src, :no_id], atol=1e-5)
-    text = "find something"
-    scores = index.scores(fake_encode([text]), [text])[0]
-    assert np.isfinite(scores[-1]) and scores[-1] != 0.0
+    split = model.prior_columns()
+    assert np.count_nonzero(index.keys[-1, split:]) == 0  # no evidence: no residual at all
+    assert np.count_nonzero(index.keys[src, split:]) > 0
+    np.testing.assert_array_equal(index.keys[-1, :split], index.keys[src, :split])
+    intents = ["find something", "plan a trip", "convert this file"]
+    vecs = fake_encode(intents)
+    scores = index.scores(vecs, intents)
+    prior = model.dims.cos_weight * (vecs @ new_inputs.capability_text.T)
+    cold = [i for i, c in enumerate(ids) if c not in set(prep.id_capabilities)]
+    assert cold[-1] == len(ids) - 1
+    np.testing.assert_allclose(scores[:, cold], prior[:, cold], rtol=0, atol=1e-6)
+    assert not np.allclose(scores[:, src], prior[:, src], atol=1e-3)
     # a new capability of an unknown tool and text still gets a finite score
     other = bundle.catalog_inputs(["x"], [["unknown-tool"]], ["some text"], {}, None, fake_encode)
-    assert np.isfinite(bundle.index(other).scores(fake_encode([text]), [text])).all()
+    assert np.isfinite(bundle.index(other).scores(vecs, intents)).all()
+
+
+def test_catalog_without_evidence_ranks_as_dense_cosine(trained):
+    """Every capability new to the bundle: the ranking is the dense cosine baseline's."""
+    from caprank.evaluation.baselines import dense_scores
+
+    _, prep, model, _ = trained
+    bundle = tiny_bundle(prep, model)
+    inp = prep.inputs
+    ids = [f"{c}-new" for c in inp.capability_ids]
+    tools = [[inp.tool_ids[t] for t in row] for row in inp.capability_tools]
+    texts = [f"capability {i}" for i in range(len(ids))]
+    cold = bundle.catalog_inputs(ids, tools, texts, {}, None, fake_encode)
+    intents = [f"intent number {i}" for i in range(20)]
+    vecs = fake_encode(intents)
+    got = np.argsort(-bundle.index(cold).scores(vecs, intents), axis=1, kind="stable")
+    want = np.argsort(-dense_scores(vecs, cold.capability_text), axis=1, kind="stable")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_residual_gate_is_zero_without_evidence_and_grows_with_it(trained):
+    _, prep, model, _ = trained
+    graph = prep.data.graph
+    n = torch.tensor([0.0, 1.0, 3.0, 30.0, 3000.0])
+    gate = model.gate(dataclasses.replace(graph, cap_evidence=n))
+    assert gate[0].item() == 0.0
+    assert torch.all(gate[1:] > gate[:-1]) and gate[-1].item() > 0.99
+    assert gate[2].item() == pytest.approx(0.5)  # n = evidence_k
 
 
 def test_bundle_loads_and_ranks_through_load_model_dir(trained, tiny_dataset, tmp_path):
@@ -137,3 +173,28 @@ def test_train_stage_reports_validation_metrics_only(trained, tiny_dataset):
     assert set(validation_metrics(tiny_dataset, cfg, prep, tiny_bundle(prep, model))) == {"shgat"}
     text = TrainResult(Path("bundle"), fit, prep.summary, valid_metrics=got).to_markdown()
     assert "| ranker (validation intents) |" in text and "test" not in text
+
+
+def test_training_keeps_the_prior_when_no_trained_state_beats_it(tiny_cfg, tiny_dataset):
+    """The prior alone (residual off) is validated at step 0; when no trained state
+    validates better, training ends with the prior: it ranks exactly as the prior."""
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=4, eval_every=2)
+    prep = tiny_prepared(tiny_dataset, cfg)
+    model = tiny_model(prep, cfg)
+    seen = []
+
+    class PriorWins(Trainer):
+        def validate(self) -> float:
+            seen.append(self.model.residual_on.item())
+            real = super().validate()
+            return 0.9 if len(seen) == 1 else min(real, 0.5)
+
+    fit = PriorWins(model, prep.data, cfg.training).fit()
+    assert seen[0] == 0.0 and all(on == 1.0 for on in seen[1:]) and len(seen) == 3
+    assert fit.history[0] == {"step": 0, "valid_mrr": 0.9, "prior": 1.0}
+    assert fit.best_step == 0 and model.residual_on.item() == 0.0
+    intents = ["plan a trip", "convert this file"]
+    vecs = fake_encode(intents)
+    scores = tiny_bundle(prep, model).index(prep.inputs).scores(vecs, intents)
+    prior = model.dims.cos_weight * (vecs @ prep.inputs.capability_text.T)
+    np.testing.assert_allclose(scores, prior, rtol=0, atol=1e-6)

@@ -88,6 +88,7 @@ def tiny_bundle(prep: Prepared, model: SHGAT, text_model: str = "fake") -> Bundl
         capability_ids=prep.inputs.capability_ids,
         capability_text=prep.inputs.capability_text,
         id_capabilities=prep.id_capabilities,
+        evidence=prep.evidence,
         hybrid={"text_weight": 0.3, "graph_weight": 0.7, "method": "concat"},
         meta={"version": "test-bundle"},
     )

@@ -4,7 +4,10 @@
     episode; ``negatives`` sampled other capabilities are failed ones.
 (b) interaction logs: every logged event is a step of its session, in time order, with
     the reward its outcome earned; successes (and partials, at their reward) are ranking
-    positives, and TD(lambda) targets run along the session.
+    positives, and TD(lambda) targets run along the session. With ``ips_clip`` each
+    positive's ranking weight is also multiplied by its clipped inverse propensity
+    (``caprank.learning.propensity``), so the logging policy's choices and the position
+    bias are not learned as relevance.
 
 Intents are indices into an intent table (texts and their vectors live with the caller);
 capabilities are indices into the training catalog.
@@ -20,6 +23,7 @@ import pyarrow as pa
 
 from caprank.config import RewardConfig, TDConfig
 from caprank.errors import DataError
+from caprank.learning.propensity import ips_weights
 from caprank.learning.rewards import outcome_values, rewards
 from caprank.learning.td import td_lambda_targets
 
@@ -130,8 +134,12 @@ def from_interactions(
     capability_index: Mapping[str, int],
     reward_cfg: RewardConfig,
     source: str = "interactions.parquet",
+    ips_clip: float | None = None,
 ) -> Experiences:
-    """Setting (b): events grouped by session, in time order; intents keyed by their text."""
+    """Setting (b): events grouped by session, in time order; intents keyed by their text.
+
+    ``ips_clip``: weight positives by 1 / max(propensity * examination(rank), ips_clip),
+    rescaled to mean 1 over the positives; None: unweighted."""
     if events.num_rows == 0:
         return empty()
     sessions = np.asarray(events["session_id"].to_pylist(), dtype=object)
@@ -166,6 +174,15 @@ def from_interactions(
     top = max(values["success"], 1e-9)
     positive = np.array([max(0.0, values[outcomes[k]]) / top for k in order])
     positive[positive <= max(0.0, values["failure"]) / top] = 0.0
+    if ips_clip is not None:
+        w = ips_weights(
+            events["propensity"].to_numpy(zero_copy_only=False),
+            events["rank"].to_numpy(zero_copy_only=False),
+            ips_clip,
+        )[order]
+        hit = positive > 0
+        if hit.any():
+            positive = positive * w / w[hit].mean()
     s = sessions[order]
     end = np.ones(len(order), dtype=bool)
     end[:-1] = s[:-1] != s[1:]

@@ -3,7 +3,9 @@
 Layout of a bundle directory (what ``caprank.online.models`` finds by ``bundle.json``)::
 
     bundle.json     format, kind, text model, dims, ids, feature scaler, hybrid weights,
-                    value-head calibration (absent in older bundles: identity)
+                    value-head calibration (absent in older bundles: identity),
+                    evidence (training positives of each id-channel capability: the
+                    residual gate; a capability not listed scores its cosine prior)
     weights.pt      the SHGAT state dict (loaded with ``weights_only=True``)
     lexicon.json    the lexical channel's vocabulary and idf
     vectors.npz     training catalog tool (hybrid) and capability (text) vectors
@@ -38,7 +40,7 @@ BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 LEXICON_FILE = "lexicon.json"
 VECTORS_FILE = "vectors.npz"
-FORMAT = 1
+FORMAT = 2  # 2: gated residual over a fixed cosine prior, "evidence"
 Encoder = Callable[[list[str]], np.ndarray]
 
 
@@ -57,6 +59,7 @@ class Bundle:
     capability_ids: list[str]  # training catalog order, rows of capability_text
     capability_text: np.ndarray
     id_capabilities: list[str]  # rows of the id channel
+    evidence: list[float]  # training positives of each id_capabilities row (residual gate)
     hybrid: dict = field(default_factory=dict)  # text_weight, graph_weight, method
     calibration: Calibration = field(default_factory=Calibration)  # value head -> P(relevant)
     meta: dict = field(default_factory=dict)
@@ -68,6 +71,10 @@ class Bundle:
     @property
     def id_rows(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.id_capabilities)}
+
+    @property
+    def evidence_by_capability(self) -> dict[str, float]:
+        return dict(zip(self.id_capabilities, self.evidence, strict=True))
 
     def _new_tool_vectors(self, texts: Sequence[str], encode: Encoder) -> np.ndarray:
         """Hybrid vectors for tools the bundle never saw: their text part only."""
@@ -125,7 +132,7 @@ class Bundle:
 
     def index(self, inputs: CatalogInputs, device: str = "cpu") -> RankIndex:
         """Precompute every capability's key (and value-head inputs) for ``inputs``."""
-        graph = catalog_graph(inputs, self.tool_rows, self.id_rows)
+        graph = catalog_graph(inputs, self.tool_rows, self.id_rows, self.evidence_by_capability)
         return RankIndex.build(
             self.model,
             self.lexicon,
@@ -150,6 +157,7 @@ def save_bundle(
         "tool_ids": bundle.tool_ids,
         "capability_ids": bundle.capability_ids,
         "id_capabilities": bundle.id_capabilities,
+        "evidence": [float(n) for n in bundle.evidence],
         "features": bundle.scaler.to_json(),
         "hybrid": bundle.hybrid,
         "calibration": bundle.calibration.to_json(),
@@ -181,6 +189,9 @@ def load_bundle(directory: str | Path) -> Bundle:
     for name in (WEIGHTS_FILE, LEXICON_FILE, VECTORS_FILE):
         if not (directory / name).is_file():
             raise BundleError(f"{directory / name}: missing from the bundle")
+    evidence = meta.get("evidence")
+    if not isinstance(evidence, list) or len(evidence) != len(meta["id_capabilities"]):
+        raise BundleError(f"{path}: 'evidence' must list one count per id capability")
     model = SHGAT(ModelDims.from_json(meta["dims"]))
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
@@ -195,6 +206,7 @@ def load_bundle(directory: str | Path) -> Bundle:
         "tool_ids",
         "capability_ids",
         "id_capabilities",
+        "evidence",
         "features",
         "hybrid",
         "calibration",
@@ -209,6 +221,7 @@ def load_bundle(directory: str | Path) -> Bundle:
         capability_ids=list(meta["capability_ids"]),
         capability_text=vectors["capability_text"],
         id_capabilities=list(meta["id_capabilities"]),
+        evidence=[float(n) for n in evidence],
         hybrid=dict(meta.get("hybrid") or {}),
         calibration=_calibration(path, meta.get("calibration")),
         meta={k: v for k, v in meta.items() if k not in known},

@@ -41,9 +41,13 @@ class CatalogInputs:
 
 
 def catalog_graph(
-    inputs: CatalogInputs, tool_rows: Mapping[str, int], id_rows: Mapping[str, int]
+    inputs: CatalogInputs,
+    tool_rows: Mapping[str, int],
+    id_rows: Mapping[str, int],
+    evidence: Mapping[str, float],
 ) -> Graph:
-    """Tensors for ``inputs``; tools/capabilities absent from the learned tables get -1."""
+    """Tensors for ``inputs``; tools/capabilities absent from the learned tables get -1,
+    capabilities absent from ``evidence`` (training positives) get 0: prior only."""
     edge_tool = [t for tools in inputs.capability_tools for t in tools]
     edge_cap = [i for i, tools in enumerate(inputs.capability_tools) for _ in tools]
     return Graph(
@@ -56,6 +60,9 @@ def catalog_graph(
         cap_id=torch.tensor([id_rows.get(c, -1) for c in inputs.capability_ids], dtype=torch.long),
         edge_tool=torch.tensor(edge_tool, dtype=torch.long),
         edge_cap=torch.tensor(edge_cap, dtype=torch.long),
+        cap_evidence=torch.tensor(
+            [float(evidence.get(c, 0.0)) for c in inputs.capability_ids], dtype=torch.float32
+        ),
     )
 
 

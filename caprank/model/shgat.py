@@ -4,24 +4,31 @@ against an intent by one dot product between a query vector and precomputed keys
 Message passing (``layers`` x): each capability attends over its tools, then each tool
 over its capabilities, with ``heads``-head scaled dot-product attention normalized per
 target (``torch_geometric.utils.softmax``), residual connections and layer norm. Tools
-start from their hybrid embedding plus a learned tool embedding (tools are shared, so a
-capability never seen in training still gets a learned representation from its tools);
-capabilities from their text embedding and standardized features.
+start from their hybrid embedding plus a learned tool embedding; capabilities from their
+text embedding and standardized features.
 
-The score of capability c for an intent is the sum of four channels:
+The score of capability c for an intent q is a fixed prior plus gated learned residuals
+(docs/training.md, "Channels that cannot hurt")::
 
-* content: mean over heads of the cosine between projected intent and capability
-  representation (times a learned scale), the part that generalizes to new capabilities;
-* cosine: a learned weight (starting at ``cos_weight``) times cos(intent text vector,
-  capability text vector);
-* features: a per-capability term from its features plus an intent-conditioned one;
-* id: a learned per-capability embedding against [intent vector, lexical bag] plus a
-  bias: a supervised, LR-like channel that exists only for capabilities with training
-  positives and is exactly zero (neutral) for any other.
+    score(q, c) = prior(q, c) + g(n_c) * residual(q, c),   g(n) = n / (n + evidence_k)
 
-Every channel is a dot product, so ``keys(graph)`` (C, K) and ``query(intent)`` (B, K)
-concatenate the parts and ``scores = query @ keys.T`` ranks: what serving precomputes.
-A value head (hidden 256-128-64) estimates the expected reward Q(intent, capability).
+* prior: ``cos_weight`` (fixed, not learned) times cos(intent text vector, capability
+  text vector): what an untrained ranker does;
+* n_c: the capability's training positives (``Graph.cap_evidence``), so g(0) = 0 exactly:
+  a capability without evidence scores exactly its prior, and one with much evidence is
+  ranked by what was learned;
+* residual, the sum of four learned channels:
+  content (mean over heads of the cosine between projected intent and capability
+  representation, times a learned scale), cosine correction (a learned weight, from 0,
+  times the text cosine), features (a per-capability term plus an intent-conditioned
+  one), id (a per-capability embedding against [intent vector, lexical bag] plus a bias,
+  rows only for capabilities with training positives). The buffer ``residual_on`` (1)
+  is 0 in a model whose training kept the prior: it then ranks exactly as the prior.
+
+Every channel is a dot product and the gate is one scalar per capability folded into its
+key, so ``keys(graph)`` (C, K) and ``query(intent)`` (B, K) concatenate the parts and
+``scores = query @ keys.T`` ranks: what serving precomputes. A value head (hidden
+256-128-64) estimates the expected reward Q(intent, capability).
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ class ModelDims:
     layers: int = 2
     lexical_dim: int = 128
     dropout: float = 0.0
-    cos_weight: float = 1.0  # initial weight of the raw text cosine channel
+    cos_weight: float = 1.0  # fixed weight of the text cosine prior
+    evidence_k: float = 3.0  # positives at which the learned residual gets half weight
     value_hidden: tuple[int, ...] = (256, 128, 64)
 
     def to_json(self) -> dict:
@@ -71,6 +79,7 @@ class Graph:
     cap_id: torch.Tensor  # (C,) id-channel row, -1: none (neutral)
     edge_tool: torch.Tensor  # (E,)
     edge_cap: torch.Tensor  # (E,)
+    cap_evidence: torch.Tensor  # (C,) float: training positives (0: none, prior only)
 
     def to(self, device) -> Graph:
         return Graph(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -136,8 +145,13 @@ class SHGAT(nn.Module):
         self.q_proj = nn.Linear(h, h)
         self.k_proj = nn.Linear(h, h)
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        # raw cosine and feature channels
-        self.cos_weight = nn.Parameter(torch.tensor(float(dims.cos_weight)))
+        if dims.evidence_k <= 0:
+            raise ValueError(f"evidence_k must be > 0, got {dims.evidence_k}")
+        # 0: the residual is switched off and the model ranks exactly as its prior (what
+        # training keeps when the prior beat every trained state on validation)
+        self.register_buffer("residual_on", torch.ones(()))
+        # cosine correction (the prior's weight is fixed) and feature channels
+        self.cos_residual = nn.Parameter(torch.zeros(()))
         self.feat_bias = nn.Linear(dims.n_features, 1, bias=False)
         self.feat_query = nn.Linear(dims.text_dim, dims.n_features, bias=False)
         nn.init.zeros_(self.feat_bias.weight)
@@ -173,10 +187,15 @@ class SHGAT(nn.Module):
         x = x.view(b, self.dims.heads, -1)
         return nn.functional.normalize(x, dim=-1).view(b, -1)
 
+    def gate(self, g: Graph) -> torch.Tensor:
+        """(C,) g(n) = n / (n + evidence_k): 0 exactly without evidence, -> 1 with much."""
+        n = g.cap_evidence.clamp(min=0)
+        return n / (n + self.dims.evidence_k) * self.residual_on
+
     def keys(
         self, g: Graph, cap_repr: torch.Tensor | None = None, id_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(C, K): [content | text | features | feature bias | id bias | id] per capability.
+        """(C, K): [prior | gated: content | text | features | feature bias | id bias | id].
 
         ``id_mask`` (C,) zeroes the id channel of some capabilities (id dropout)."""
         if cap_repr is None:
@@ -189,9 +208,11 @@ class SHGAT(nn.Module):
             keep = keep * id_mask.to(content.dtype)
         ident = self.id_emb[row] * keep[:, None]
         id_bias = (self.id_bias[row] * keep)[:, None]
-        return torch.cat(
+        residual = torch.cat(
             [content, g.cap_text, g.cap_feat, self.feat_bias(g.cap_feat), id_bias, ident], dim=1
         )
+        gate = self.gate(g).to(residual.dtype)
+        return torch.cat([g.cap_text.to(residual.dtype), residual * gate[:, None]], dim=1)
 
     # ------------------------------------------------------------------ intent side
     def intent_state(self, x: Intents) -> torch.Tensor:
@@ -207,8 +228,9 @@ class SHGAT(nn.Module):
         ones = torch.ones(x.dense.shape[0], 1, dtype=x.dense.dtype, device=x.dense.device)
         return torch.cat(
             [
+                self.dims.cos_weight * x.dense,
                 content,
-                self.cos_weight * x.dense,
+                self.cos_residual * x.dense,
                 self.feat_query(x.dense),
                 ones,
                 ones,
@@ -221,8 +243,12 @@ class SHGAT(nn.Module):
     def split_points(self) -> tuple[int, int]:
         """Column where the id channel starts (everything before it is id-free)."""
         d = self.dims
-        no_id = d.hidden + d.text_dim + d.n_features + 1
+        no_id = self.prior_columns() + d.hidden + d.text_dim + d.n_features + 1
         return no_id, no_id + 1 + d.text_dim + d.lexical_dim
+
+    def prior_columns(self) -> int:
+        """Keys and queries start with the prior's columns; the gated residual follows."""
+        return self.dims.text_dim
 
     # ------------------------------------------------------------------ value head
     def value(self, intent_state: torch.Tensor, cap_repr: torch.Tensor, cap_feat: torch.Tensor):

@@ -2,9 +2,10 @@
 
 Decides what the model learns from (``training.source``), which intents validate (the
 labels' valid split, else a seeded share of train intents; without labels, the valid
-period of the log's temporal split), and which capabilities get an id-channel row and
-may be InfoNCE negatives (those with training positives). Test labels, and the test
-period of a log without labels, are never read here. numpy + pyarrow only.
+period of the log's temporal split), which capabilities get an id-channel row and may be
+InfoNCE negatives (those with training positives), and each one's evidence (its number
+of training positives, the residual gate's n). Test labels, and the test period of a log
+without labels, are never read here. numpy + pyarrow only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Prepared:
     scaler: FeatureScaler
     tool_rows: dict[str, int]
     id_capabilities: list[str]
+    evidence: list[float]  # training positives per id_capabilities row (residual gate)
     intent_texts: list[str]
     sources: list[str]
     n_valid: int
@@ -211,7 +213,8 @@ def prepare(
             from_labels(train_q, train_c, by_id, cap_rows, tc.reward, tc.label_negatives, rng)
         )
     if "interactions" in sources:
-        parts.append(from_interactions(events, texts, cap_rows, tc.reward))
+        clip = tc.ips_clip if tc.log_weighting == "ips" else None
+        parts.append(from_interactions(events, texts, cap_rows, tc.reward, ips_clip=clip))
     exp = Experiences.concat(parts)
     # the lexicon learns from what training sees: its intents and the catalog texts
     train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
@@ -219,12 +222,18 @@ def prepare(
     lexicon = Lexicon.fit(train_texts + cap_texts, tc.lexical_min_df, tc.lexical_max_terms)
     scaler, feats = _scaled_features(features, cap_ids)
 
-    positives = np.zeros(len(cap_ids), dtype=bool)
-    positives[exp.capability[exp.positive > 0]] = True
+    counts = np.bincount(exp.capability[exp.positive > 0], minlength=len(cap_ids))
+    positives = counts > 0
     id_caps = [c for c, p in zip(cap_ids, positives, strict=True) if p]
+    evidence = [float(counts[cap_rows[c]]) for c in id_caps]
     inputs = CatalogInputs(cap_ids, list(tool_ids), cap_tools, tool_vectors, capability_text, feats)
     tool_rows = {t: i for i, t in enumerate(tool_ids)}
-    graph = catalog_graph(inputs, tool_rows, {c: i for i, c in enumerate(id_caps)})
+    graph = catalog_graph(
+        inputs,
+        tool_rows,
+        {c: i for i, c in enumerate(id_caps)},
+        dict(zip(id_caps, evidence, strict=True)),
+    )
     valid_rows, valid_relevant = _validation(valid_q, valid_c, by_id, cap_rows)
     data = TrainData(
         graph=graph,
@@ -236,8 +245,8 @@ def prepare(
         valid_relevant=valid_relevant,
     )
     prep = Prepared(
-        data, inputs, lexicon, scaler, tool_rows, id_caps, intent_texts, sources, len(valid_rows),
-        {},
+        data, inputs, lexicon, scaler, tool_rows, id_caps, evidence, intent_texts, sources,
+        len(valid_rows), {},
     )  # fmt: skip
     prep.summary = _summary(prep)
     return prep

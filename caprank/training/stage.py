@@ -279,6 +279,7 @@ def _new_model(prep: Prepared, cfg: CaprankConfig, tool_vecs: np.ndarray) -> SHG
         lexical_dim=tc.lexical_dim,
         dropout=tc.dropout,
         cos_weight=tc.cosine_weight,
+        evidence_k=tc.evidence_k,
     )
     if tc.torch_threads:
         torch.set_num_threads(tc.torch_threads)
@@ -302,6 +303,7 @@ def _make_bundle(
         capability_ids=inputs.capability_ids,
         capability_text=inputs.capability_text,
         id_capabilities=prep.id_capabilities,
+        evidence=prep.evidence,
         hybrid={
             "text_weight": cfg.embedding.hybrid.text_weight,
             "graph_weight": cfg.embedding.hybrid.graph_weight,

@@ -5,7 +5,8 @@ message passing over the catalog; rank every allowed capability for each positiv
 experience (InfoNCE with temperature, on the full score and on the id-free part so the
 content channel learns to rank on its own); regress the value head on TD(lambda)
 targets; update priorities from |TD error|. Adam + cosine annealing; validation MRR
-every ``eval_every`` steps with early stopping; a checkpoint every ``checkpoint_every``
+every ``eval_every`` steps with early stopping, the prior alone (learned residual off)
+validated first as the state to beat; a checkpoint every ``checkpoint_every``
 steps holds everything (weights, optimizer, scheduler, replay, RNGs, history), so a
 killed run resumes and ends exactly where an uninterrupted one would on CPU.
 
@@ -59,6 +60,16 @@ class FitResult:
     stopped_early: bool
     resumed_from: int | None
     history: list[dict] = field(default_factory=list)
+
+
+def weighted_infonce(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, blocked: torch.Tensor
+) -> torch.Tensor:
+    """Self-normalized weighted InfoNCE: row i ranks ``target[i]`` among the unblocked
+    columns of ``logits[i]``, weighted by ``weight[i]`` (replay importance x positive
+    weight, which carries the logs' clipped inverse propensity)."""
+    ce = F.cross_entropy(logits.masked_fill(blocked, -1e9), target, reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 def resolve_device(preference: str) -> torch.device:
@@ -193,13 +204,8 @@ class Trainer:
         blocked = self.blocked.unsqueeze(0).expand(len(rows), -1).clone()
         blocked[torch.arange(len(rows), device=self.device), cap_idx] = False
         rank_w = w * pos_w
-        denom = rank_w.sum().clamp(min=1e-8)
-        rank_loss = (
-            F.cross_entropy(full.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
-        ).sum() / denom
-        content_loss = (
-            F.cross_entropy(content.masked_fill(blocked, -1e9), cap_idx, reduction="none") * rank_w
-        ).sum() / denom
+        rank_loss = weighted_infonce(full, cap_idx, rank_w, blocked)
+        content_loss = weighted_infonce(content, cap_idx, rank_w, blocked)
         td_error = target - value
         value_loss = (w * td_error.pow(2)).mean()
         loss = (
@@ -275,6 +281,7 @@ class Trainer:
         cfg = self.cfg
         resumed = self.load_checkpoint()
         if resumed is None:
+            self._evaluate_prior()
             self.refresh_targets()
         start = time.perf_counter()
         first = self.step
@@ -305,6 +312,18 @@ class Trainer:
             resumed_from=resumed,
             history=list(self.history),
         )
+
+    def _evaluate_prior(self) -> None:
+        """Step 0: the prior alone (residual off) is the first candidate for the best
+        state, so a run whose training never beats it on validation keeps the prior."""
+        if len(self.data.valid_intents) == 0:
+            return
+        self.model.residual_on.fill_(0.0)
+        mrr = self.validate()
+        self._log(0, {"valid_mrr": mrr, "prior": 1.0})
+        self.best = (mrr, 0)
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.model.residual_on.fill_(1.0)
 
     def _evaluate(self) -> bool:
         mrr = self.validate()
