@@ -23,6 +23,7 @@ a request id always gets the same order: replays and tests are reproducible.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -53,30 +54,30 @@ def _weights(scores: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(np.maximum(z - z.max(), _MIN_LOGIT))
 
 
+@functools.cache
+def _layers(m: int) -> tuple[np.ndarray, ...]:
+    """The subsets of m items (as bit masks), grouped by size 0 .. m - 1."""
+    masks = np.arange(1 << m, dtype=np.int64)
+    sizes = np.array([int(x).bit_count() for x in masks])
+    return tuple(masks[sizes == k] for k in range(m))
+
+
 def plackett_luce_marginals(weights: np.ndarray) -> np.ndarray:
     """P[i, k]: probability that item i takes position k in a Plackett-Luce draw of all
     items (exact: a dynamic program over the sets of items placed before position k)."""
     w = np.asarray(weights, dtype=np.float64)
     m = len(w)
-    full = (1 << m) - 1
-    wsum = np.zeros(1 << m)
-    for s in range(1, 1 << m):
-        low = s & -s
-        wsum[s] = wsum[s ^ low] + w[low.bit_length() - 1]
+    bits = (np.arange(1 << m)[:, None] >> np.arange(m)) & 1  # subset x item membership
+    left = (1 - bits) @ w  # weight of the items not yet placed
     reach = np.zeros(1 << m)  # P(the first |s| positions hold exactly the set s)
     reach[0] = 1.0
     out = np.zeros((m, m))
-    for s in range(full):  # every subset comes before its supersets
-        if reach[s] == 0.0:
-            continue
-        k = s.bit_count()
-        rest = wsum[full ^ s]
-        for i in range(m):
-            if s >> i & 1:
-                continue
-            p = reach[s] * w[i] / rest
-            out[i, k] += p
-            reach[s | 1 << i] += p
+    for k, s in enumerate(_layers(m)):
+        step = reach[s, None] * (1 - bits[s]) * w / left[s, None]  # next item i after s
+        out[:, k] = step.sum(axis=0)
+        if k + 1 < m:
+            for i in range(m):
+                np.add.at(reach, s | 1 << i, step[:, i])  # step is 0 where i is in s
     return out
 
 
