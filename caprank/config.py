@@ -755,6 +755,35 @@ class RateLimitConfig(Section):
     )
 
 
+class ExploreConfig(Section):
+    """Exploration at serving time, so the logged propensities are informative
+    (docs/serving.md, "Exploration"). Off by default: the ranking is then deterministic and
+    every logged propensity is 1."""
+
+    policy: Literal["none", "epsilon", "softmax"] = Field(
+        "none",
+        description="none: the model's order; epsilon: with probability epsilon a uniformly "
+        "random order of the top top_n; softmax: the top top_n drawn one position at a time "
+        "with probability proportional to exp(score / temperature) (Plackett-Luce)",
+    )
+    epsilon: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of rankings shuffled (policy epsilon)"
+    )
+    temperature: float = Field(
+        0.1, gt=0.0, description="softmax temperature on the ranking scores (policy softmax)"
+    )
+    top_n: int = Field(
+        5,
+        ge=2,
+        le=8,
+        description="only the first top_n ranked results are reordered (at most 8: the "
+        "exact softmax propensities enumerate the 2**top_n sets of earlier positions)",
+    )
+    seed: int = Field(
+        0, ge=0, description="mixed with each server-issued request id to seed its draw"
+    )
+
+
 class ServingConfig(Section):
     """The online ranker (`caprank serve`, the KServe predictor) (docs/serving.md)."""
 
@@ -821,6 +850,7 @@ class ServingConfig(Section):
     rate_limit: RateLimitConfig = RateLimitConfig()
     intents: IntentEncodingConfig = IntentEncodingConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    explore: ExploreConfig = ExploreConfig()
 
 
 class WatchConfig(Section):

@@ -252,7 +252,9 @@ def test_redis_store_shares_rankings_with_expiry(prefix):
     a = RedisRequestStore(REDIS_URL, prefix, 4, ttl_s=60, clock=lambda: now[0]).open()
     b = RedisRequestStore(REDIS_URL, prefix, 4, ttl_s=60, clock=lambda: now[0]).open()
     try:
-        served = ServedRanking("r-1", "text", ("t",), ("a", "b"), "v1", datetime.now(UTC), "s", "u")
+        served = ServedRanking(
+            "r-1", "text", ("t",), ("a", "b"), "v1", datetime.now(UTC), "s", "u", (0.5, 1.0)
+        )  # with an explored ranking's propensities
         a.put(served)
         assert b.get("r-1") == served
         assert b.get("r-unknown") is None

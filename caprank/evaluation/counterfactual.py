@@ -8,6 +8,14 @@ importance weights w = pi_target / propensity:
 - IPS:   V = mean(w * r)             (unbiased when propensities are right and > 0)
 - SNIPS: V = sum(w * r) / sum(w)     (self-normalized: a little bias, much less variance)
 
+The action is the data contract's (docs/data-format.md): capability c shown at rank k,
+so both ``propensity`` and the target probability are P(policy puts c at rank k | context),
+not the probability of the whole ranking. The serving policy logs exactly that
+(``caprank.online.explore``); ``placement_target_probabilities`` reads a target policy's
+from its placement matrix. With the user's choice of rank depending only on the rank, the
+estimate is unbiased for the target's value wherever the logging policy could put every
+capability the target shows at the rank it shows it.
+
 Confidence intervals come from a seeded percentile bootstrap over events.
 """
 
@@ -151,6 +159,28 @@ def greedy_target_probabilities(
     pos = _selected(candidate_scores, selected_positions)
     best = np.array([int(np.argmax(np.asarray(s))) for s in candidate_scores], dtype=np.int64)
     return (best == pos).astype(np.float64)
+
+
+def placement_target_probabilities(
+    placements: Sequence[np.ndarray], selected: np.ndarray, ranks: np.ndarray
+) -> np.ndarray:
+    """pi(selected at its logged rank) per event from the target's placement matrix
+    ``P[i, k]`` (candidate i at 0-based rank k; e.g.
+    ``caprank.online.explore.placement_probabilities``). ``selected``: the candidate's row,
+    ``ranks``: the logged 1-based rank."""
+    sel = np.asarray(selected, dtype=np.int64).ravel()
+    rk = np.asarray(ranks, dtype=np.int64).ravel()
+    if sel.size != len(placements) or rk.size != len(placements):
+        raise DataError(
+            "rank", f"{sel.size} candidates, {rk.size} ranks for {len(placements)} events"
+        )
+    out = np.empty(sel.size, dtype=np.float64)
+    for i, (m, c, k) in enumerate(zip(placements, sel, rk, strict=True)):
+        m = np.asarray(m, dtype=np.float64)
+        if not (0 <= c < m.shape[0] and 1 <= k <= m.shape[1]):
+            raise DataError("rank", f"candidate {c} at rank {k} outside {m.shape}", row=i)
+        out[i] = m[c, k - 1]
+    return out
 
 
 def outcome_rewards(outcomes: Sequence[str], reward: RewardConfig) -> np.ndarray:

@@ -20,6 +20,9 @@ Every ranking gets a request id issued here (``new_request_id``); a client's
   server's metrics), so a canary failing every request never looks healthy; with
   ``serving.fallback_on_error``
   off, a model error is a ``ModelFailure`` (HTTP 500 with the request id).
+- exploration (``serving.explore``, off by default): whichever arm answered, the top of
+  its ranking may be reordered at random, seeded by the request id; the served record
+  keeps each shown position's propensity for the feedback events (``caprank.online.explore``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 from caprank.config import CaprankConfig
 from caprank.errors import CaprankError
 from caprank.online.catalog import Catalog
+from caprank.online.explore import explore
 from caprank.online.features import FeatureSnapshot
 from caprank.online.intents import IntentEncoder
 from caprank.online.models import LoadedModel
@@ -288,6 +292,7 @@ class RankEngine:
                 raise ModelFailure(request_id, msg, cid) from exc2
         if reason is not None:
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        scored, propensities = self._explore(scored, request_id)
         rankings = self._rankings(scored)
         total = time.perf_counter() - start
         if reason != "model_error":
@@ -323,11 +328,24 @@ class RankEngine:
                 served_at=datetime.now(UTC),
                 session_id=req.session_id,
                 user_id=req.user_id,
+                propensities=propensities,
             )
         )
         if routing.second is not None and routing.mode == "shadow" and arm == "primary":
             self._shadow_pool.submit(self._shadow, routing.second, req, idx, result)
         return result
+
+    def _explore(self, scored: _Scored, request_id: str) -> tuple[_Scored, tuple | None]:
+        """``scored`` in the order shown and each position's propensity (None when
+        exploration is off: the order is the model's and every propensity is 1)."""
+        cfg = self.cfg.serving.explore
+        if cfg.policy == "none":
+            return scored, None
+        shown = explore(scored.scores, cfg, request_id)
+        o = shown.order
+        probs = None if scored.probs is None else scored.probs[o]
+        scored = replace(scored, idx=scored.idx[o], scores=scored.scores[o], probs=probs)
+        return scored, tuple(float(p) for p in shown.propensities)
 
     def _rankings(self, scored: _Scored) -> list[dict]:
         ids = self.catalog.ids

@@ -212,7 +212,8 @@ def build_event(
         "outcome": post.outcome,
         "execution_time_ms": post.execution_time_ms,
         "feedback": post.rating,
-        "propensity": 1.0,  # the served ranking is deterministic given the request
+        # P(the policy shows this capability at this rank | request): 1 unless it explored
+        "propensity": served.propensity(post.selected_capability),
         "model_version": served.model_version,
     }
     kept = apply_policy(pa.Table.from_pylist([row], schema=INTERACTIONS), privacy, now, ids)

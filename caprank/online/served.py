@@ -49,6 +49,14 @@ class ServedRanking:
     served_at: datetime
     session_id: str | None = None
     user_id: str | None = None
+    # P(shown[k] at position k | request) per position; None: no exploration, all 1
+    propensities: tuple[float, ...] | None = None
+
+    def propensity(self, capability_id: str) -> float:
+        """The logged propensity of ``capability_id`` at the position it was shown."""
+        if self.propensities is None:
+            return 1.0
+        return self.propensities[self.shown.index(capability_id)]
 
     def to_record(self, stamp: float) -> dict:
         return {
@@ -60,6 +68,7 @@ class ServedRanking:
             "served_at": self.served_at.timestamp(),
             "session_id": self.session_id,
             "user_id": self.user_id,
+            "propensities": None if self.propensities is None else list(self.propensities),
             "stamp": stamp,
         }
 
@@ -74,6 +83,7 @@ class ServedRanking:
             served_at=datetime.fromtimestamp(rec["served_at"], UTC),
             session_id=rec.get("session_id"),
             user_id=rec.get("user_id"),
+            propensities=None if rec.get("propensities") is None else tuple(rec["propensities"]),
         )
 
 
