@@ -218,6 +218,18 @@ class SHGAT(nn.Module):
             dim=1,
         )
 
+    def channel_slices(self) -> dict[str, slice]:
+        """Columns of ``keys``/``query`` per score channel: a channel's score is the dot
+        product over its columns, and the four add up to the score."""
+        d = self.dims
+        h, t, f = d.hidden, d.text_dim, d.n_features
+        return {
+            "content": slice(0, h),
+            "cosine": slice(h, h + t),
+            "features": slice(h + t, h + t + f + 1),  # intent-conditioned + feature bias
+            "id": slice(h + t + f + 1, h + t + f + 2 + t + d.lexical_dim),  # bias + embedding
+        }
+
     def split_points(self) -> tuple[int, int]:
         """Column where the id channel starts (everything before it is id-free)."""
         d = self.dims
