@@ -1037,6 +1037,11 @@ class ServicesConfig(Section):
         description="Prometheus for the cluster canary's guardrails; empty: the controller "
         "reads the predictor pods' /metrics itself",
     )
+    pushgateway_url: str = Field(
+        "",
+        description="Prometheus Pushgateway the monitor stage pushes its drift verdict to "
+        "(the drift alert reads it); empty: not pushed",
+    )
     feedback_dsn: str = Field(
         "",
         description="PostgreSQL URL (postgresql://user:password@host:5432/db) of the feedback "
