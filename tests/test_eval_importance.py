@@ -181,3 +181,56 @@ def test_shgat_channels_partition_the_score():
         np.testing.assert_allclose(
             ranker.without_channel(name).score(q[0], None), keys @ q[0] - part, atol=1e-5
         )
+
+
+def test_bundle_importance_through_the_serving_path(tiny_dataset, tiny_cfg):
+    """A real (untrained) SHGAT bundle over the tiny catalog, rebuilt per shuffle by the
+    serving builder: its feature and id channels start at zero, so removing them changes
+    nothing, while the features reach the content channel through the graph."""
+    from caprank.evaluation.queries import queries_from_labels
+    from caprank.model.features import feature_columns
+    from caprank.model.serving import BundleBuilder
+    from caprank.online.catalog import catalog_from_tables
+    from caprank.online.models import build_model
+    from caprank.training.data import prepare
+    from tests.train_fixtures import (
+        fake_encode,
+        tiny_bundle,
+        tiny_model,
+        tiny_prepared,
+        tiny_training_cfg,
+    )
+
+    catalog = catalog_from_tables(tiny_dataset.tools, tiny_dataset.capabilities, "tiny")
+    n, now = len(catalog), datetime.now(UTC)
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {
+            "capability_id": list(catalog.ids),
+            **{c: (10 * rng.random(n)).tolist() for c in ("success_rate", "pagerank_score")},
+            "event_timestamp": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    cfg = tiny_training_cfg(tiny_cfg)
+    base = tiny_prepared(tiny_dataset, cfg)  # its tool and capability vectors, fake texts
+    inputs = base.inputs
+    prep = prepare(
+        tiny_dataset, cfg, inputs.tool_ids, inputs.tool_vectors, inputs.capability_ids,
+        inputs.capability_text, table, fake_encode,
+    )  # fmt: skip
+    bundle = tiny_bundle(prep, tiny_model(prep, cfg))
+    assert bundle.scaler.columns == ("success_rate", "pagerank_score")
+    snap = FeatureSnapshot(tuple(catalog.ids), table, now, 24.0)
+    model = build_model(BundleBuilder(bundle), catalog, snap, "1", "test")
+    queries = queries_from_labels(tiny_dataset, "test")
+    assert queries.item_ids == tuple(catalog.ids)
+    vecs = fake_encode([str(t) for t in queries.texts])
+    cfg_ev = EvaluationConfig(importance_repeats=2, bootstrap_samples=50)
+    rep = importance(model, queries, vecs, cfg_ev)
+    channels = {i.name: i.drop.estimate for i in rep.of("channel")}
+    assert set(channels) == {"content", "cosine", "features", "id"}
+    assert channels["features"] == 0.0 and channels["id"] == 0.0
+    assert channels["content"] != 0.0 and channels["cosine"] != 0.0
+    features = {i.name: i.drop.estimate for i in rep.of("feature")}
+    assert set(features) == set(feature_columns(table))
+    assert any(v != 0.0 for v in features.values())
