@@ -219,15 +219,22 @@ class SHGAT(nn.Module):
         )
 
     def channel_slices(self) -> dict[str, slice]:
-        """Columns of ``keys``/``query`` per score channel: a channel's score is the dot
-        product over its columns, and the four add up to the score."""
+        """Columns of ``keys``/``query`` per score channel, counted back from where the id
+        channel starts (``split_points``); columns before the content channel, if any, are
+        the ``prior``. A channel's score is the dot product over its columns, and the
+        channels add up to the score."""
         d = self.dims
-        h, t, f = d.hidden, d.text_dim, d.n_features
+        no_id, end = self.split_points()
+        features = no_id - d.n_features - 1  # intent-conditioned + feature bias
+        cosine = features - d.text_dim
+        content = cosine - d.hidden
+        prior = {"prior": slice(0, content)} if content > 0 else {}
         return {
-            "content": slice(0, h),
-            "cosine": slice(h, h + t),
-            "features": slice(h + t, h + t + f + 1),  # intent-conditioned + feature bias
-            "id": slice(h + t + f + 1, h + t + f + 2 + t + d.lexical_dim),  # bias + embedding
+            **prior,
+            "content": slice(content, cosine),
+            "cosine": slice(cosine, features),
+            "features": slice(features, no_id),
+            "id": slice(no_id, end),  # bias + embedding
         }
 
     def split_points(self) -> tuple[int, int]:
