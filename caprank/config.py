@@ -527,6 +527,21 @@ class EvaluationConfig(Section):
     ips_max_weight: float | None = Field(
         None, gt=0.0, description="clip importance weights at this value; empty: no clipping"
     )
+    importance_repeats: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="permutation importance: shuffles of each capability feature on the test "
+        "queries, averaged (0: no importance section)",
+    )
+    importance_max_queries: int = Field(
+        2000,
+        ge=10,
+        description="permutation importance: test queries it scores (a seeded sample above)",
+    )
+    history_versions: int = Field(
+        20, ge=1, le=1000, description="latest registry versions in the report's metric history"
+    )
 
     @model_validator(mode="after")
     def _primary_metric_is_computed(self) -> EvaluationConfig:
@@ -1069,6 +1084,11 @@ class ServicesConfig(Section):
         "",
         description="Prometheus for the cluster canary's guardrails; empty: the controller "
         "reads the predictor pods' /metrics itself",
+    )
+    pushgateway_url: str = Field(
+        "",
+        description="Prometheus Pushgateway the monitor stage pushes its drift verdict to "
+        "(the drift alert reads it); empty: not pushed",
     )
     feedback_dsn: str = Field(
         "",

@@ -33,7 +33,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -502,6 +502,24 @@ def latest_version(cfg: CaprankConfig) -> str | None:
         return None
     versions = [int(v.version) for v in found]
     return str(max(versions)) if versions else None
+
+
+def versions(cfg: CaprankConfig, limit: int | None = None) -> list[RegisteredVersion]:
+    """The registered model's versions, oldest first (the latest ``limit`` of them); none
+    when the model is not registered yet."""
+    c, name = client(cfg), cfg.services.registered_model
+    found = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    found = found if limit is None else found[-limit:]
+    if not found:
+        return []
+    # a search leaves the aliases out; the registered model lists them
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (c.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    return [
+        replace(_as_version(v), aliases=tuple(sorted(aliases.get(str(v.version), ()))))
+        for v in found
+    ]
 
 
 # ------------------------------------------------------------------------ download

@@ -14,6 +14,7 @@ KIND_VERSION="v0.27.0"
 CERT_MANAGER_VERSION="v1.16.3"
 KFP_VERSION="2.17.3"          # KFP backend matching kfp-server-api 2.17.3 / SDK 2.17
 KSERVE_VERSION="v0.21.0"      # matches the kserve 0.21 SDK the manifests are checked with
+PROMETHEUS_OPERATOR_VERSION="v0.80.0"  # only its PrometheusRule CRD (manifests/base alerts)
 CLUSTER="caprank"
 NAMESPACE="caprank"
 PY="${PY:-python3}"
@@ -128,6 +129,10 @@ up() {
   kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
   kubectl -n kserve patch configmap inferenceservice-config --type merge \
     -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"Standard\"}"}}'
+
+  log "PrometheusRule CRD (prometheus-operator $PROMETHEUS_OPERATOR_VERSION; no Prometheus)"
+  kubectl apply --server-side -f "https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
+  kubectl wait --for condition=established --timeout=120s crd/prometheusrules.monitoring.coreos.com
 
   log "loading images into kind"
   kind load docker-image --name "$CLUSTER" "${images[@]}"

@@ -110,6 +110,21 @@ def test_first_model_then_same_model_again(cfg, tiny_dataset_dir, model_dir, tmp
     assert registry.get_version(cfg, "2").tags["caprank.improved"] == "false"
     assert "(production)" in (tmp_path / "eval2" / "report.html").read_text()
 
+    # History across the registry's versions, read back from what each registered.
+    assert [r.version for r in second.history] == ["1", "2"]
+    assert second.history[0].aliases == ("production",)
+    assert second.history[1].metrics["mrr"] == pytest.approx(second.metrics["mrr"])
+    assert second.history[0].segments["warm"] == pytest.approx(first.segments["warm"]["mrr"])
+    assert set(second.history[1].segments) == set(second.segments)
+    html2 = (tmp_path / "eval2" / "report.html").read_text()
+    assert "History across registry versions" in html2 and "id='fig-history'" in html2
+    assert "Segment trends (mrr)" in html2
+    assert "History (mrr): v1 " in (tmp_path / "eval2" / "report.md").read_text()
+    # A dense model reads no features and has no channels: the report says so.
+    assert second.importance is not None and second.importance.items == []
+    assert "reads no features" in html2 and "no score channels" in html2
+    assert json.loads((tmp_path / "eval2" / "evaluation.json").read_text())["history"]
+
 
 def test_thresholds_from_config(cfg, tiny_dataset_dir, model_dir, tmp_path):
     """A floor above the model's MRR, or a latency budget it cannot meet, blocks it."""

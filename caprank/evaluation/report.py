@@ -2,8 +2,11 @@
 
 The HTML holds the metric table (challenger beside production and baselines, with
 bootstrap intervals), the gate decision, a reliability diagram, the rank histogram of
-the relevant item, learning curves, per-segment metrics, protocol results, the
-counterfactual estimate and the drift summary. Figures are matplotlib PNGs inlined as
+the relevant item, learning curves, per-segment metrics, the importance of the
+capability features and score channels (``caprank.evaluation.importance``), the metric
+history across registry versions with per-segment trends
+(``caprank.evaluation.history``), protocol results, the counterfactual estimate and the
+drift summary. Figures are matplotlib PNGs inlined as
 base64, so the file needs nothing else to render. The Markdown is the short version the
 Kubeflow UI shows.
 """
@@ -25,6 +28,8 @@ from caprank.config import EvaluationConfig
 from caprank.evaluation.bootstrap import Interval, mean_interval
 from caprank.evaluation.counterfactual import CounterfactualEstimate
 from caprank.evaluation.gate import GateDecision
+from caprank.evaluation.history import VersionRow
+from caprank.evaluation.importance import Importance, ImportanceReport
 from caprank.evaluation.metrics import CalibrationMetrics, OfflineMetrics
 from caprank.evaluation.protocols import ProtocolResult
 from caprank.files import atomic_write_text
@@ -78,6 +83,8 @@ class ReportInputs:
     protocols: list[ProtocolResult] = field(default_factory=list)
     counterfactual: CounterfactualEstimate | None = None
     drift: DriftResult | None = None
+    importance: ImportanceReport | None = None
+    history: list[VersionRow] = field(default_factory=list)  # oldest version first
     metadata: dict[str, str] = field(default_factory=dict)
 
     def ordered_models(self) -> list[ModelSummary]:
@@ -181,6 +188,27 @@ def learning_curve_figure(curve: Sequence[tuple[int, dict[str, float]]]) -> str:
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.tight_layout()
+    return _png(fig)
+
+
+def history_figure(rows: Sequence[VersionRow], primary: str) -> str:
+    """The primary metric per registry version, overall and per segment."""
+    fig = Figure(figsize=(8.0, 4.0))
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    lines = {"all queries": [r.metrics.get(primary) for r in rows]}
+    for label in sorted({s for r in rows for s in r.segments}):
+        lines[label] = [r.segments.get(label) for r in rows]
+    for i, (label, values) in enumerate(lines.items()):
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        style = "-o" if i == 0 else "--."
+        ax.plot(x, y, style, color=_COLORS[i % len(_COLORS)], label=label, lw=2 if i == 0 else 1)
+    ax.set_xticks(x, [f"v{r.version}" for r in rows])
+    ax.set_xlabel("registry version")
+    ax.set_ylabel(primary)
+    ax.set_title(f"{primary} across registry versions")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _png(fig)
 
 
@@ -327,11 +355,11 @@ def _drift_section(drift: DriftResult) -> str:
 
 
 # Metrics the compact tables (protocols, segments) show after the primary one, when present.
-_KEY_METRICS = ("mrr", "hit@1", "hit@5", "hit@10", "ndcg@10", "map")
+KEY_METRICS = ("mrr", "hit@1", "hit@5", "hit@10", "ndcg@10", "map")
 
 
 def _key_metrics(available: Sequence[str], primary: str) -> list[str]:
-    return [primary, *(n for n in _KEY_METRICS if n in available and n != primary)]
+    return [primary, *(n for n in KEY_METRICS if n in available and n != primary)]
 
 
 def _protocols_section(protocols: Sequence[ProtocolResult], primary: str) -> str:
@@ -385,6 +413,62 @@ def _segments_section(segments: dict[str, dict[str, float]], primary: str) -> st
     return "<h2 id='segments'>Segments</h2>" + _table(["segment", *names], rows)
 
 
+def _importance_rows(items: Sequence[Importance]) -> list[list[str]]:
+    return [
+        [
+            _e(i.name),
+            _fmt(i.drop.estimate),
+            f"<span class='ci'>[{i.drop.low:.4f}, {i.drop.high:.4f}]</span>",
+            str(i.repeats),
+        ]
+        for i in items
+    ]
+
+
+def _importance_section(rep: ImportanceReport) -> str:
+    parts = [
+        "<h2 id='importance'>Importance</h2>",
+        f"<p class='ci'>Drop in {_e(rep.metric)} (intact: {rep.baseline:.4f} on "
+        f"{rep.n_queries:,} test queries) when one capability feature is shuffled across "
+        "capabilities (mean over the repeats) or one score channel is removed; brackets: "
+        f"{next((i.drop.confidence for i in rep.items), 0.95):.0%} bootstrap intervals over "
+        "queries. Near zero: the ranking does not rest on it.</p>",
+    ]
+    for kind, title in (("feature", "capability feature"), ("channel", "score channel")):
+        items = rep.of(kind)
+        if items:
+            header = [title, f"{rep.metric} drop", "interval", "repeats"]
+            parts.append(_table(header, _importance_rows(items)))
+    parts += [f"<p class='ci'>{_e(n)}</p>" for n in rep.notes]
+    return "".join(parts)
+
+
+def _history_section(rows: Sequence[VersionRow], primary: str) -> str:
+    found = {n for r in rows for n in r.metrics}
+    names = _key_metrics(sorted(found), primary) + [n for n in ("scoring_p99_ms",) if n in found]
+    table = [
+        [f"v{_e(r.version)}", _e(", ".join(r.aliases)), *(_fmt(r.metrics.get(n)) for n in names)]
+        for r in rows
+    ]
+    parts = [
+        "<h2 id='history'>History across registry versions</h2>",
+        "<p class='ci'>As each version's evaluate stage registered it (its own test "
+        "queries: a change mixes model and data).</p>",
+        _table(["version", "aliases", *names], table, text_columns=(0, 1)),
+    ]
+    labels = sorted({s for r in rows for s in r.segments})
+    if labels:
+        trend = [[_e(s), *(_fmt(r.segments.get(s)) for r in rows)] for s in labels]
+        parts.append(f"<h3 id='segment-trends'>Segment trends ({_e(primary)})</h3>")
+        parts.append(_table(["segment", *(f"v{r.version}" for r in rows)], trend))
+    if len(rows) >= 2:
+        parts.append(
+            "<figure id='fig-history'><img alt='Metric history' "
+            f"src='data:image/png;base64,{history_figure(rows, primary)}'></figure>"
+        )
+    return "".join(parts)
+
+
 def render_html(inputs: ReportInputs) -> str:
     """The whole report as one self-contained HTML document."""
     parts = [
@@ -421,6 +505,10 @@ def render_html(inputs: ReportInputs) -> str:
         )
     if inputs.segments:
         parts.append(_segments_section(inputs.segments, inputs.primary_metric))
+    if inputs.importance is not None:
+        parts.append(_importance_section(inputs.importance))
+    if inputs.history:
+        parts.append(_history_section(inputs.history, inputs.primary_metric))
     if inputs.protocols:
         parts.append(_protocols_section(inputs.protocols, inputs.primary_metric))
     if inputs.counterfactual is not None:
@@ -466,6 +554,23 @@ def render_markdown(inputs: ReportInputs) -> str:
             "Drift: "
             + (f"fired: {', '.join(fired)}" if fired else "none")
             + ("; retraining requested." if inputs.drift.retrain else ".")
+        )
+    if inputs.importance is not None:
+        imp = inputs.importance
+        for kind in ("feature", "channel"):
+            top = imp.of(kind)[:3]
+            if top:
+                lines.append(
+                    f"Importance ({kind}s, {imp.metric} drop): "
+                    + ", ".join(f"{i.name} {i.drop.estimate:.4f}" for i in top)
+                    + "."
+                )
+    if inputs.history:
+        m = inputs.primary_metric
+        lines.append(
+            f"History ({m}): "
+            + ", ".join(f"v{r.version} {_fmt(r.metrics.get(m))}" for r in inputs.history)
+            + "."
         )
     for p in inputs.protocols:
         mean, std = p.mean(), p.std()

@@ -10,7 +10,11 @@ registered with lineage and alias ``challenger``; the report goes to ``out_dir``
 into the training run. This stage alone computes test metrics: the report sets the
 candidate beside production and the three baselines of ``caprank.evaluation.baselines``
 (BM25, dense cosine, logistic regression), and shows the drift verdict the monitor stage
-wrote (its ``drift_report``), never a drift recomputed here.
+wrote (its ``drift_report``), never a drift recomputed here. It also holds the
+candidate's feature and channel importance on the test queries
+(``caprank.evaluation.importance``) and the metric history of the registry's versions
+with per-segment trends (``caprank.evaluation.history``): the candidate registers its
+primary metric per segment for the next report's trend.
 
 Scoring latency is the time of ``ranker.query`` + ``ranker.score`` over the whole
 catalog for one intent, in this process; the intent encoding is excluded (the server
@@ -35,9 +39,17 @@ from caprank.errors import DataError
 from caprank.evaluation.counterfactual import CounterfactualEstimate
 from caprank.evaluation.gate import GateDecision, decide
 from caprank.evaluation.heldout import HeldOut, held_out, policy_value
+from caprank.evaluation.history import VersionRow, history_rows, segment_metrics
+from caprank.evaluation.importance import ImportanceReport, importance
 from caprank.evaluation.metrics import OfflineMetrics, evaluate_scores, segment_means
 from caprank.evaluation.queries import QuerySet
-from caprank.evaluation.report import ModelSummary, ReportInputs, summarize_model, write_report
+from caprank.evaluation.report import (
+    KEY_METRICS,
+    ModelSummary,
+    ReportInputs,
+    summarize_model,
+    write_report,
+)
 from caprank.files import atomic_write_json
 from caprank.monitoring import read_drift_report
 from caprank.monitoring.drift import DriftResult
@@ -92,6 +104,8 @@ class EvaluationResult:
     paths: dict[str, Path] = field(default_factory=dict)
     test_source: str = "test labels"  # or the temporal split of a log without labels
     counterfactual: CounterfactualEstimate | None = None  # logs only: IPS/SNIPS
+    importance: ImportanceReport | None = None
+    history: list[VersionRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +126,8 @@ class EvaluationResult:
             "counterfactual": (
                 None if self.counterfactual is None else self.counterfactual.to_dict()
             ),
+            "importance": None if self.importance is None else self.importance.to_dict(),
+            "history": [r.to_dict() for r in self.history],
             "paths": {k: str(v) for k, v in self.paths.items()},
         }
 
@@ -281,6 +297,8 @@ def log_to_run(cfg: CaprankConfig, run_id: str, result: EvaluationResult, out_di
     for name, row in result.baselines.items():
         for k, v in row.items():
             values[f"eval.baseline.{key(name)}.{key(k)}"] = v
+    for item in [] if result.importance is None else result.importance.items:
+        values[f"eval.importance.{item.kind}.{key(item.name)}"] = item.drop.estimate
     tags = {
         "caprank.eval.version": result.version,
         "caprank.eval.improved": str(result.improved).lower(),
@@ -351,16 +369,22 @@ def _register(
     pipeline_run_id: str,
     sc: _Scored,
     decision: GateDecision,
+    segments: Mapping[str, Mapping[str, float]],
 ):
     """Log the model directory into the run when training did not, then register it as
-    the ``challenger`` version with lineage, metrics and the gate's verdict."""
+    the ``challenger`` version with lineage, metrics (the primary one per segment too,
+    for the history's trends) and the gate's verdict."""
     if registry.logged_model_source(cfg, run_id) is None:
         registry.log_model_dir(cfg, run_id, model_dir)
     return registry.register_version(
         cfg,
         run_id,
         lineage=registry.make_lineage(cfg, dict(hashes), pipeline_run_id),
-        metrics={**sc.challenger.summary(), "scoring_p99_ms": sc.challenger_scored.p99_ms},
+        metrics={
+            **sc.challenger.summary(),
+            "scoring_p99_ms": sc.challenger_scored.p99_ms,
+            **segment_metrics(segments, cfg.evaluation.primary_metric),
+        },
         extra_tags={
             f"{registry.TAG_PREFIX}improved": str(decision.improved).lower(),
             f"{registry.TAG_PREFIX}gate_reason": decision.reason[:4000],
@@ -429,6 +453,16 @@ def _logged_value(
     )
 
 
+def _importance(
+    candidate: LoadedModel, queries: QuerySet, cfg: CaprankConfig
+) -> ImportanceReport | None:
+    """The candidate's feature and channel importance (none when the config turns it off)."""
+    if cfg.evaluation.importance_repeats == 0:
+        return None
+    vecs = encode_intents([str(t) for t in queries.texts], candidate.ranker.text_model, cfg)
+    return importance(candidate, queries, vecs, cfg.evaluation)
+
+
 def evaluate(
     cfg: CaprankConfig,
     dataset_dir: str | Path,
@@ -479,11 +513,18 @@ def evaluate(
     )
     hashes = dict(data_hashes or {})
     hashes.setdefault("dataset", dataset_hash(dataset_dir))
-    version = _register(cfg, run_id, model_dir, hashes, pipeline_run_id, sc, decision)
     segments = query_segments(ds, queries, ch.ranking.per_query, test.trained)
+    version = _register(cfg, run_id, model_dir, hashes, pipeline_run_id, sc, decision, segments)
     result = _result(version, decision, sc, queries, segments)
     result.test_source = test.describe()
     result.counterfactual = _logged_value(candidate, test, cfg)
+    result.importance = _importance(candidate, queries, cfg)
+    result.history = history_rows(
+        registry.versions(cfg, ev.history_versions),
+        [m, *KEY_METRICS, "scoring_p99_ms"],
+        m,
+        segments,
+    )
     protocol = test.protocol(ch.summary())
     inputs = ReportInputs(
         title=f"caprank evaluation: {version.name} v{version.version}",
@@ -496,6 +537,8 @@ def evaluate(
         drift=drift,
         protocols=[] if protocol is None else [protocol],
         counterfactual=result.counterfactual,
+        importance=result.importance,
+        history=result.history,
         metadata={
             **_report_metadata(version, sc, run_id, pipeline_run_id, queries, hashes),
             "tested on": result.test_source,

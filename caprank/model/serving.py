@@ -9,7 +9,7 @@ calibration (``caprank.model.calibration``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +45,17 @@ class BundleRanker:
         self, intent_vec: np.ndarray, text: str, candidate_idx: np.ndarray
     ) -> np.ndarray:
         return self.index.success_probability(intent_vec, text, candidate_idx)
+
+    def channels(self) -> tuple[str, ...]:
+        """Names of the score channels (``SHGAT.channel_slices``), for their importance."""
+        return tuple(self.index.model.channel_slices())
+
+    def without_channel(self, name: str) -> BundleRanker:
+        """This ranker with one channel's key columns zeroed: its scores lose exactly
+        that channel's term (``caprank.evaluation.importance``)."""
+        keys = self.index.keys.copy()
+        keys[:, self.index.model.channel_slices()[name]] = 0.0
+        return replace(self, index=replace(self.index, keys=keys))
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,25 @@ class SHGAT(nn.Module):
             dim=1,
         )
 
+    def channel_slices(self) -> dict[str, slice]:
+        """Columns of ``keys``/``query`` per score channel, counted back from where the id
+        channel starts (``split_points``); columns before the content channel, if any, are
+        the ``prior``. A channel's score is the dot product over its columns, and the
+        channels add up to the score."""
+        d = self.dims
+        no_id, end = self.split_points()
+        features = no_id - d.n_features - 1  # intent-conditioned + feature bias
+        cosine = features - d.text_dim
+        content = cosine - d.hidden
+        prior = {"prior": slice(0, content)} if content > 0 else {}
+        return {
+            **prior,
+            "content": slice(content, cosine),
+            "cosine": slice(cosine, features),
+            "features": slice(features, no_id),
+            "id": slice(no_id, end),  # bias + embedding
+        }
+
     def split_points(self) -> tuple[int, int]:
         """Column where the id channel starts (everything before it is id-free)."""
         d = self.dims

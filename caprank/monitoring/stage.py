@@ -12,7 +12,8 @@ judged (too little data to tell drift from noise); the result says so. Besides
 ``detect_drift``'s checks, the verdict includes ``launch_demand``
 (``caprank.monitoring.launches``) when capabilities launched in the current window, and,
 with ``monitoring.served_checks``, the embedding KS and prediction PSI checks on served
-traffic (``caprank.monitoring.served``).
+traffic (``caprank.monitoring.served``). With ``services.pushgateway_url`` set, the
+verdict is pushed as gauges for the drift alert (``caprank.monitoring.gauges``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from caprank.data.dataset import Dataset
 from caprank.data.schemas import CAPABILITY_FEATURES_FILE
 from caprank.errors import DataError
 from caprank.monitoring.drift import DriftResult, detect_drift
+from caprank.monitoring.gauges import publish
 from caprank.monitoring.launches import launch_demand
 from caprank.monitoring.proportions import Comparison, worse_by_margin
 from caprank.monitoring.windows import WindowBounds, window_events, windows_from_events
@@ -233,7 +235,9 @@ def monitor(
         why = _verdict(drift, policy)
 
     def result(train: bool, reason: str) -> MonitorResult:
-        return MonitorResult(drift, bounds, train, policy, reason, degradation)
+        out = MonitorResult(drift, bounds, train, policy, reason, degradation)
+        publish(out, cfg)  # the drift alert's gauges, when a Pushgateway is configured
+        return out
 
     if policy == "always":
         return result(True, f"trains every run; {why}")
