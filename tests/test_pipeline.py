@@ -74,13 +74,14 @@ def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     tasks = {name: task for dag in dags for name, task in dag["tasks"].items()}
     stages = {"ingest", "validate", "build-features", "monitor", "embed", "train", "evaluate"}
-    assert stages | {"deploy"} <= set(tasks)
+    assert stages | {"deploy", "update", "evaluate-2", "deploy-2"} <= set(tasks)
     conditions = {
         name: task["triggerPolicy"]["condition"]
         for name, task in tasks.items()
         if "condition" in task.get("triggerPolicy", {})
     }
-    assert len(conditions) == 2, conditions  # retrain (monitor) and improved (evaluate)
+    # retrain (monitor), train or update (mode: If/Else), improved (evaluate, per branch)
+    assert len(conditions) == 5, conditions
     for name, task in tasks.items():
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -290,7 +291,7 @@ def test_every_task_gets_the_config_and_the_cluster_env():
     cfg = _default_cfg()
     spec, k8s = _compiled_docs(cfg)
     tasks = _tasks(spec)
-    assert len(tasks) == 8, sorted(tasks)
+    assert len(tasks) == 11, sorted(tasks)  # evaluate and deploy in both mode branches
     for name, task in tasks.items():
         params = task["inputs"]["parameters"]
         # inside a condition's sub-DAG the root parameter arrives as a pipeline channel
@@ -306,6 +307,43 @@ def test_every_task_gets_the_config_and_the_cluster_env():
         assert [e["secretKey"] for e in secret["keyToEnv"]] == cfg.pipeline.secret_keys
     assert any(k.startswith("CAPRANK_SERVICES__MLFLOW") for k in cfg.pipeline.config_map_keys)
     assert "CAPRANK_SERVICES__FEAST_REGISTRY" in cfg.pipeline.secret_keys
+
+
+def test_mode_runs_train_or_update_and_either_model_feeds_evaluate_and_deploy():
+    """``mode: update`` (and only that value) swaps train for update; each branch's
+    evaluate and deploy read that branch's model, with the same executors."""
+    cfg = _default_cfg()
+    spec, _ = _compiled_docs(cfg)
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["mode"]["defaultValue"] == "train"
+    assert root["update_base"]["defaultValue"] == "production"
+    comps = spec["components"]
+    branches = {}
+    for comp in comps.values():
+        for task in comp.get("dag", {}).get("tasks", {}).values():
+            cond = task.get("triggerPolicy", {}).get("condition", "")
+            if "pipelinechannel--mode" in cond:
+                branches[cond] = comps[task["componentRef"]["name"]]["dag"]["tasks"]
+    mode = "inputs.parameter_values['pipelinechannel--mode'] != 'update'"
+    assert set(branches) == {mode, f"!({mode})"}
+    pairs = ((mode, "train", "evaluate"), (f"!({mode})", "update", "evaluate-2"))
+    for cond, producer, evaluate in pairs:
+        tasks = branches[cond]
+        assert {producer, evaluate} <= set(tasks), (cond, sorted(tasks))
+        model = tasks[evaluate]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert model == {"outputArtifactKey": "model", "producerTask": producer}
+    update = next(c for c in comps.values() if c.get("executorLabel") == "exec-update")
+    assert (
+        update["outputDefinitions"]["artifacts"]["model"]
+        == (comps["comp-train"]["outputDefinitions"]["artifacts"]["model"])
+    )
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-update"]["container"]["image"] == cfg.pipeline.image(
+        cfg.pipeline.component_image
+    )
+    for name in ("evaluate", "deploy"):
+        a, b = executors[f"exec-{name}"]["container"], executors[f"exec-{name}-2"]["container"]
+        assert a == b, name
 
 
 def test_every_task_carries_its_steps_resources():
