@@ -267,6 +267,18 @@ def test_outcome_line_says_why_a_run_did_not_promote(tmp_path):
     assert "not promoted" in outcome_line(run(evaluate, _stage("deploy", {"promoted": 0.0})))
     assert "no reason to retrain" in outcome_line(run(_stage("monitor", {})))
     assert "failed" in outcome_line(run(evaluate, ok=False))
+    # mode update: the DAG's second evaluate and deploy (the update branch's)
+    updated = _stage("evaluate-2", {"version": 4.0, "improved": 1.0})
+    assert outcome_line(run(updated, _stage("deploy-2", {"promoted": 1.0}))).startswith(
+        "outcome: version 4 promoted"
+    )
+
+
+def test_local_run_refuses_a_mode_without_a_branch(tiny_cfg):
+    from pipelines.local import PipelineRunError, run_local
+
+    with pytest.raises(PipelineRunError, match="expected one of"):
+        run_local(tiny_cfg, None, mode="incremental")
 
 
 def _compiled_docs(cfg) -> tuple[dict, dict]:
