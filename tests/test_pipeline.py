@@ -249,6 +249,53 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_local_pipeline_update_run(tiny_cfg, tiny_dataset_dir, tmp_path):
+    """mode update through KFP's local runner: the update branch warm-starts the
+    registry's ``production`` (trained on the first six days) on the logs since, and its
+    own evaluate registers the result; train does not run."""
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
+
+    from caprank.embeddings.stage import embed
+    from caprank.features.stage import build_features
+    from caprank.model.bundle import load_bundle
+    from caprank.training.stage import train
+    from caprank.training.update import dataset_as_of
+    from pipelines.local import run_local
+
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.paths.home = tmp_path / "home"
+    cfg.training.max_steps, cfg.training.hidden_dim, cfg.training.baselines = 20, 32, []
+    cfg.update.steps, cfg.update.eval_every, cfg.update.max_regression = 6, 3, 1.0
+    c = cfg.canary
+    c.window_s, c.poll_s, c.local_requests, c.local_intents = 3.0, 1.0, 400, 40
+    c.min_requests = 20
+    ds = load_dataset(tiny_dataset_dir)
+    start = pc.min(ds.interactions["timestamp"]).as_py()
+    old = dataset_as_of(ds, start.replace(hour=0, minute=0, second=0) + timedelta(days=6))
+    embed(old, cfg, tmp_path / "emb")
+    build_features(old, cfg, tmp_path / "feat")
+    base = train(old, cfg, tmp_path / "emb", tmp_path / "base", tmp_path / "feat")
+    lineage = registry.make_lineage(cfg, {"dataset": "first six days"})
+    v1 = registry.register_version(cfg, base.run_id, lineage=lineage, alias=None)
+    registry.set_alias(cfg, "production", v1.version)
+
+    result = run_local(cfg, str(tiny_dataset_dir), mode="update")
+    assert result.ok, result.log_path.read_text()[-3000:]
+    by_name = {s.name: s for s in result.stages}
+    assert "train" not in by_name and {"update", "evaluate-2"} <= set(by_name)
+    assert by_name["update"].metrics["new_experiences"] > 0
+    assert by_name["update"].metrics["accepted"] == 1
+    assert "## Update" in by_name["update"].summary
+    assert by_name["evaluate-2"].metrics["version"] == 2  # the update, registered
+    run = registry.client(cfg).get_run(registry.get_version(cfg, "2").run_id)
+    assert run.data.tags["run_kind"] == "update"
+    assert run.data.tags["base_version"] == load_bundle(base.bundle_dir).meta["version"]
+
+
 def _stage(name: str, metrics: dict, summary: str = "") -> StageOutcome:
     return StageOutcome(name, Path(name), {}, summary, metrics)
 
