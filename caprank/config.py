@@ -1104,6 +1104,7 @@ PIPELINE_STEPS = (
     "monitor",
     "embed",
     "train",
+    "update",
     "evaluate",
     "deploy",
 )
@@ -1134,6 +1135,9 @@ def _default_step_resources() -> dict[str, StepResources]:
         ),
         "train": StepResources(
             cpu_request="2", cpu_limit="4", memory_request="8Gi", memory_limit="16Gi"
+        ),
+        "update": StepResources(
+            cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"
         ),
         "evaluate": StepResources(**big),
         "deploy": StepResources(

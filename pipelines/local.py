@@ -79,11 +79,19 @@ def _stage_outcomes(run_dir: Path) -> list[StageOutcome]:
     return stages
 
 
-def run_local(cfg: CaprankConfig, data_uri: str | None = None) -> LocalRunResult:
-    """Run the DAG locally; never raises for a failed step (see ``LocalRunResult.ok``)."""
+def run_local(
+    cfg: CaprankConfig, data_uri: str | None = None, mode: str = "train"
+) -> LocalRunResult:
+    """Run the DAG locally; never raises for a failed step (see ``LocalRunResult.ok``).
+
+    ``mode``: ``train``, or ``update`` (warm-start the local registry's ``production``)."""
     from kfp import local
 
+    from pipelines import MODES
     from pipelines.training import build_pipeline
+
+    if mode not in MODES:
+        raise PipelineRunError(f"mode {mode!r}: expected one of {MODES}")
 
     cfg = _absolute_paths(cfg)
     runs = cfg.paths.home / RUNS_DIR
@@ -101,6 +109,7 @@ def run_local(cfg: CaprankConfig, data_uri: str | None = None) -> LocalRunResult
             pipeline(
                 data_uri=str(Path(data_uri).resolve()) if data_uri else "",
                 config_yaml=dump_yaml(cfg),
+                mode=mode,
             )
         except RuntimeError as exc:  # kfp.local raises RuntimeError for a failed task
             error = str(exc)
@@ -122,7 +131,9 @@ def outcome_line(result: LocalRunResult) -> str:
     if not result.ok:
         return "outcome: a step failed (see the full log)"
     stages = {s.name: s for s in result.stages}
-    evaluate, deploy = stages.get("evaluate"), stages.get("deploy")
+    # the update branch's evaluate and deploy are the DAG's second ones (pipelines.training)
+    evaluate = stages.get("evaluate") or stages.get("evaluate-2")
+    deploy = stages.get("deploy") or stages.get("deploy-2")
     if deploy is not None:
         version = int(evaluate.metrics.get("version", 0)) if evaluate else "?"
         if deploy.metrics.get("promoted") == 1.0:

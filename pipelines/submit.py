@@ -28,7 +28,7 @@ from caprank.config import CaprankConfig, dump_yaml
 from caprank.cron import validate_kfp_cron
 from caprank.errors import CaprankError
 from caprank.files import atomic_write_text, text_hash
-from pipelines import compiled_path
+from pipelines import MODES, compiled_path
 
 
 class SubmitError(CaprankError):
@@ -135,8 +135,11 @@ def declared_params(docs: list[dict]) -> set[str]:
 
 def run_params(cfg: CaprankConfig, package: str | Path, params: dict[str, Any] | None) -> dict:
     """``params`` plus the resolved config as ``config_yaml`` when the package takes it
-    and the caller did not set it."""
+    and the caller did not set it. A ``mode`` other than ``MODES`` is refused: the DAG
+    would quietly run a full retrain for it."""
     out = dict(params or {})
+    if "mode" in out and out["mode"] not in MODES:
+        raise SubmitError(f"pipeline parameter mode={out['mode']!r}: expected one of {MODES}")
     if CONFIG_PARAM not in out and CONFIG_PARAM in declared_params(load_package(package)):
         out[CONFIG_PARAM] = run_config_yaml(cfg)[0]
     return out

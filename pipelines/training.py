@@ -21,6 +21,7 @@ from components.evaluate.component import evaluate
 from components.ingest.component import ingest
 from components.monitor.component import monitor
 from components.train.component import train
+from components.update.component import update
 from components.validate.component import validate
 from pipelines import compiled_path
 from pipelines.gpu import on_gpu_pool
@@ -48,6 +49,7 @@ def make_components(cfg: CaprankConfig) -> SimpleNamespace:
         monitor=_component(monitor, cpu),
         train=_component(train, cfg.pipeline.image(cfg.pipeline.training_image)),
         deploy=_component(deploy, cpu),
+        update=_component(update, cpu),
     )
 
 
@@ -58,9 +60,16 @@ def build_pipeline(cfg: CaprankConfig):
     @dsl.pipeline(
         name=cfg.pipeline.name,
         description="caprank: ingest and validate interaction logs, build features, "
-        "embed, train the SHGAT ranker, evaluate it and roll it out.",
+        "embed, train the SHGAT ranker (or update the production one), evaluate it and "
+        "roll it out.",
     )
-    def caprank_training(data_uri: str = "", config_yaml: str = "", retrain_policy: str = ""):
+    def caprank_training(
+        data_uri: str = "",
+        config_yaml: str = "",
+        retrain_policy: str = "",
+        mode: str = "train",
+        update_base: str = "production",
+    ):
         ingested = ops.ingest(data_uri=data_uri, config_yaml=config_yaml)
         ingested.set_display_name("ingest")
         checked = ops.validate(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
@@ -83,35 +92,52 @@ def build_pipeline(cfg: CaprankConfig):
         )
         for step, task in steps:
             in_cluster(task, cfg.pipeline, step)
-        # The monitor decides whether this run retrains (retrain_policy: always / on_drift).
-        with dsl.If(watched.outputs["Output"] == True, name="retrain"):  # noqa: E712
-            trained = ops.train(
-                dataset=ingested.outputs["dataset"],
-                embeddings=embedded.outputs["embeddings"],
-                features=features.outputs["features"],
-                config_yaml=config_yaml,
-            )
-            trained.set_display_name("train")
-            on_gpu_pool(trained, cfg.pipeline)
+
+        def evaluate_and_deploy(model) -> None:
+            """evaluate the candidate ``model``; deploy it when it improved."""
             evaluated = ops.evaluate(
                 dataset=ingested.outputs["dataset"],
-                model=trained.outputs["model"],
+                model=model,
                 embeddings=embedded.outputs["embeddings"],
                 drift_report=watched.outputs["drift_report"],
                 config_yaml=config_yaml,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             evaluated.set_display_name("evaluate")
-            in_cluster(trained, cfg.pipeline, "train")
             in_cluster(evaluated, cfg.pipeline, "evaluate")
             with dsl.If(evaluated.outputs["Output"] == True, name="improved"):  # noqa: E712
                 deployed = ops.deploy(
-                    model=trained.outputs["model"],
-                    registered=evaluated.outputs["registered"],
-                    config_yaml=config_yaml,
+                    model=model, registered=evaluated.outputs["registered"], config_yaml=config_yaml
                 )
                 deployed.set_display_name("deploy")
                 in_cluster(deployed, cfg.pipeline, "deploy")
+
+        # The monitor decides whether this run retrains (retrain_policy: always / on_drift);
+        # ``mode`` whether it trains from scratch or updates the production model. Each
+        # branch has its own evaluate and deploy: KFP's local runner cannot resolve a
+        # dsl.OneOf of artifacts (kfp 2.17), and `make run` must run the same DAG.
+        with dsl.If(watched.outputs["Output"] == True, name="retrain"):  # noqa: E712
+            with dsl.If(mode != "update", name="full-train"):
+                trained = ops.train(
+                    dataset=ingested.outputs["dataset"],
+                    embeddings=embedded.outputs["embeddings"],
+                    features=features.outputs["features"],
+                    config_yaml=config_yaml,
+                )
+                trained.set_display_name("train")
+                on_gpu_pool(trained, cfg.pipeline)
+                in_cluster(trained, cfg.pipeline, "train")
+                evaluate_and_deploy(trained.outputs["model"])
+            with dsl.Else(name="incremental-update"):
+                updated = ops.update(
+                    dataset=ingested.outputs["dataset"],
+                    features=features.outputs["features"],
+                    config_yaml=config_yaml,
+                    base=update_base,
+                )
+                updated.set_display_name("update")
+                in_cluster(updated, cfg.pipeline, "update")
+                evaluate_and_deploy(updated.outputs["model"])
 
     return caprank_training
 

@@ -74,13 +74,14 @@ def test_compiled_pipeline_has_no_runtime_installs_and_no_caching():
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     tasks = {name: task for dag in dags for name, task in dag["tasks"].items()}
     stages = {"ingest", "validate", "build-features", "monitor", "embed", "train", "evaluate"}
-    assert stages | {"deploy"} <= set(tasks)
+    assert stages | {"deploy", "update", "evaluate-2", "deploy-2"} <= set(tasks)
     conditions = {
         name: task["triggerPolicy"]["condition"]
         for name, task in tasks.items()
         if "condition" in task.get("triggerPolicy", {})
     }
-    assert len(conditions) == 2, conditions  # retrain (monitor) and improved (evaluate)
+    # retrain (monitor), train or update (mode: If/Else), improved (evaluate, per branch)
+    assert len(conditions) == 5, conditions
     for name, task in tasks.items():
         assert task.get("cachingOptions", {}).get("enableCache") is not True, name
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -248,6 +249,53 @@ def test_local_pipeline_run(tiny_cfg, tiny_dataset_dir, tmp_path):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_local_pipeline_update_run(tiny_cfg, tiny_dataset_dir, tmp_path):
+    """mode update through KFP's local runner: the update branch warm-starts the
+    registry's ``production`` (trained on the first six days) on the logs since, and its
+    own evaluate registers the result; train does not run."""
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
+
+    from caprank.embeddings.stage import embed
+    from caprank.features.stage import build_features
+    from caprank.model.bundle import load_bundle
+    from caprank.training.stage import train
+    from caprank.training.update import dataset_as_of
+    from pipelines.local import run_local
+
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.paths.home = tmp_path / "home"
+    cfg.training.max_steps, cfg.training.hidden_dim, cfg.training.baselines = 20, 32, []
+    cfg.update.steps, cfg.update.eval_every, cfg.update.max_regression = 6, 3, 1.0
+    c = cfg.canary
+    c.window_s, c.poll_s, c.local_requests, c.local_intents = 3.0, 1.0, 400, 40
+    c.min_requests = 20
+    ds = load_dataset(tiny_dataset_dir)
+    start = pc.min(ds.interactions["timestamp"]).as_py()
+    old = dataset_as_of(ds, start.replace(hour=0, minute=0, second=0) + timedelta(days=6))
+    embed(old, cfg, tmp_path / "emb")
+    build_features(old, cfg, tmp_path / "feat")
+    base = train(old, cfg, tmp_path / "emb", tmp_path / "base", tmp_path / "feat")
+    lineage = registry.make_lineage(cfg, {"dataset": "first six days"})
+    v1 = registry.register_version(cfg, base.run_id, lineage=lineage, alias=None)
+    registry.set_alias(cfg, "production", v1.version)
+
+    result = run_local(cfg, str(tiny_dataset_dir), mode="update")
+    assert result.ok, result.log_path.read_text()[-3000:]
+    by_name = {s.name: s for s in result.stages}
+    assert "train" not in by_name and {"update", "evaluate-2"} <= set(by_name)
+    assert by_name["update"].metrics["new_experiences"] > 0
+    assert by_name["update"].metrics["accepted"] == 1
+    assert "## Update" in by_name["update"].summary
+    assert by_name["evaluate-2"].metrics["version"] == 2  # the update, registered
+    run = registry.client(cfg).get_run(registry.get_version(cfg, "2").run_id)
+    assert run.data.tags["run_kind"] == "update"
+    assert run.data.tags["base_version"] == load_bundle(base.bundle_dir).meta["version"]
+
+
 def _stage(name: str, metrics: dict, summary: str = "") -> StageOutcome:
     return StageOutcome(name, Path(name), {}, summary, metrics)
 
@@ -266,6 +314,18 @@ def test_outcome_line_says_why_a_run_did_not_promote(tmp_path):
     assert "not promoted" in outcome_line(run(evaluate, _stage("deploy", {"promoted": 0.0})))
     assert "no reason to retrain" in outcome_line(run(_stage("monitor", {})))
     assert "failed" in outcome_line(run(evaluate, ok=False))
+    # mode update: the DAG's second evaluate and deploy (the update branch's)
+    updated = _stage("evaluate-2", {"version": 4.0, "improved": 1.0})
+    assert outcome_line(run(updated, _stage("deploy-2", {"promoted": 1.0}))).startswith(
+        "outcome: version 4 promoted"
+    )
+
+
+def test_local_run_refuses_a_mode_without_a_branch(tiny_cfg):
+    from pipelines.local import PipelineRunError, run_local
+
+    with pytest.raises(PipelineRunError, match="expected one of"):
+        run_local(tiny_cfg, None, mode="incremental")
 
 
 def _compiled_docs(cfg) -> tuple[dict, dict]:
@@ -290,7 +350,7 @@ def test_every_task_gets_the_config_and_the_cluster_env():
     cfg = _default_cfg()
     spec, k8s = _compiled_docs(cfg)
     tasks = _tasks(spec)
-    assert len(tasks) == 8, sorted(tasks)
+    assert len(tasks) == 11, sorted(tasks)  # evaluate and deploy in both mode branches
     for name, task in tasks.items():
         params = task["inputs"]["parameters"]
         # inside a condition's sub-DAG the root parameter arrives as a pipeline channel
@@ -306,6 +366,43 @@ def test_every_task_gets_the_config_and_the_cluster_env():
         assert [e["secretKey"] for e in secret["keyToEnv"]] == cfg.pipeline.secret_keys
     assert any(k.startswith("CAPRANK_SERVICES__MLFLOW") for k in cfg.pipeline.config_map_keys)
     assert "CAPRANK_SERVICES__FEAST_REGISTRY" in cfg.pipeline.secret_keys
+
+
+def test_mode_runs_train_or_update_and_either_model_feeds_evaluate_and_deploy():
+    """``mode: update`` (and only that value) swaps train for update; each branch's
+    evaluate and deploy read that branch's model, with the same executors."""
+    cfg = _default_cfg()
+    spec, _ = _compiled_docs(cfg)
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["mode"]["defaultValue"] == "train"
+    assert root["update_base"]["defaultValue"] == "production"
+    comps = spec["components"]
+    branches = {}
+    for comp in comps.values():
+        for task in comp.get("dag", {}).get("tasks", {}).values():
+            cond = task.get("triggerPolicy", {}).get("condition", "")
+            if "pipelinechannel--mode" in cond:
+                branches[cond] = comps[task["componentRef"]["name"]]["dag"]["tasks"]
+    mode = "inputs.parameter_values['pipelinechannel--mode'] != 'update'"
+    assert set(branches) == {mode, f"!({mode})"}
+    pairs = ((mode, "train", "evaluate"), (f"!({mode})", "update", "evaluate-2"))
+    for cond, producer, evaluate in pairs:
+        tasks = branches[cond]
+        assert {producer, evaluate} <= set(tasks), (cond, sorted(tasks))
+        model = tasks[evaluate]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert model == {"outputArtifactKey": "model", "producerTask": producer}
+    update = next(c for c in comps.values() if c.get("executorLabel") == "exec-update")
+    assert (
+        update["outputDefinitions"]["artifacts"]["model"]
+        == (comps["comp-train"]["outputDefinitions"]["artifacts"]["model"])
+    )
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-update"]["container"]["image"] == cfg.pipeline.image(
+        cfg.pipeline.component_image
+    )
+    for name in ("evaluate", "deploy"):
+        a, b = executors[f"exec-{name}"]["container"], executors[f"exec-{name}-2"]["container"]
+        assert a == b, name
 
 
 def test_every_task_carries_its_steps_resources():

@@ -219,6 +219,17 @@ def test_submit_uploads_once_then_reuses_the_version(package):
     assert all(t.get("cachingOptions") == {} for t in tasks)
 
 
+def test_a_mode_the_dag_has_no_branch_for_is_refused_before_kfp(package):
+    kfp = FakeKfp()
+    with pytest.raises(SubmitError, match="mode='udpate'"):
+        submit_run(kfp, CFG, package=package, params={"mode": "udpate"})
+    with pytest.raises(SubmitError, match="expected one of"):
+        schedule_nightly(kfp, CFG, package=package, params={"mode": "Update"})
+    assert not kfp.runs and not kfp.created_jobs and not kfp.uploaded
+    submit_run(kfp, CFG, package=package, params={"mode": "update"})
+    assert kfp.runs[0]["params"] == {"mode": "update"}
+
+
 def test_changed_package_becomes_a_new_version(package, tmp_path):
     kfp = FakeKfp()
     submit_run(kfp, CFG, package=package)

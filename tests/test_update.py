@@ -195,9 +195,14 @@ def test_update_command_writes_bundle_or_exits_3_when_rejected(
 
     data = write_dataset(known_test, tmp_path / "data")
     args = ["update", "--data", str(data), "--base", str(base_dir)]
-    assert main([*common, *args, "--out", str(tmp_path / "ok")]) == 0
+    assert main([*common, *args, "--out", str(tmp_path / "ok"), "--track"]) == 0
     report = json.loads((tmp_path / "ok" / "update.json").read_text())
     assert report["accepted"] and report["new_experiences"] > 0
+    from caprank import registry
+    from caprank.config import load_config
+
+    tracked = load_config(overrides=[f"paths.home={tmp_path / 'home'}"])
+    assert registry.logged_model_source(tracked, report["run_id"]) is not None
     updated = load_bundle(tmp_path / "ok" / "bundle")
     assert updated.meta["base_version"] == "test-bundle"
     assert updated.meta["update"]["fit"]["steps"] == 4
@@ -205,4 +210,5 @@ def test_update_command_writes_bundle_or_exits_3_when_rejected(
     bad += ["--set", "update.max_regression=0"]
     assert main([*common, *bad, *args, "--out", str(tmp_path / "bad")]) == 3
     assert not (tmp_path / "bad" / "bundle").exists()
-    assert json.loads((tmp_path / "bad" / "update.json").read_text())["accepted"] is False
+    rejected = json.loads((tmp_path / "bad" / "update.json").read_text())
+    assert rejected["accepted"] is False and rejected["run_id"] == ""  # not tracked

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
@@ -46,14 +47,14 @@ def tiny_training_cfg(base: CaprankConfig, **training) -> CaprankConfig:
     return cfg
 
 
-def tiny_prepared(ds: Dataset, cfg: CaprankConfig) -> Prepared:
+def tiny_prepared(ds: Dataset, cfg: CaprankConfig, features: pa.Table | None = None) -> Prepared:
     tool_ids = ds.tools["tool_id"].to_pylist()
     cap_ids = ds.capabilities["capability_id"].to_pylist()
     rng = np.random.default_rng(0)
     tools = rng.standard_normal((len(tool_ids), TOOL_DIM)).astype(np.float32)
     tools /= np.linalg.norm(tools, axis=1, keepdims=True)
     caps = fake_encode(ds.capabilities["description"].to_pylist())
-    return prepare(ds, cfg, tool_ids, tools, cap_ids, caps, None, fake_encode)
+    return prepare(ds, cfg, tool_ids, tools, cap_ids, caps, features, fake_encode)
 
 
 def tiny_model(prep: Prepared, cfg: CaprankConfig) -> SHGAT:

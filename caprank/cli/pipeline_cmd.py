@@ -137,15 +137,23 @@ def compile_cmd(state: CliState, out: Path | None) -> None:
     default=None,
     help="Dataset directory (default: paths.data, else the embedded synthetic default).",
 )
+@click.option(
+    "--mode",
+    default="train",
+    show_default=True,
+    help="train (from scratch) or update (warm-start the local registry's production model).",
+)
 @pass_state
-def run_cmd(state: CliState, data_uri: str | None) -> None:
+def run_cmd(state: CliState, data_uri: str | None, mode: str) -> None:
     """Run the whole DAG locally (KFP SubprocessRunner) and summarize each stage."""
     from pipelines.local import PipelineRunError, outcome_line, run_local
 
     cfg = state.config()
     data = data_uri or (str(cfg.paths.data) if cfg.paths.data else None)
-    click.echo(f"running {cfg.pipeline.name} locally on {data or 'the embedded default data'}")
-    result = run_local(cfg, data)
+    click.echo(
+        f"running {cfg.pipeline.name} ({mode}) locally on {data or 'the embedded default data'}"
+    )
+    result = run_local(cfg, data, mode)
     for stage in result.stages:
         click.echo(f"\n=== {stage.name}  ({stage.directory})")
         if stage.summary:

@@ -32,14 +32,23 @@ class UpdateRejected(click.ClickException):
     help="capability_features.parquet (or its folder) from the features stage.",
 )
 @instant_option("--since", help="Data cut-off (default: the one recorded in the base bundle).")
+@click.option(
+    "--track",
+    is_flag=True,
+    help="Log the update as an MLflow run whose model the evaluate stage can register.",
+)
 @pass_state
-def update_cmd(state: CliState, data_dir, base, out_dir, features, since) -> None:
+def update_cmd(state: CliState, data_dir, base, out_dir, features, since, track) -> None:
     """Incremental update; exits 3 when the forgetting guard rejects it (no bundle written)."""
     from caprank.data.dataset import load_dataset
     from caprank.training.update import update
 
-    report = update(load_dataset(data_dir), state.config(), base, out_dir, features, since=since)
+    cfg = state.config()
+    report = update(load_dataset(data_dir), cfg, base, out_dir, features, since=since, track=track)
     click.echo(report.to_markdown())
-    click.echo(json.dumps({"accepted": report.accepted, "out": str(out_dir), "drop": report.drop}))
+    summary = {"accepted": report.accepted, "out": str(out_dir), "drop": report.drop}
+    if report.run_id:
+        summary["mlflow_run_id"] = report.run_id
+    click.echo(json.dumps(summary))
     if not report.accepted:
         raise UpdateRejected(f"update rejected by the forgetting guard; see {out_dir}/update.json")

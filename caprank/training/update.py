@@ -291,6 +291,7 @@ class UpdateReport:
     max_regression: float
     seconds: float = 0.0
     fit: dict = field(default_factory=dict)
+    run_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -340,8 +341,10 @@ def update_model(
     encode: Encoder,
     cutoff: datetime,
     features: pa.Table | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Bundle, UpdateReport]:
-    """The warm-started, updated bundle and its report (see the module doc)."""
+    """The warm-started, updated bundle and its report (see the module doc); ``on_log``
+    gets the trainer's metrics (an MLflow run's ``Tracker.log_metrics``)."""
     from caprank.training.stage import _make_bundle
 
     start = time.perf_counter()
@@ -382,7 +385,7 @@ def update_model(
         update={"max_steps": u.steps, "lr": u.lr, "t_max": u.steps, "eval_every": u.eval_every}
     )
     torch.manual_seed(tc.seed)
-    fit: FitResult = Trainer(model, data, tc).fit()
+    fit: FitResult = Trainer(model, data, tc, on_log=on_log).fit()
     bundle = _make_bundle(model.cpu().eval(), prep, cfg, base.text_model, fit)
     now = datetime.now(UTC)
     bundle.meta["version"] = f"updated-{now.strftime('%Y%m%dT%H%M%SZ')}"
@@ -450,8 +453,13 @@ def update(
     features_path: str | Path | None = None,
     *,
     since: datetime | None = None,
+    track: bool = False,
 ) -> UpdateReport:
-    """The update stage: ``<out_dir>/bundle`` when accepted, ``<out_dir>/update.json`` always."""
+    """The update stage: ``<out_dir>/bundle`` when accepted, ``<out_dir>/update.json`` always.
+
+    ``track``: record the update as an MLflow run (``report.run_id``) that logs the
+    accepted bundle as its model, as ``train`` does, so the evaluate stage can register
+    it; a rejected update is recorded too, without a model."""
     from caprank.embeddings import cache
     from caprank.model.bundle import load_bundle
     from caprank.training.stage import BUNDLE_DIR, _save, read_features
@@ -463,17 +471,72 @@ def update(
         return cache.embed_texts(list(texts), cfg, text_model=base_bundle.text_model)[0]
 
     features = read_features(features_path)
-    bundle, report = update_model(
-        base_bundle, ds, cfg, encode, base_cutoff(base_bundle, since), features
-    )
-    if report.accepted:
-        _save(bundle, ds, out_dir, features)
-    elif (out_dir / BUNDLE_DIR).exists():
-        import shutil
+    cutoff = base_cutoff(base_bundle, since)
+    with _tracker(cfg, track) as tracker:
+        on_log = None if tracker is None else tracker.log_metrics
+        bundle, report = update_model(base_bundle, ds, cfg, encode, cutoff, features, on_log)
+        bundle_dir = None
+        if report.accepted:
+            bundle_dir = _save(bundle, ds, out_dir, features)
+        elif (out_dir / BUNDLE_DIR).exists():
+            import shutil
 
-        shutil.rmtree(out_dir / BUNDLE_DIR)
+            shutil.rmtree(out_dir / BUNDLE_DIR)
+        if tracker is not None:
+            _track(tracker, cfg, ds, report, bundle_dir)
     atomic_write_json(out_dir / REPORT_FILE, report.to_dict())
     return report
+
+
+def _tracker(cfg: CaprankConfig, track: bool):
+    """An MLflow run (``caprank.registry.Tracker``, ended FAILED on an exception), or none."""
+    import contextlib
+
+    if not track:
+        return contextlib.nullcontext()
+    from caprank.registry import Tracker
+
+    return Tracker(cfg, run_name=f"update-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+
+
+def _track(tracker, cfg: CaprankConfig, ds: Dataset, report: UpdateReport, bundle_dir) -> None:
+    """Config, lineage tags, the update's figures and guard drops, its report, the model."""
+    from caprank import __version__
+    from caprank.data.dataset import dataset_hash
+    from caprank.registry import git_revision
+
+    tracker.log_config(cfg)
+    tracker.set_tags(
+        {
+            "run_kind": "update",
+            "base_version": report.base_version,
+            "data_cutoff": report.cutoff,
+            "new_data_cutoff": report.new_cutoff or "",
+            "accepted": str(report.accepted).lower(),
+            "git_revision": git_revision(),
+            "dataset_hash": dataset_hash(ds.root) if ds.root is not None else "in-memory",
+            "caprank_version": __version__,
+        }
+    )
+    steps = int(report.fit.get("steps", 0))
+    tracker.log_metrics(
+        steps,
+        {
+            "best_valid_mrr": report.fit.get("best_valid_mrr", 0.0),
+            "update_seconds": report.seconds,
+            "new_experiences": report.new_experiences,
+            "replayed": report.replayed,
+            "new_capabilities": len(report.new_capabilities),
+            "new_tools": len(report.new_tools),
+            "accepted": float(report.accepted),
+        },
+    )
+    if report.drop:
+        tracker.log_metrics(steps, report.drop, prefix="guard.drop.")
+    report.run_id = tracker.run_id
+    tracker.log_dict(report.to_dict(), REPORT_FILE)
+    if bundle_dir is not None:
+        tracker.log_model(bundle_dir)
 
 
 def dataset_as_of(ds: Dataset, cutoff: datetime) -> Dataset:

@@ -1,0 +1,1 @@
+"""The update component: component.py (the KFP adapter), README.md, tests/."""
