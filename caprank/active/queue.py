@@ -146,32 +146,19 @@ class Answer:
 
 
 def read_answers(path: str | Path) -> list[Answer]:
-    """Answered rows of an exported (and filled) queue file."""
+    """Answered rows of an exported (and filled) queue file; ``row`` is the record's line
+    in the file (the importer's reader: one reading of JSONL and CSV, errors by line)."""
+    from caprank.data.importer import read_records
+
     path = Path(path)
     fmt = _format(path)
-    if not path.is_file():
-        raise DataError(str(path), "answers file not found")
-    raw: list[dict] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        if fmt == ".jsonl":
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(str(path), f"not JSON ({exc})", row=n) from exc
-                if not isinstance(rec, dict):
-                    raise DataError(str(path), "each line must be a JSON object", row=n)
-                raw.append(rec)
-        else:
-            for rec in csv.DictReader(fh):
-                rec["answer"] = [
-                    a.strip() for a in (rec.get("answer") or "").split(";") if a.strip()
-                ]
-                raw.append(rec)
+    raw: list[tuple[int, dict]] = []
+    for line, rec, header in read_records(path, fmt.lstrip(".")):
+        if header is not None:  # CSV: the answer column holds ids separated by ';'
+            rec["answer"] = [a.strip() for a in (rec.get("answer") or "").split(";") if a.strip()]
+        raw.append((line, rec))
     out = []
-    for n, rec in enumerate(raw, start=1):
+    for n, rec in raw:
         answer = rec.get("answer") or []
         if isinstance(answer, str):
             answer = [answer]

@@ -76,7 +76,7 @@ def parse_mapping(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any], list[str] | None]]:
+def read_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any], list[str] | None]]:
     """(line in the file, record, CSV header or None) for each record."""
     if not path.is_file():
         raise DataError(str(path), "file not found")
@@ -175,7 +175,7 @@ def import_table(name: str, spec: ImportSpec) -> pa.Table:
     if name == "labels" and "grade" not in mapping:
         defaults["grade"] = DEFAULT_GRADE  # used only where the file has no grade column
     rows = []
-    for line, rec, header in _rows(path, spec.fmt):
+    for line, rec, header in read_records(path, spec.fmt):
         if header is not None and not rows:
             _check_header(path, header, schema, source_of, defaults)
         row = {}
