@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from caprank.experiments.margin import worse_by_margin
 from caprank.monitoring import monitor
-from caprank.monitoring.proportions import worse_by_margin
 from caprank.monitoring.served import served_drift, served_intents
 from caprank.monitoring.windows import window_events
 from tests.test_monitoring import _cfg, _logs

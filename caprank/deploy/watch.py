@@ -9,7 +9,7 @@ deployed, with no traffic, for an instant switch back. For ``watch.period_s`` er
 and latency are held to the guardrails; at its end the new version's success rate from
 feedback is compared with the previous version's (over the same period in holdback mode;
 over the period before the watch in shadow mode) by a one-sided two-proportion test
-(``caprank.monitoring.proportions``). Worse by more than ``watch.margin`` at level
+(``caprank.experiments.margin``). Worse by more than ``watch.margin`` at level
 ``watch.alpha``: the rollout is rolled back (KServe) and the alias restored; else the
 promotion completes. One test at the end, not one per poll: repeated looks would raise
 the rate of false rollbacks above ``alpha``.
@@ -87,7 +87,7 @@ def watch_step(
     sleep: Callable[[float], None],
 ) -> RolloutState:
     """One poll of the watch: guardrails now, the comparison at the end."""
-    from caprank.monitoring.proportions import worse_by_margin
+    from caprank.experiments.margin import worse_by_margin
 
     assert state.watch_started_at is not None and state.previous_version is not None
     w = cfg.watch

@@ -5,7 +5,7 @@ the nightly run should train.
 ``on_drift`` trains when a drift check fired; ``on_degradation`` when the current
 window's success rate is below the reference's by more than
 ``monitoring.degradation_margin``, by a one-sided two-proportion test at
-``monitoring.degradation_alpha`` (``caprank.monitoring.proportions``; first event of each
+``monitoring.degradation_alpha`` (``caprank.experiments.margin``; first event of each
 session, as for drift); ``never`` only reports drift. Each trains when no model is in
 production yet. Windows with fewer than ``monitoring.min_window_events`` events are not
 judged (too little data to tell drift from noise); the result says so. Besides
@@ -33,10 +33,10 @@ from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset
 from caprank.data.schemas import CAPABILITY_FEATURES_FILE
 from caprank.errors import DataError
+from caprank.experiments.margin import MarginComparison, worse_by_margin
 from caprank.monitoring.drift import DriftResult, detect_drift
 from caprank.monitoring.gauges import publish
 from caprank.monitoring.launches import launch_demand
-from caprank.monitoring.proportions import Comparison, worse_by_margin
 from caprank.monitoring.windows import WindowBounds, window_events, windows_from_events
 
 POLICIES = ("always", "on_drift", "on_degradation", "never")
@@ -53,7 +53,7 @@ class MonitorResult:
     should_train: bool
     policy: str
     reason: str
-    degradation: Comparison | None = None  # current vs reference success rate
+    degradation: MarginComparison | None = None  # current vs reference success rate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,7 +110,7 @@ class _Judged:
     why: str
     reference: pa.Table  # kept events (first of each session) of each window
     current: pa.Table
-    degradation: Comparison | None = None
+    degradation: MarginComparison | None = None
 
 
 def judge_drift(

@@ -1,4 +1,4 @@
-"""Is one success rate worse than another by more than a margin? One two-proportion test.
+"""Is one success rate worse than another by more than a margin? A fixed-horizon test.
 
 Both the post-promotion watch (``caprank.deploy.watch``) and the ``on_degradation``
 retrain policy ask the same question of two feedback counts: is the rate under test
@@ -6,7 +6,9 @@ below the reference by more than ``margin``, beyond chance? The test is one-side
 H0: p_test >= p_ref - margin against H1: p_test < p_ref - margin, with the unpooled
 (Wald) standard error, as a margin makes the pooled one wrong. So a version as good as
 its reference is flagged with probability at most ``alpha``; one worse by more than the
-margin is flagged more often as the counts grow.
+margin is flagged more often as the counts grow. It sits beside the always-valid mSPRT
+(``caprank.experiments.analysis``), which serves experiments and the canary, where
+someone looks every poll; here there is one look, at the end of a period.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from scipy.stats import norm
 
 
 @dataclass(frozen=True)
-class Comparison:
+class MarginComparison:
     """The two rates, the test's one-sided p-value, and whether it says "worse"."""
 
     test_rate: float | None
@@ -42,7 +44,7 @@ def worse_by_margin(
     margin: float,
     alpha: float,
     min_events: int = 1,
-) -> Comparison:
+) -> MarginComparison:
     """Compare ``test`` (successes, events) with ``reference`` (successes, events).
 
     With fewer than ``min_events`` events on either side nothing is tested
@@ -56,7 +58,7 @@ def worse_by_margin(
     p_t = s_t / n_t if n_t else None
     p_r = s_r / n_r if n_r else None
     if n_t < max(min_events, 1) or n_r < max(min_events, 1):
-        return Comparison(
+        return MarginComparison(
             p_t, p_r, n_t, n_r, margin, alpha, None, False,
             f"too little feedback to compare ({n_t} vs {n_r} events; need {min_events} each)",
         )  # fmt: skip
@@ -71,4 +73,4 @@ def worse_by_margin(
         f"success rate {p_t:.4f} ({n_t} events) vs {p_r:.4f} ({n_r}): {verdict} by more "
         f"than {margin} (one-sided p {p_value:.3g}, alpha {alpha})"
     )
-    return Comparison(p_t, p_r, n_t, n_r, margin, alpha, p_value, worse, reason)
+    return MarginComparison(p_t, p_r, n_t, n_r, margin, alpha, p_value, worse, reason)
