@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 TOOLLENS ?= ../shared/data/toollens
 
-.PHONY: help install lock run test test-e2e lint fmt compile \
+.PHONY: help install lock run test test-e2e e2e lint fmt compile \
         bench-features bench-embed bench-quality bench-serve \
         bench-simulate bench-validate bench-eval bench-feedback bench-abuse bench-online config-doc pins images push kind-up kind-down kind-smoke
 
@@ -60,6 +60,13 @@ test-e2e: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/caprank pipeline compile
+
+# The production loop as a cluster runs it, on this machine: every pipeline step in its own
+# process and empty directory, a real `mlflow server` on PostgreSQL, Feast on Redis and
+# PostgreSQL, two serving replicas, feedback across them, a failing canary rolled back
+# (docs/cluster.md). Needs PostgreSQL and Redis on loopback; CI runs it after the tests.
+e2e: $(STAMP)
+	$(BIN)/python -m e2e.cluster_run
 
 # docs/configuration.md is generated from caprank/config.py (tests/test_config_doc.py checks it)
 config-doc: $(STAMP)

@@ -995,10 +995,11 @@ class CanaryConfig(Section):
         description="PromQL: canary p99 latency in milliseconds",
     )
     prometheus_timeout_s: float = Field(10.0, gt=0.0, description="Prometheus query timeout")
-    target: Literal["auto", "local", "cluster"] = Field(
+    target: Literal["auto", "local", "cluster", "fleet"] = Field(
         "auto",
         description="where the deploy stage rolls out: cluster (the KServe "
-        "InferenceService), local (the in-process canary); auto: cluster inside a pod",
+        "InferenceService), fleet (the `caprank serve` replicas of services.replica_urls, "
+        "over their admin API), local (the in-process canary); auto: cluster inside a pod",
     )
     local_requests: int = Field(
         2000,
@@ -1089,6 +1090,11 @@ class ServicesConfig(Section):
         "",
         description="Prometheus Pushgateway the monitor stage pushes its drift verdict to "
         "(the drift alert reads it); empty: not pushed",
+    )
+    replica_urls: list[str] = Field(
+        [],
+        description="base URLs of the `caprank serve` replicas the fleet target "
+        "(canary.target fleet) rolls out on, e.g. http://10.0.0.5:8080",
     )
     feedback_dsn: str = Field(
         "",

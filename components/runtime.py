@@ -8,10 +8,12 @@ from typing import Any
 
 from caprank.config import CaprankConfig, load_config
 from caprank.files import atomic_write_text
+from caprank.sandbox import enter_pod_sandbox
 
 
 def stage_config(config_yaml: str) -> CaprankConfig:
     """The run's config: defaults < the pipeline's ``config_yaml`` < CAPRANK_* env vars."""
+    enter_pod_sandbox()
     return load_config(extra_yaml=config_yaml or None)
 
 

@@ -53,6 +53,13 @@ def _absolute_paths(cfg: CaprankConfig) -> CaprankConfig:
     return cfg
 
 
+def _source(data_uri: str | None) -> str:
+    """A local directory made absolute (steps may run elsewhere); a URI as given."""
+    if not data_uri:
+        return ""
+    return data_uri if "://" in data_uri else str(Path(data_uri).resolve())
+
+
 def _metrics(task_dir: Path) -> dict[str, float]:
     """KFP keeps a Metrics artifact's values in the task's executor_output.json."""
     path = task_dir / "executor_output.json"
@@ -80,11 +87,19 @@ def _stage_outcomes(run_dir: Path) -> list[StageOutcome]:
 
 
 def run_local(
-    cfg: CaprankConfig, data_uri: str | None = None, mode: str = "train"
+    cfg: CaprankConfig,
+    data_uri: str | None = None,
+    mode: str = "train",
+    *,
+    config_yaml: str | None = None,
+    runs: Path | None = None,
 ) -> LocalRunResult:
     """Run the DAG locally; never raises for a failed step (see ``LocalRunResult.ok``).
 
-    ``mode``: ``train``, or ``update`` (warm-start the local registry's ``production``)."""
+    ``mode``: ``train``, or ``update`` (warm-start the local registry's ``production``).
+    ``config_yaml``: the run's config parameter as a cluster run gets it (default: all of
+    ``cfg`` with absolute paths, so every step shares this machine's caprank home);
+    ``runs``: where KFP keeps the runs' artifacts (default ``<home>/pipeline-runs``)."""
     from kfp import local
 
     from pipelines import MODES
@@ -94,7 +109,7 @@ def run_local(
         raise PipelineRunError(f"mode {mode!r}: expected one of {MODES}")
 
     cfg = _absolute_paths(cfg)
-    runs = cfg.paths.home / RUNS_DIR
+    runs = Path(runs).resolve() if runs else cfg.paths.home / RUNS_DIR
     runs.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs))
     before = {p for p in runs.iterdir() if p.is_dir()}
@@ -107,8 +122,8 @@ def run_local(
         warnings.simplefilter("ignore")
         try:
             pipeline(
-                data_uri=str(Path(data_uri).resolve()) if data_uri else "",
-                config_yaml=dump_yaml(cfg),
+                data_uri=_source(data_uri),
+                config_yaml=dump_yaml(cfg) if config_yaml is None else config_yaml,
                 mode=mode,
             )
         except RuntimeError as exc:  # kfp.local raises RuntimeError for a failed task

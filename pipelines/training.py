@@ -83,8 +83,12 @@ def build_pipeline(cfg: CaprankConfig):
             retrain_policy=retrain_policy,
         )
         watched.set_display_name("monitor")
-        embedded = ops.embed(dataset=ingested.outputs["dataset"], config_yaml=config_yaml)
-        embedded.set_display_name("embed").after(features)
+        embedded = ops.embed(
+            dataset=ingested.outputs["dataset"],
+            features=features.outputs["features"],
+            config_yaml=config_yaml,
+        )
+        embedded.set_display_name("embed")
         steps = zip(
             ("ingest", "validate", "build_features", "monitor", "embed"),
             (ingested, checked, features, watched, embedded),

@@ -1,7 +1,7 @@
 """``python -m serving``: the serving image's entry point, with KServe's own flags.
 
 KServe's ``model_server.parser`` (``--model_name``, ``--http_port``, ...) plus caprank's
-``--model_dir`` (KServe: ``/mnt/models``; else ``default_model_ref``), ``--config`` and
+``--model_dir`` (KServe: ``/mnt/models``; else ``default_model_ref``), ``--config_file`` and
 ``--set K=V``. gRPC is off unless ``--enable_grpc true``. ``caprank serve`` runs this.
 """
 
@@ -26,7 +26,7 @@ parser = argparse.ArgumentParser(
     prog="python -m serving", parents=[model_server.parser], description=__doc__
 )
 parser.add_argument("--model_dir", default=None, help="model directory (KServe: /mnt/models)")
-parser.add_argument("--config", default=None, help="caprank YAML config")
+parser.add_argument("--config_file", help="caprank YAML (KServe reads argv first: no --config)")
 parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
 # caprank's metrics time every request: no KServe latency log line per request
 parser.set_defaults(
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers != 1:
         parser.error("--workers: the runtime lives in one process; run more replicas instead")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config_file, args.overrides)
     if cfg.serving.model_repository and args.enable_grpc:
         parser.error("serving.model_repository: gRPC carries no admin token; keep it off there")
     runtime = Runtime(cfg, args.model_dir or default_model_ref(cfg)).start(background_load=True)

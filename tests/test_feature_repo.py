@@ -213,3 +213,24 @@ def test_feast_cli_apply_keeps_what_the_pipeline_registered(tmp_path):
     )
     assert {e.name for e in after.list_entities()} >= {"capability", "tool"}
     assert len(after.list_feature_views()) == 3
+
+
+def test_embeddings_publish_in_a_pod_without_the_feature_steps_disk(tmp_path):
+    """On a cluster the embed step runs in its own pod: the feature step's offline table
+    reaches it only as the KFP artifact it is passed, and publishing must work from that."""
+    from caprank.embeddings.publish import publish_embeddings
+    from caprank.features.stage import build_and_publish
+
+    feature_pod, embed_pod = CaprankConfig(), CaprankConfig()
+    feature_pod.paths.home = tmp_path / "feature-pod"
+    embed_pod.paths.home = tmp_path / "embed-pod"
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"  # the one shared Feast registry
+    for cfg in (feature_pod, embed_pod):
+        cfg.services.feast_registry = registry
+    build_and_publish(tiny_dataset(), feature_pod, tmp_path / "features-artifact")
+    tables = _embedding_tables(tmp_path / "embed")
+    with pytest.raises(FileNotFoundError):
+        publish_embeddings(embed_pod, tables)  # the feature step's disk is not there
+    published = publish_embeddings(embed_pod, tables, tmp_path / "features-artifact")
+    assert "capability_features" in published.feature_views
+    assert str(published.offline_path).startswith(str(embed_pod.paths.home))

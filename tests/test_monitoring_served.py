@@ -145,3 +145,16 @@ def test_served_checks_with_the_real_encoder_and_serving_model(catalog, tmp_path
     emb = result.drift.checks["embedding_drift"]
     assert pred.details["model_version"] and pred.details["requests"] == [150, 150]
     assert emb.details["dims"] > 16 and np.isfinite(pred.value)
+
+
+def test_served_checks_before_any_promotion_score_with_the_dense_ranker(catalog, tmp_path):
+    """A first nightly run against a real registry (no `production` alias yet) must not
+    fail its monitor: what serves then is the dense ranker, and that is what is scored."""
+    from caprank.monitoring.served import serving_scorer
+
+    cfg = _cfg(0)
+    cfg.paths.home = tmp_path / "home"
+    cfg.services.mlflow_tracking_uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    with serving_scorer(cfg, catalog) as (score, version):
+        top = score(["convert a document", "book a flight"])
+    assert version == "dense" and np.isfinite(top).all()

@@ -143,6 +143,7 @@ def test_components_through_python_func(tiny_cfg, tiny_dataset_dir, tmp_path):
     emb_metrics = _artifact(Metrics, tmp_path / "emetrics.json")
     ops.embed.python_func(
         dataset=dataset,
+        features=features,
         config_yaml=config_yaml,
         embeddings=embeddings,
         summary=_artifact(Markdown, tmp_path / "embed.md"),

@@ -11,6 +11,7 @@ from caprank.cli.benchmark_cmd import benchmark_cmd
 from caprank.cli.config_cmd import config_group
 from caprank.cli.context import CliState
 from caprank.cli.data_cmd import data_group
+from caprank.cli.deploy_cmd import deploy_cmd
 from caprank.cli.embed_cmd import embed_cmd
 from caprank.cli.experiment_cmd import experiment_group
 from caprank.cli.features_cmd import features_group
@@ -60,6 +61,7 @@ cli.add_command(privacy_group)
 cli.add_command(experiment_group)
 cli.add_command(benchmark_cmd)
 cli.add_command(rollback_cmd)
+cli.add_command(deploy_cmd)
 cli.add_command(label_group)
 
 

@@ -13,7 +13,7 @@ from caprank.cli.context import CliState, pass_state
 @click.option("--to", "version", required=True, help="Registered model version to serve.")
 @click.option(
     "--target",
-    type=click.Choice(["local", "cluster"]),
+    type=click.Choice(["local", "cluster", "fleet"]),
     default=None,
     help="Where to roll back (default: canary.target; auto is cluster inside a pod).",
 )

@@ -22,7 +22,7 @@ def serving_argv(
     argv = [sys.executable, "-m", "serving", "--model_name", cfg.serving.endpoint_name]
     argv += ["--http_port", str(port or cfg.serving.port)]
     if state.config_file:
-        argv += ["--config", state.config_file]
+        argv += ["--config_file", state.config_file]
     overrides = [*state.overrides, *([f"serving.model_ref={model_ref}"] if model_ref else [])]
     for override in overrides:
         argv += ["--set", override]

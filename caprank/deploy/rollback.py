@@ -2,6 +2,7 @@
 
 What the watch does automatically, for an operator: the `production` alias moves to
 VERSION and, on the cluster target, the InferenceService serves VERSION's storage URI
+(on the fleet target, every replica serves VERSION)
 alone (any canary dropped), waited on until its generation is ready. The rollout record
 says it was a rollback by hand. A rollout still under way is refused (rerun `deploy`
 to finish it first): two writers on one InferenceService would fight. Locally there is
@@ -46,11 +47,18 @@ def rollback_to(
             "local", "rolled_back", version, version, before, reason, False, version,
             notes=["a running `caprank serve` loads the alias at start-up: restart it"],
         )  # fmt: skip
-    uri = version_storage_uri(cfg, version)
-    if backend is None:
-        from caprank.deploy.kserve import kserve_backend
+    if target == "fleet":  # the replicas load registry versions themselves
+        uri = version
+        if backend is None:
+            from caprank.deploy.fleet import fleet_backend
 
-        backend = kserve_backend(cfg)
+            backend = fleet_backend(cfg)
+    else:
+        uri = version_storage_uri(cfg, version)
+        if backend is None:
+            from caprank.deploy.kserve import kserve_backend
+
+            backend = kserve_backend(cfg)
     current = backend.get_state()
     if current is not None and current.active:
         raise RolloutError(
@@ -77,7 +85,7 @@ def rollback_to(
     backend.save_state(state)
     log.info("rolled back by hand: %s -> version %s (%s)", before, version, uri)
     return DeployResult(
-        "cluster", "rolled_back", version, uri, live.uri, reason, False, production_of(cfg)
+        target, "rolled_back", version, uri, live.uri, reason, False, production_of(cfg)
     )
 
 

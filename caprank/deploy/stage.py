@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Target = Literal["local", "cluster"]
+Target = Literal["local", "cluster", "fleet"]
 
 
 @dataclass
@@ -133,6 +133,8 @@ def deploy(
     target = target or resolve_target(cfg)
     if target == "cluster":
         return _deploy_cluster(cfg, version, storage_uri, backend, now, sleep)
+    if target == "fleet":
+        return _deploy_fleet(cfg, version, backend, now, sleep)
     return _deploy_local(cfg, version, storage_uri, model_dir)
 
 
@@ -209,6 +211,17 @@ def _deploy_cluster(cfg, version, storage_uri, backend, now, sleep) -> DeployRes
     quality = FeedbackLogQuality(event_reader(cfg))
     result = _rollout(cfg, backend, uri, version, quality=quality, now=now, sleep=sleep)
     return _from_rollout("cluster", cfg, version, uri, result)
+
+
+def _deploy_fleet(cfg, version, backend, now, sleep) -> DeployResult:
+    """The replicas load registry versions themselves: the model reference is ``version``."""
+    if backend is None:
+        from caprank.deploy.fleet import fleet_backend
+
+        backend = fleet_backend(cfg)
+    quality = FeedbackLogQuality(event_reader(cfg))
+    result = _rollout(cfg, backend, version, version, quality=quality, now=now, sleep=sleep)
+    return _from_rollout("fleet", cfg, version, version, result)
 
 
 # -------------------------------------------------------------------------- local

@@ -21,10 +21,18 @@ from caprank.features.stage import PublishResult, last_snapshot, publish_feature
 from caprank.files import atomic_write_bytes
 
 
-def publish_embeddings(cfg: CaprankConfig, embed_dir: str | Path) -> PublishResult:
-    """Copy the embed stage's tables next to the features, apply and materialize all."""
+def publish_embeddings(
+    cfg: CaprankConfig, embed_dir: str | Path, features_dir: str | Path | None = None
+) -> PublishResult:
+    """Copy the embed stage's tables next to the features, apply and materialize all.
+
+    ``features_dir``: the feature step's artifact, whose table is copied in too: in a pod
+    of its own this step has only what KFP passed it, not the feature step's disk."""
     embed_dir = Path(embed_dir)
     stable = Path(cfg.features_dir())
+    if features_dir is not None:
+        table = Path(features_dir) / CAPABILITY_FEATURES_FILE
+        atomic_write_bytes(stable / CAPABILITY_FEATURES_FILE, table.read_bytes())
     newest = []
     for spec in EMBEDDING_TABLES.values():
         target = stable / spec.file

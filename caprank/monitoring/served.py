@@ -81,10 +81,15 @@ def serving_scorer(cfg: CaprankConfig, ds: Dataset) -> Iterator[tuple[Score, str
     """Top-1 scores from the model `caprank serve` would load now, over ``ds``'s catalog,
     and that model's version (for the report); the model is unloaded on exit."""
     from caprank.online.catalog import catalog_from_tables
-    from caprank.online.runtime import Runtime, default_model_ref
+    from caprank.online.models import ModelLoadError
+    from caprank.online.runtime import DENSE_REF, Runtime, default_model_ref
 
     catalog = catalog_from_tables(ds.tools, ds.capabilities, "monitor")
-    runtime = Runtime(cfg, default_model_ref(cfg), catalog=catalog)
+    try:
+        ref = default_model_ref(cfg)
+    except ModelLoadError:  # nothing promoted yet (a first run): the dense ranker serves
+        ref = DENSE_REF
+    runtime = Runtime(cfg, ref, catalog=catalog)
     runtime.start(background_load=False, feedback=False)
     try:
         primary = runtime.engine.routing.primary

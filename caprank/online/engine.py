@@ -229,6 +229,8 @@ class RankEngine:
         ranker = model.ranker
         query = ranker.query(vec, req.intent)
         scores = ranker.score(query, idx)
+        if not np.isfinite(scores).all():  # a diverged model must not serve an arbitrary order
+            raise FloatingPointError(f"model {model.version} produced non-finite scores")
         t2 = time.perf_counter()
         cand = idx if idx is not None else np.arange(len(self.catalog), dtype=np.int64)
         rows, adjusted = apply_rules(

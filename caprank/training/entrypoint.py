@@ -20,6 +20,7 @@ from pathlib import Path
 from caprank.config import load_config
 from caprank.data.dataset import load_dataset
 from caprank.files import atomic_write_text
+from caprank.sandbox import enter_pod_sandbox
 from caprank.training.stage import train
 
 
@@ -46,6 +47,7 @@ def run_step(
 
     ``config_yaml``: the run's overrides (defaults < these < CAPRANK_* env vars).
     """
+    enter_pod_sandbox()
     cfg = load_config(extra_yaml=config_yaml or None)
     result = train(load_dataset(dataset), cfg, embeddings, model, features)
     metrics: dict[str, float] = {

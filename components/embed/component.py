@@ -5,6 +5,7 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
 
 def embed(
     dataset: Input[Dataset],
+    features: Input[Dataset],
     config_yaml: str,
     embeddings: Output[Dataset],
     summary: Output[Markdown],
@@ -14,6 +15,7 @@ def embed(
 
     Args:
         dataset: The ingested dataset directory.
+        features: The build_features step's snapshots, published to Feast with the vectors.
         config_yaml: The run's config overrides as YAML; empty: the defaults.
         embeddings: Out: text, Node2Vec and hybrid vectors; metadata ``text_model``.
         summary: Out: counts, models and the Feast views, as Markdown.
@@ -26,7 +28,7 @@ def embed(
 
     cfg = stage_config(config_yaml)
     result = run_embed(load_dataset(dataset.path), cfg, embeddings.path)
-    published = publish_embeddings(cfg, embeddings.path)
+    published = publish_embeddings(cfg, embeddings.path, features.path)
     embeddings.metadata["text_model"] = cfg.embedding.text_model
     log_metrics(
         metrics,
