@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from kserve import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
@@ -191,6 +192,24 @@ def test_a_fallback_answer_counts_as_the_failing_versions_error(served: Served):
         )
         assert served.metric("caprank_rank_requests_total", status="ok") == ok
         assert served.runtime.engine.stats.window("broken-canary", 60)[:2] == (3, 1.0)
+    finally:
+        served.runtime.engine.set_primary(old)
+
+
+class NanRanker(FailingRanker):
+    """A diverged model: it scores, but every score is NaN."""
+
+    def score(self, query, candidate_idx):
+        n = 3 if candidate_idx is None else len(candidate_idx)
+        return np.full(n, np.nan, dtype=np.float32)
+
+
+def test_a_model_scoring_nan_is_a_model_error_not_an_arbitrary_ranking(served: Served):
+    old = _with_primary(served, NanRanker(), "diverged")
+    try:
+        body = served.rank({"intent": "x"})
+        assert body["fallback"] == "model_error" and body["model_version"] != "diverged"
+        assert served.runtime.engine.stats.window("diverged", 60)[:2] == (1, 1.0)
     finally:
         served.runtime.engine.set_primary(old)
 
