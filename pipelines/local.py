@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caprank.config import CaprankConfig, dump_yaml
+from caprank.data.storage import describe
 from caprank.errors import CaprankError
 
 RUNS_DIR = "pipeline-runs"
@@ -80,7 +81,7 @@ def _stage_outcomes(run_dir: Path) -> list[StageOutcome]:
 
 
 def run_local(
-    cfg: CaprankConfig, data_uri: str | None = None, mode: str = "train"
+    cfg: CaprankConfig, data_uri: str | Path | None = None, mode: str = "train"
 ) -> LocalRunResult:
     """Run the DAG locally; never raises for a failed step (see ``LocalRunResult.ok``).
 
@@ -107,7 +108,7 @@ def run_local(
         warnings.simplefilter("ignore")
         try:
             pipeline(
-                data_uri=str(Path(data_uri).resolve()) if data_uri else "",
+                data_uri=describe(data_uri) if data_uri else "",
                 config_yaml=dump_yaml(cfg),
                 mode=mode,
             )

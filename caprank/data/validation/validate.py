@@ -13,6 +13,7 @@ from pathlib import Path
 
 from caprank.config import CaprankConfig
 from caprank.data.schemas import TABLES
+from caprank.data.storage import locate
 from caprank.data.validation.expectations import run_expectations
 from caprank.data.validation.integrity import list_checks, reference_checks
 from caprank.data.validation.report import CheckResult, ValidationReport
@@ -20,14 +21,15 @@ from caprank.data.validation.structure import LoadedTable, read_structure, sourc
 
 
 def validate_dataset(
-    root: Path, cfg: CaprankConfig, now: datetime | None = None
+    root: str | Path, cfg: CaprankConfig, now: datetime | None = None
 ) -> ValidationReport:
-    """Check every table of the dataset in ``root``; ``now`` (UTC) anchors the time checks.
+    """Check every table of the dataset in ``root`` (a local directory or an ``s3://``
+    URI, read as ``load_dataset`` reads it); ``now`` (UTC) anchors the time checks.
 
     A naive ``now`` is taken as UTC. The report lists every check; ``report.ok`` is False
     when any failed, and ``report.raise_for_errors()`` turns that into a ``DataError``.
     """
-    root = Path(root)
+    root = locate(root)
     now = datetime.now(UTC) if now is None else _as_utc(now)
     limit = cfg.data.max_examples
     if not root.is_dir():
@@ -40,7 +42,7 @@ def validate_dataset(
             engine="pyarrow",
             passed=False,
             unexpected_count=None,
-            note="directory does not exist",
+            note=root.missing_reason(),
         )
         return ValidationReport(str(root), now.isoformat(), [missing])
 
