@@ -27,6 +27,7 @@ S3_SCHEME = "s3://"
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+DENIED = ("ACCESS_DENIED", "HTTP status 403", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 def is_object_uri(uri: object) -> bool:
@@ -58,8 +59,8 @@ def s3_settings() -> str:
     return f"endpoint {where}, region {zone}, credentials from {keys}"
 
 
-def s3_filesystem(bucket: str) -> pafs.S3FileSystem:
-    """pyarrow's S3 client configured the way boto3 users expect from the environment.
+def s3_filesystem(uri: str) -> pafs.S3FileSystem:
+    """pyarrow's S3 client for ``uri``, configured from the environment as boto3 users expect.
 
     An endpoint override (MinIO, a test server) takes its scheme from the URL and
     addresses buckets by path; without one the bucket's region is looked up when no
@@ -78,12 +79,10 @@ def s3_filesystem(bucket: str) -> pafs.S3FileSystem:
         options["region"] = region[1]
     elif not endpoint:
         try:
-            options["region"] = pafs.resolve_s3_region(bucket)
+            options["region"] = pafs.resolve_s3_region(_s3_path(uri).split("/", 1)[0])
         except (OSError, ValueError) as exc:
-            raise DataError(
-                f"{S3_SCHEME}{bucket}",
-                f"cannot find the bucket's region ({exc}); {s3_settings()}",
-            ) from exc
+            found = f"cannot find the bucket's region ({exc}); {s3_settings()}"
+            raise DataError(uri, found) from exc
     return pafs.S3FileSystem(**options)
 
 
@@ -122,6 +121,8 @@ class Location:
         """A ``DataError`` naming this location; on S3 it says which settings were used."""
         text = f"{what} ({exc})"
         if self.remote:
+            if any(sign in str(exc) for sign in DENIED):
+                text = f"access denied: wrong credentials or no permission on the bucket ({exc})"
             text += f"; {s3_settings()}"
         return DataError(self.shown, text)
 
@@ -194,9 +195,8 @@ def locate(uri: str | Path | Location) -> Location:
     if isinstance(uri, Location):
         return uri
     if is_object_uri(uri):
-        path = _s3_path(str(uri))
-        bucket = path.split("/", 1)[0]
-        return Location(s3_filesystem(bucket), path, f"{S3_SCHEME}{path}", True)
+        shown = describe(uri)
+        return Location(s3_filesystem(shown), _s3_path(shown), shown, True)
     return Location(pafs.LocalFileSystem(), os.path.abspath(uri), str(Path(uri)))
 
 
