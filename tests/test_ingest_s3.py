@@ -190,3 +190,34 @@ def test_credentials_are_checked_and_refusals_said(cfg, source, s3, monkeypatch,
             assert "access denied: wrong credentials or no permission on the bucket" in text
     finally:
         moto_api(s3, "reset-auth", "inf")
+
+
+def test_ingest_component_takes_an_s3_data_uri(cfg, source: Path, s3: str, tmp_path: Path):
+    """The pipeline's ingest step gets ``data_uri`` as a string parameter, s3:// included."""
+    from kfp.dsl import Dataset, Markdown
+
+    from caprank.config import dump_yaml
+    from pipelines.training import make_components
+
+    upload(s3, source, URI)
+    dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"), metadata={})
+    summary = Markdown(name="summary", uri=str(tmp_path / "summary.md"), metadata={})
+    ops = make_components(cfg)
+    ops.ingest.python_func(
+        data_uri=URI, config_yaml=dump_yaml(cfg), dataset=dataset, summary=summary
+    )
+    local = ingest(cfg, source, tmp_path / "local")
+    assert dataset.metadata["content_hash"] == local.content_hash
+    assert URI in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_data_options_keep_s3_uris_and_check_local_folders(tmp_path: Path):
+    import click
+
+    from caprank.cli.options import DataUri
+
+    kind = DataUri(exists=True)
+    assert kind.convert(URI, None, None) == URI
+    assert kind.convert(str(tmp_path), None, None) == tmp_path
+    with pytest.raises(click.BadParameter, match="does not exist"):
+        kind.convert(str(tmp_path / "nowhere"), None, None)
