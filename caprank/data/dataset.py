@@ -46,7 +46,9 @@ class Dataset:
         return {name: self.table(name) for name in TABLES}
 
 
-def _read_parquet(file: Location) -> pa.Table:
+def _read_parquet(file: str | Path | Location) -> pa.Table:
+    """One Parquet file, local or on S3; empty, unreadable or unreachable files name it."""
+    file = locate(file)
     if file.info().size == 0:
         raise DataError(str(file), "file is empty (0 bytes); expected a Parquet file")
     with file.open() as handle:
