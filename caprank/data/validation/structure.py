@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,17 +57,12 @@ class LoadedTable:
         return RowExample(file, row, json_value(value))
 
 
-def source_files(root: str | Path | Location, name: str) -> list[Location]:
-    """The files ``read_table`` reads for a table, in the order it concatenates them."""
-    return contract_files(root, name)
-
-
 def read_structure(
     root: Location, name: str, max_examples: int
 ) -> tuple[list[CheckResult], LoadedTable | None]:
     """Read one table; the checks say whether it is usable, the table is None when not."""
     spec = TABLES[name]
-    files = source_files(root, name)
+    files = contract_files(root, name)
 
     def check(
         file: str, passed: bool, description: str = READABLE, column: str | None = None, **kw

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from caprank.config import CaprankConfig
+from caprank.data.dataset import contract_files
 from caprank.data.schemas import TABLES
 from caprank.data.storage import locate
 from caprank.data.validation.expectations import run_expectations
 from caprank.data.validation.integrity import list_checks, reference_checks
 from caprank.data.validation.report import CheckResult, ValidationReport
-from caprank.data.validation.structure import LoadedTable, read_structure, source_files
+from caprank.data.validation.structure import LoadedTable, read_structure
 
 
 def validate_dataset(
@@ -63,7 +64,7 @@ def validate_dataset(
         checked_at=now.isoformat(),
         checks=checks,
         rows={name: (loaded[name].table.num_rows if name in loaded else None) for name in TABLES},
-        files={name: [str(f) for f in source_files(root, name)] for name in TABLES},
+        files={name: [str(f) for f in contract_files(root, name)] for name in TABLES},
     )
 
 
