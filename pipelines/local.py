@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caprank.config import CaprankConfig, dump_yaml
+from caprank.data.storage import describe
 from caprank.errors import CaprankError
 
 RUNS_DIR = "pipeline-runs"
@@ -53,13 +54,6 @@ def _absolute_paths(cfg: CaprankConfig) -> CaprankConfig:
     return cfg
 
 
-def _source(data_uri: str | None) -> str:
-    """A local directory made absolute (steps may run elsewhere); a URI as given."""
-    if not data_uri:
-        return ""
-    return data_uri if "://" in data_uri else str(Path(data_uri).resolve())
-
-
 def _metrics(task_dir: Path) -> dict[str, float]:
     """KFP keeps a Metrics artifact's values in the task's executor_output.json."""
     path = task_dir / "executor_output.json"
@@ -88,7 +82,7 @@ def _stage_outcomes(run_dir: Path) -> list[StageOutcome]:
 
 def run_local(
     cfg: CaprankConfig,
-    data_uri: str | None = None,
+    data_uri: str | Path | None = None,
     mode: str = "train",
     *,
     config_yaml: str | None = None,
@@ -122,7 +116,7 @@ def run_local(
         warnings.simplefilter("ignore")
         try:
             pipeline(
-                data_uri=_source(data_uri),
+                data_uri=describe(data_uri) if data_uri else "",
                 config_yaml=dump_yaml(cfg) if config_yaml is None else config_yaml,
                 mode=mode,
             )

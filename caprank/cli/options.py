@@ -27,6 +27,24 @@ def data_option(
     )
 
 
+class DataUri(click.ParamType):
+    """A dataset location: an ``s3://bucket/prefix`` URI, kept as a string (credentials and
+    endpoint come from the environment, see ``caprank.data.storage``), or a local folder,
+    as a ``Path`` (that must exist when ``exists``)."""
+
+    name = "DIR|s3://BUCKET/PREFIX"
+
+    def __init__(self, exists: bool = False):
+        self.local = click.Path(file_okay=False, exists=exists, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        from caprank.data.storage import is_object_uri
+
+        if is_object_uri(value):
+            return value
+        return self.local.convert(value, param, ctx)
+
+
 def out_dir_option(help: str | None = None, *, required: bool = False) -> Decorator:
     """``--out DIR`` as ``out_dir``: the folder a stage writes into."""
     return click.option(

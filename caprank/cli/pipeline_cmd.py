@@ -12,7 +12,7 @@ import click
 import yaml
 
 from caprank.cli.context import CliState, pass_state
-from caprank.cli.options import out_file_option
+from caprank.cli.options import DataUri, out_file_option
 from caprank.errors import ConfigError
 
 
@@ -133,9 +133,10 @@ def compile_cmd(state: CliState, out: Path | None) -> None:
 @click.option(
     "--data",
     "data_uri",
-    type=click.Path(file_okay=False, exists=True),
+    type=DataUri(exists=True),
     default=None,
-    help="Dataset directory (default: paths.data, else the embedded synthetic default).",
+    help="Dataset directory or s3://bucket/prefix (default: paths.data, else the embedded "
+    "synthetic default).",
 )
 @click.option(
     "--mode",
@@ -144,7 +145,7 @@ def compile_cmd(state: CliState, out: Path | None) -> None:
     help="train (from scratch) or update (warm-start the local registry's production model).",
 )
 @pass_state
-def run_cmd(state: CliState, data_uri: str | None, mode: str) -> None:
+def run_cmd(state: CliState, data_uri: str | Path | None, mode: str) -> None:
     """Run the whole DAG locally (KFP SubprocessRunner) and summarize each stage."""
     from pipelines.local import PipelineRunError, outcome_line, run_local
 

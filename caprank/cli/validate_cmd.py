@@ -1,4 +1,5 @@
-"""`caprank data validate DIR`: check a dataset directory and write its report."""
+"""`caprank data validate DIR`: check a dataset directory (or s3:// URI) and write its
+report."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 import click
 
 from caprank.cli.context import CliState, pass_state
-from caprank.cli.options import instant_option, out_file_option
+from caprank.cli.options import DataUri, instant_option, out_file_option
 from caprank.data.validation import validate_dataset
 from caprank.files import atomic_write_text
 
 
 @click.command("validate")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=DataUri())
 @out_file_option(
     "--report",
     "report_md",
@@ -27,12 +28,13 @@ from caprank.files import atomic_write_text
 @pass_state
 def validate(
     state: CliState,
-    directory: Path,
+    directory: str | Path,
     report_md: Path | None,
     report_html: Path | None,
     now: datetime | None,
 ) -> None:
-    """Validate the dataset in DIRECTORY; exit 2 with the first failure when checks fail."""
+    """Validate the dataset in DIRECTORY (or s3://bucket/prefix); exit 2 with the first
+    failure when checks fail."""
     report = validate_dataset(directory, state.config(), now=now)
     if report_md is not None:
         atomic_write_text(report_md, report.to_markdown())

@@ -1,5 +1,8 @@
 """Reading and writing a dataset directory that follows the data contract.
 
+Reads take a local directory or an ``s3://bucket/prefix`` URI (``caprank.data.storage``:
+one reader for both); writes are local (the run's own artifacts).
+
 Structure only: columns present and of the contract's types. The content checks
 (nulls, ranges, referential integrity, duplicates, freshness) live in
 ``caprank.data.validation``.
@@ -16,10 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from caprank.data.schemas import INTERACTION_PARTS_DIR, MANIFEST_FILE, TABLES, TableSpec
+from caprank.data.storage import Location, locate
 from caprank.errors import DataError
 from caprank.files import atomic_dir, atomic_write_parquet, content_hash
 
 REQUIRED_TABLES = ("tools", "capabilities")
+CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Dataset:
     labels: pa.Table
     interactions: pa.Table
     manifest: dict = field(default_factory=dict)
-    root: Path | None = None
+    root: Path | None = None  # the local directory read; None: built in memory or from S3
 
     def table(self, name: str) -> pa.Table:
         return getattr(self, name)
@@ -41,13 +46,40 @@ class Dataset:
         return {name: self.table(name) for name in TABLES}
 
 
-def _read_parquet(path: Path) -> pa.Table:
-    if path.stat().st_size == 0:
-        raise DataError(str(path), "file is empty (0 bytes); expected a Parquet file")
-    try:
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(str(path), f"not a readable Parquet file ({exc})") from exc
+def _read_parquet(file: str | Path | Location) -> pa.Table:
+    """One Parquet file, local or on S3; empty, unreadable or unreachable files name it."""
+    file = locate(file)
+    if file.info().size == 0:
+        raise DataError(str(file), "file is empty (0 bytes); expected a Parquet file")
+    with file.open() as handle:
+        try:
+            return pq.read_table(handle)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(str(file), f"not a readable Parquet file ({exc})") from exc
+
+
+def uncastable_rows(values: pa.Array, target: pa.DataType, limit: int) -> list[int]:
+    """The first rows (0-based, at most ``limit``) of ``values`` that cannot be cast to
+    ``target``, found by bisection: casting a slice fails iff it holds a bad row."""
+    rows: list[int] = []
+
+    def visit(lo: int, hi: int) -> None:
+        if len(rows) >= limit or lo >= hi:
+            return
+        try:
+            values.slice(lo, hi - lo).cast(target, safe=True)
+            return
+        except CAST_ERRORS:
+            pass
+        if hi - lo == 1:
+            rows.append(lo)
+            return
+        mid = (lo + hi) // 2
+        visit(lo, mid)
+        visit(mid, hi)
+
+    visit(0, len(values))
+    return rows
 
 
 def conform(table: pa.Table, spec: TableSpec, file: str) -> pa.Table:
@@ -67,57 +99,62 @@ def conform(table: pa.Table, spec: TableSpec, file: str) -> pa.Table:
         if not col.type.equals(fld.type):
             try:
                 col = col.cast(fld.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except CAST_ERRORS as exc:
+                bad = uncastable_rows(col.combine_chunks(), fld.type, 1)
                 raise DataError(
                     file,
                     f"wrong type: expected {fld.type}, found {col.type} ({exc})",
                     field=fld.name,
+                    row=bad[0] if bad else None,
                 ) from exc
         columns.append(col)
     return pa.Table.from_arrays(columns, schema=spec.schema.remove_metadata())
 
 
-def read_table(root: str | Path, name: str) -> pa.Table:
-    """Read one contract table from a dataset directory (file and/or parts folder)."""
-    root = Path(root)
-    spec = TABLES[name]
-    path = root / spec.file
-    parts: list[pa.Table] = []
-    if path.exists():
-        parts.append(conform(_read_parquet(path), spec, str(path)))
-    if name == "interactions" and (root / INTERACTION_PARTS_DIR).is_dir():
-        for part in sorted((root / INTERACTION_PARTS_DIR).glob("*.parquet")):
-            parts.append(conform(_read_parquet(part), spec, str(part)))
-    if not parts:
-        if name in REQUIRED_TABLES:
-            raise DataError(str(path), f"required table '{name}' is missing")
-        return spec.schema.remove_metadata().empty_table()
-    return pa.concat_tables(parts)
-
-
-def table_files(root: str | Path) -> list[Path]:
-    """Every data file of a dataset directory (what its content hash covers)."""
-    root = Path(root)
-    files = [root / spec.file for spec in TABLES.values() if (root / spec.file).exists()]
+def contract_files(root: str | Path | Location, name: str) -> list[Location]:
+    """The files table ``name`` is read from, in order: its file, then (interactions) every
+    ``*.parquet`` part under ``interactions/`` by name. Local folder or object storage."""
+    root = locate(root)
+    main = root / TABLES[name].file
+    files = [main] if main.exists() else []
     parts = root / INTERACTION_PARTS_DIR
-    if parts.is_dir():
-        files += sorted(parts.glob("*.parquet"))
+    if name == "interactions" and parts.is_dir():
+        files += parts.files(".parquet")
     return files
 
 
+def read_table(root: str | Path | Location, name: str) -> pa.Table:
+    """Read one contract table from a dataset folder (file and/or parts folder)."""
+    root = locate(root)
+    spec = TABLES[name]
+    files = contract_files(root, name)
+    if not files:
+        if name in REQUIRED_TABLES:
+            raise DataError(str(root / spec.file), f"required table '{name}' is missing")
+        return spec.schema.remove_metadata().empty_table()
+    return pa.concat_tables([conform(_read_parquet(f), spec, str(f)) for f in files])
+
+
+def table_files(root: str | Path) -> list[Path]:
+    """Every data file of a local dataset directory (what its content hash covers)."""
+    return [f.local_path() for name in TABLES for f in contract_files(Path(root), name)]
+
+
 def load_dataset(root: str | Path) -> Dataset:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(str(root), "dataset directory does not exist")
-    manifest_path = root / MANIFEST_FILE
+    """Read a dataset from a local directory or an ``s3://bucket/prefix`` URI."""
+    where = locate(root)
+    if not where.is_dir():
+        raise DataError(str(where), where.missing_reason())
+    manifest_file = where / MANIFEST_FILE
     manifest = {}
-    if manifest_path.exists():
+    if manifest_file.exists():
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(manifest_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(str(manifest_path), f"not valid JSON ({exc})") from exc
-    tables = {name: read_table(root, name) for name in TABLES}
-    return Dataset(**tables, manifest=manifest, root=root)
+            raise DataError(str(manifest_file), f"not valid JSON ({exc})") from exc
+    tables = {name: read_table(where, name) for name in TABLES}
+    local = None if where.remote else where.local_path()
+    return Dataset(**tables, manifest=manifest, root=local)
 
 
 def dataset_hash(root: str | Path) -> str:

@@ -1,6 +1,7 @@
 """The pipeline's first stage: bring a dataset into the run, or make the embedded default.
 
-With a source directory, its tables are read through the data contract (structure
+With a source (a local directory or an ``s3://bucket/prefix`` URI, see
+``caprank.data.storage``), its tables are read through the data contract (structure
 only: content checks are the validate stage's job). With none, the embedded default
 dataset is synthesized and its interaction logs simulated, from the config's seed.
 Either way the privacy policy (retention, opt-out, deletion requests, PII scrubbing of the
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 from caprank.config import CaprankConfig
 from caprank.data.dataset import Dataset, load_dataset, write_dataset
 from caprank.data.schemas import MANIFEST_FILE
+from caprank.data.storage import describe
 from caprank.erasure import read_deleted
 from caprank.online.sinks import event_reader
 from caprank.privacy import apply_policy
@@ -74,11 +76,12 @@ def merge_events(logs: pa.Table, extra: pa.Table) -> pa.Table:
 def ingest(
     cfg: CaprankConfig, source: str | Path | None, out: str | Path, now: datetime | None = None
 ) -> IngestResult:
-    """Read ``source`` (or synthesize the embedded default) and write it to ``out``."""
+    """Read ``source`` (a directory or s3:// URI; none: synthesize the embedded default)
+    and write it to the local directory ``out``."""
     now = now or datetime.now(UTC)
     if source:
         ds = load_dataset(source)
-        origin = str(Path(source).resolve())
+        origin = describe(source)
     else:
         ds = _embedded_default(cfg)
         origin = f"embedded default (synthetic, seed {cfg.data.seed})"

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from caprank.data.dataset import read_table
-from caprank.data.schemas import INTERACTION_PARTS_DIR, TABLES
+from caprank.data.dataset import CAST_ERRORS, contract_files, read_table, uncastable_rows
+from caprank.data.schemas import TABLES
+from caprank.data.storage import Location
 from caprank.data.validation.report import CheckResult, RowExample, json_value
 from caprank.errors import DataError
 
-_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 READABLE = "readable Parquet with the contract's columns and types"
 UTF8 = "text is valid UTF-8"
 
@@ -58,21 +57,12 @@ class LoadedTable:
         return RowExample(file, row, json_value(value))
 
 
-def source_files(root: Path, name: str) -> list[Path]:
-    """The files ``read_table`` reads for a table, in the order it concatenates them."""
-    spec = TABLES[name]
-    files = [root / spec.file] if (root / spec.file).exists() else []
-    if name == "interactions" and (root / INTERACTION_PARTS_DIR).is_dir():
-        files += sorted((root / INTERACTION_PARTS_DIR).glob("*.parquet"))
-    return files
-
-
 def read_structure(
-    root: Path, name: str, max_examples: int
+    root: Location, name: str, max_examples: int
 ) -> tuple[list[CheckResult], LoadedTable | None]:
     """Read one table; the checks say whether it is usable, the table is None when not."""
     spec = TABLES[name]
-    files = source_files(root, name)
+    files = contract_files(root, name)
 
     def check(
         file: str, passed: bool, description: str = READABLE, column: str | None = None, **kw
@@ -91,7 +81,9 @@ def read_structure(
     try:
         table = read_table(root, name)
     except DataError as exc:
-        examples = _cast_failures(Path(exc.file), spec.schema, exc.field, max_examples)
+        by_name = {str(f): f for f in files}
+        file = by_name.get(exc.file)
+        examples = _cast_failures(file, spec.schema, exc.field, max_examples) if file else []
         failed = check(
             exc.file,
             False,
@@ -105,9 +97,7 @@ def read_structure(
     if not files:
         absent = check(str(root / spec.file), True, note="optional table absent; read as empty")
         return [absent], LoadedTable(name, table, [(str(root / spec.file), 0)])
-    loaded = LoadedTable(
-        name, table, [(str(f), pq.ParquetFile(f).metadata.num_rows) for f in files]
-    )
+    loaded = LoadedTable(name, table, [(str(f), f.parquet_rows()) for f in files])
     failures = []
     for fld in spec.schema:
         bad = _invalid_utf8(table.column(fld.name)) if _holds_text(fld.type) else []
@@ -164,32 +154,15 @@ def _invalid_utf8(column: pa.ChunkedArray) -> list[tuple[int, bytes]]:
 
 
 def _cast_failures(
-    file: Path, schema: pa.Schema, column: str | None, limit: int
+    file: Location, schema: pa.Schema, column: str | None, limit: int
 ) -> list[RowExample]:
     """The first rows of ``column`` in ``file`` that cannot be cast to the contract's type."""
-    if column is None or column not in schema.names or not file.is_file():
+    if column is None or column not in schema.names:
         return []
     try:
-        raw = pq.read_table(file, columns=[column]).column(column).combine_chunks()
-    except (*_CAST_ERRORS, OSError, KeyError):
+        with file.open() as handle:
+            raw = pq.read_table(handle, columns=[column]).column(column).combine_chunks()
+    except (*CAST_ERRORS, OSError, KeyError, DataError):
         return []
-    target = schema.field(column).type
-    rows: list[int] = []
-
-    def visit(lo: int, hi: int) -> None:  # bisect: casting a slice fails iff it holds a bad row
-        if len(rows) >= limit or lo >= hi:
-            return
-        try:
-            raw.slice(lo, hi - lo).cast(target, safe=True)
-            return
-        except _CAST_ERRORS:
-            pass
-        if hi - lo == 1:
-            rows.append(lo)
-            return
-        mid = (lo + hi) // 2
-        visit(lo, mid)
-        visit(mid, hi)
-
-    visit(0, len(raw))
+    rows = uncastable_rows(raw, schema.field(column).type, limit)
     return [RowExample(str(file), r, json_value(raw[r].as_py())) for r in rows]

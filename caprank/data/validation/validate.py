@@ -12,22 +12,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from caprank.config import CaprankConfig
+from caprank.data.dataset import contract_files
 from caprank.data.schemas import TABLES
+from caprank.data.storage import locate
 from caprank.data.validation.expectations import run_expectations
 from caprank.data.validation.integrity import list_checks, reference_checks
 from caprank.data.validation.report import CheckResult, ValidationReport
-from caprank.data.validation.structure import LoadedTable, read_structure, source_files
+from caprank.data.validation.structure import LoadedTable, read_structure
 
 
 def validate_dataset(
-    root: Path, cfg: CaprankConfig, now: datetime | None = None
+    root: str | Path, cfg: CaprankConfig, now: datetime | None = None
 ) -> ValidationReport:
-    """Check every table of the dataset in ``root``; ``now`` (UTC) anchors the time checks.
+    """Check every table of the dataset in ``root`` (a local directory or an ``s3://``
+    URI, read as ``load_dataset`` reads it); ``now`` (UTC) anchors the time checks.
 
     A naive ``now`` is taken as UTC. The report lists every check; ``report.ok`` is False
     when any failed, and ``report.raise_for_errors()`` turns that into a ``DataError``.
     """
-    root = Path(root)
+    root = locate(root)
     now = datetime.now(UTC) if now is None else _as_utc(now)
     limit = cfg.data.max_examples
     if not root.is_dir():
@@ -40,7 +43,7 @@ def validate_dataset(
             engine="pyarrow",
             passed=False,
             unexpected_count=None,
-            note="directory does not exist",
+            note=root.missing_reason(),
         )
         return ValidationReport(str(root), now.isoformat(), [missing])
 
@@ -61,7 +64,7 @@ def validate_dataset(
         checked_at=now.isoformat(),
         checks=checks,
         rows={name: (loaded[name].table.num_rows if name in loaded else None) for name in TABLES},
-        files={name: [str(f) for f in source_files(root, name)] for name in TABLES},
+        files={name: [str(f) for f in contract_files(root, name)] for name in TABLES},
     )
 
 
