@@ -202,6 +202,7 @@ def test_update_without_steps_changes_only_the_id_channel(base, cfg, tiny_datase
     for name in ("q_proj.weight", "k_proj.weight", "cap_in.weight", "value_mlp.0.weight"):
         assert torch.equal(old[name], new[name])
     assert report.fit["refit"]["loss_after"] < report.fit["refit"]["loss_before"]
+    assert f"refit in {report.fit['refit']['iterations']} L-BFGS" in report.to_markdown()
 
 
 def test_forgetting_guard_rejects_a_destructive_update(base, cfg, known_test):

@@ -393,7 +393,9 @@ class UpdateReport:
             "## Update\n",
             f"warm start from `{self.base_version}` (data cut-off {self.cutoff}): "
             f"{self.new_experiences:,} new experiences + {self.replayed:,} replayed, "
-            f"{self.fit.get('steps', 0)} steps, {self.seconds:.1f} s; {verdict}.  ",
+            f"id-channel refit in {self.fit.get('refit', {}).get('iterations', 0)} L-BFGS "
+            f"iterations, then {self.fit.get('steps', 0)} SGD steps, {self.seconds:.1f} s; "
+            f"{verdict}.  ",
             f"new capabilities: {len(self.new_capabilities)}, new tools: {len(self.new_tools)}.  ",
         ]
         if self.old_test:
@@ -640,6 +642,7 @@ def _track(tracker, cfg: CaprankConfig, ds: Dataset, report: UpdateReport, bundl
             "new_capabilities": len(report.new_capabilities),
             "new_tools": len(report.new_tools),
             "accepted": float(report.accepted),
+            "refit_iterations": report.fit.get("refit", {}).get("iterations", 0),
         },
     )
     if report.drop:
