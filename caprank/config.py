@@ -434,11 +434,25 @@ class TrainingConfig(Section):
 class UpdateConfig(Section):
     """Incremental update from the production bundle (`caprank update`, docs/online-learning.md)."""
 
-    steps: int = Field(150, ge=1, description="optimizer steps of one update")
-    lr: float = Field(5e-5, gt=0.0, description="Adam learning rate of the warm-started model")
+    refit_iterations: int = Field(
+        40,
+        ge=0,
+        description="L-BFGS iterations of the id-channel refit (every other weight frozen: "
+        "a convex problem; 0: no refit)",
+    )
+    refit_l2: float = Field(
+        0.01, ge=0.0, description="L2 pull of the refit id-channel rows towards the base's"
+    )
+    steps: int = Field(
+        0,
+        ge=0,
+        description="SGD steps on every weight after the refit (0: none; each costs about "
+        "what a training step costs)",
+    )
+    lr: float = Field(5e-5, gt=0.0, description="Adam learning rate of those steps")
     eval_every: int = Field(50, ge=1, description="steps between validation evaluations")
     replay_ratio: float = Field(
-        1.0,
+        3.0,
         ge=0.0,
         le=100.0,
         description="older experiences replayed per new one (a prioritized sample, so the "

@@ -87,17 +87,26 @@ class RankIndex:
 
     def values(self, dense: np.ndarray, text: str, candidate_idx: np.ndarray) -> np.ndarray:
         """Value-head estimates of the expected reward for one intent and a few rows."""
+        return self.values_many(np.atleast_2d(dense), [text], np.atleast_2d(candidate_idx))[0]
+
+    def values_many(
+        self, dense: np.ndarray, texts: Sequence[str], candidate_idx: np.ndarray
+    ) -> np.ndarray:
+        """(B, k) value-head estimates: intent i against its rows ``candidate_idx[i]``, in
+        one forward pass (calibration scores every validation intent's top k at once)."""
         idx = torch.as_tensor(np.asarray(candidate_idx, dtype=np.int64), device=self.device)
-        batch = intent_batch(np.atleast_2d(dense).astype(np.float32), self.lexicon.bags([text])).to(
-            self.device
-        )
+        b, k = idx.shape
+        batch = intent_batch(
+            np.asarray(dense, dtype=np.float32), self.lexicon.bags(list(texts))
+        ).to(self.device)
         with torch.inference_mode():
             was = self.model.training
             self.model.eval()
-            state = self.model.intent_state(batch).expand(len(idx), -1)
-            v = self.model.value(state, self.cap_repr[idx], self.cap_feat[idx])
+            state = self.model.intent_state(batch).repeat_interleave(k, dim=0)
+            flat = idx.reshape(-1)
+            v = self.model.value(state, self.cap_repr[flat], self.cap_feat[flat])
             self.model.train(was)
-        return v.float().cpu().numpy()
+        return v.float().cpu().numpy().reshape(b, k)
 
     def success_probability(
         self, dense: np.ndarray, text: str, candidate_idx: np.ndarray

@@ -161,12 +161,10 @@ def calibrate(index: RankIndex, prep: Prepared, cfg: CaprankConfig) -> tuple[Cal
     dense = d.intent_dense[rows]
     scores = index.scores(dense, texts)
     k = min(max(cfg.evaluation.cutoffs), scores.shape[1])
-    raw = np.empty((len(rows), k))
-    outcome = np.empty((len(rows), k))
-    for i, (vec, text) in enumerate(zip(dense, texts, strict=True)):
-        top = np.argsort(-scores[i], kind="stable")[:k]
-        raw[i] = index.values(vec, text, top)
-        outcome[i] = np.isin(top, d.valid_relevant[i])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    raw = index.values_many(dense, texts, top).astype(np.float64)
+    outcome = np.array([np.isin(t, rel) for t, rel in zip(top, d.valid_relevant, strict=True)])
+    outcome = outcome.astype(np.float64)
     cal = fit_calibration(raw, outcome, method)
     bins = cfg.evaluation.calibration_bins
     before = calibration_metrics(Calibration().apply(raw), outcome, bins)

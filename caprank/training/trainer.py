@@ -72,6 +72,26 @@ def weighted_infonce(
     return (ce * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
+@torch.no_grad()
+def validation_mrr(model: SHGAT, data: TrainData, graph: Graph | None = None) -> float:
+    """MRR of ``model`` (left in eval mode) on the validation intents; ``graph``: the
+    catalog already on the model's device (default ``data.graph``)."""
+    if len(data.valid_intents) == 0:
+        return 0.0
+    graph = data.graph if graph is None else graph
+    device = graph.cap_id.device
+    model.eval()
+    _, caps = model.encode(graph)
+    keys = model.keys(graph, caps)
+    scores = []
+    for a in range(0, len(data.valid_intents), 2048):
+        rows = data.valid_intents[a : a + 2048]
+        batch = intent_batch(data.intent_dense[rows], select_bags(data.intent_bags, rows))
+        q = model.query(batch.to(device))
+        scores.append((q @ keys.T).float().cpu().numpy())
+    return mean_reciprocal_rank(np.concatenate(scores), data.valid_relevant)
+
+
 def resolve_device(preference: str) -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,20 +175,10 @@ class Trainer:
         self.model.train()
         self.targets = exp.td_targets(next_values, self.cfg.td).astype(np.float32)
 
-    @torch.no_grad()
     def validate(self) -> float:
-        d = self.data
-        if len(d.valid_intents) == 0:
-            return 0.0
-        self.model.eval()
-        _, caps = self.model.encode(self.graph)
-        keys = self.model.keys(self.graph, caps)
-        scores = []
-        for a in range(0, len(d.valid_intents), 2048):
-            q = self.model.query(self._intents(d.valid_intents[a : a + 2048]))
-            scores.append((q @ keys.T).float().cpu().numpy())
+        mrr = validation_mrr(self.model, self.data, self.graph)
         self.model.train()
-        return mean_reciprocal_rank(np.concatenate(scores), d.valid_relevant)
+        return mrr
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:

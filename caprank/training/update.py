@@ -10,10 +10,13 @@ A full retrain re-embeds the catalog and trains from scratch; an hourly update c
    architecture from the base weights (``warm_start``): every tensor is copied, and the
    per-item tables (tool embeddings, id channel rows, lexical rows) are copied row by row
    by tool id, capability id and term, so new items start neutral;
-3. trains ``update.steps`` steps on the experiences logged after the base's
-   ``data_cutoff`` (whole sessions), mixed with ``update.replay_ratio`` as many older
-   experiences sampled by priority (|reward - value| + the ranking loss under the base
-   model, PER's exponent) so the model does not forget;
+3. learns from the experiences logged after the base's ``data_cutoff`` (whole
+   sessions), mixed with ``update.replay_ratio`` as many older experiences sampled by
+   priority (|reward - value| + the ranking loss under the base model, PER's exponent)
+   so the model does not forget: the id channel (one row and bias per capability) is
+   refit with every other weight frozen (``refit_heads``: convex, solved by L-BFGS,
+   pulled to the base rows), then, if ``update.steps`` > 0, the trainer runs that many
+   steps on every weight;
 4. applies the forgetting guard (``guard``): the old test metrics (the test labels of
    capabilities the base knew) of the updated model may not drop more than
    ``update.max_regression`` below the base's, else the update is rejected.
@@ -43,7 +46,7 @@ from caprank.model.bundle import Bundle
 from caprank.model.inputs import CatalogInputs, intent_batch, select_bags
 from caprank.model.shgat import SHGAT
 from caprank.training.data import Prepared, prepare
-from caprank.training.trainer import FitResult, Trainer
+from caprank.training.trainer import FitResult, TrainData, Trainer, validation_mrr
 
 Encoder = Callable[[list[str]], np.ndarray]
 GUARD_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
@@ -220,6 +223,94 @@ def subset(exp: Experiences, rows: np.ndarray) -> Experiences:
     return Experiences(**{f.name: getattr(exp, f.name)[rows] for f in fields(exp)})
 
 
+# ---------------------------------------------------------------------- head refit
+@dataclass
+class Refit:
+    """What ``refit_heads`` did: L-BFGS iterations, (intent, capability) pairs, the
+    id-channel rows refit, and the regularized ranking loss before and after."""
+
+    iterations: int = 0
+    pairs: int = 0
+    rows: int = 0
+    loss_before: float = 0.0
+    loss_after: float = 0.0
+
+
+def refit_heads(
+    model: SHGAT,
+    data: TrainData,
+    rows: np.ndarray,
+    temperature: float,
+    iterations: int,
+    l2: float,
+) -> Refit:
+    """Refit the per-capability id channel (``id_emb``, ``id_bias``) on the experience
+    ``rows`` with every other weight frozen, in place.
+
+    The other channels then add a fixed offset to each score, so the trainer's weighted
+    InfoNCE is convex in the id rows and L-BFGS solves it in a few dozen iterations,
+    where SGD from a fresh Adam state moves every weight of a converged model at once.
+    New capabilities' rows start at 0 and learn from their logged positives; known rows
+    are pulled to their base values by ``l2`` (what they learned stays unless the new
+    data says otherwise). A row's loss depends only on its (intent, capability) pair and
+    every positive has the same negatives (the rankable capabilities), so the problem
+    is aggregated to (unique intents x capabilities) whatever the number of rows."""
+    exp, graph = data.experiences, data.graph
+    rows = rows[exp.positive[rows] > 0]
+    has_id = (graph.cap_id >= 0).numpy()
+    if rows.size == 0 or iterations <= 0 or not has_id.any():
+        return Refit()
+    intents, inv = np.unique(exp.intent[rows], return_inverse=True)
+    weight = np.zeros((len(intents), len(has_id)), np.float32)
+    np.add.at(weight, (inv, exp.capability[rows]), exp.positive[rows])
+    cols = torch.as_tensor(np.flatnonzero(has_id))
+    id_rows = graph.cap_id[cols]
+    no_id, end = model.split_points()
+    model.eval()
+    with torch.no_grad():
+        keys = model.keys(graph)
+        batch = intent_batch(data.intent_dense[intents], select_bags(data.intent_bags, intents))
+        query = model.query(batch)
+        offset = query[:, :no_id] @ keys[:, :no_id].T / temperature  # the frozen channels
+        feats = query[:, no_id + 1 : end]  # [intent vector, lexical bag]: id_emb's input
+        gate = model.gate(graph)[cols] / temperature
+        blocked = torch.as_tensor(~data.rankable)
+        emb0, bias0 = model.id_emb[id_rows].clone(), model.id_bias[id_rows].clone()
+    w = torch.as_tensor(weight)
+    w_intent, total = w.sum(1), w.sum()
+    emb, bias = emb0.clone().requires_grad_(True), bias0.clone().requires_grad_(True)
+
+    def objective() -> torch.Tensor:
+        score = offset.index_add(1, cols, gate * (bias + feats @ emb.T))
+        lse = torch.logsumexp(score.masked_fill(blocked, -1e9), dim=1)
+        nll = ((w_intent * lse).sum() - (w * score).sum()) / total
+        return nll + 0.5 * l2 * (((emb - emb0) ** 2).sum() + ((bias - bias0) ** 2).sum())
+
+    opt = torch.optim.LBFGS([emb, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        before = float(objective())
+    opt.step(closure)
+    with torch.no_grad():
+        after = float(objective())
+        model.id_emb[id_rows] = emb.detach()
+        model.id_bias[id_rows] = bias.detach()
+    model.train()
+    return Refit(
+        iterations=int(opt.state_dict()["state"].get(0, {}).get("n_iter", 0)),
+        pairs=int((weight > 0).sum()),
+        rows=len(cols),
+        loss_before=round(before, 6),
+        loss_after=round(after, 6),
+    )
+
+
 # ---------------------------------------------------------------------- guard
 def old_test_metrics(
     ds: Dataset,
@@ -302,7 +393,9 @@ class UpdateReport:
             "## Update\n",
             f"warm start from `{self.base_version}` (data cut-off {self.cutoff}): "
             f"{self.new_experiences:,} new experiences + {self.replayed:,} replayed, "
-            f"{self.fit.get('steps', 0)} steps, {self.seconds:.1f} s; {verdict}.  ",
+            f"id-channel refit in {self.fit.get('refit', {}).get('iterations', 0)} L-BFGS "
+            f"iterations, then {self.fit.get('steps', 0)} SGD steps, {self.seconds:.1f} s; "
+            f"{verdict}.  ",
             f"new capabilities: {len(self.new_capabilities)}, new tools: {len(self.new_tools)}.  ",
         ]
         if self.old_test:
@@ -364,6 +457,7 @@ def update_model(
     # base computes (a refit lexicon would move every idf); a full retrain refreshes it
     prep.lexicon = base.lexicon
     prep.data = replace(prep.data, intent_bags=base.lexicon.bags(prep.intent_texts))
+    torch.manual_seed(cfg.training.seed)  # fresh rows (new tools) the same in any process
     model, warm = warm_model(base, prep)
     exp = prep.data.experiences
     group, new = _groups(exp, ds.interactions, cutoff)
@@ -382,10 +476,24 @@ def update_model(
     rows = np.concatenate([np.flatnonzero(new), replayed])
     data = replace(prep.data, experiences=subset(exp, rows))
     tc = cfg.training.model_copy(
-        update={"max_steps": u.steps, "lr": u.lr, "t_max": u.steps, "eval_every": u.eval_every}
+        update={
+            "max_steps": u.steps,
+            "lr": u.lr,
+            "t_max": u.steps,
+            "eval_every": u.eval_every,
+        }
     )
-    torch.manual_seed(tc.seed)
-    fit: FitResult = Trainer(model, data, tc, on_log=on_log).fit()
+    refit = refit_heads(
+        model, prep.data, rows, cfg.training.temperature, u.refit_iterations, u.refit_l2
+    )
+    if u.steps > 0:
+        torch.manual_seed(tc.seed)
+        fit: FitResult = Trainer(model, data, tc, on_log=on_log).fit()
+    else:  # the refit alone: report its validation MRR as the trainer would
+        mrr = validation_mrr(model, data)
+        fit = FitResult(0, 0, mrr, 0.0, 0.0, False, None, [{"step": 0, "valid_mrr": mrr}])
+        if on_log is not None:
+            on_log(0, {"valid_mrr": mrr})
     bundle = _make_bundle(model.cpu().eval(), prep, cfg, base.text_model, fit)
     now = datetime.now(UTC)
     bundle.meta["version"] = f"updated-{now.strftime('%Y%m%dT%H%M%SZ')}"
@@ -413,7 +521,12 @@ def update_model(
         drop=drop,
         max_regression=u.max_regression,
         seconds=round(time.perf_counter() - start, 3),
-        fit={"steps": fit.steps, "best_step": fit.best_step, "best_valid_mrr": fit.best_valid_mrr},
+        fit={
+            "steps": fit.steps,
+            "best_step": fit.best_step,
+            "best_valid_mrr": fit.best_valid_mrr,
+            "refit": asdict(refit),
+        },
     )
     bundle.meta["update"] = {k: v for k, v in report.to_dict().items() if k not in ("warm",)}
     return bundle, report
@@ -529,6 +642,7 @@ def _track(tracker, cfg: CaprankConfig, ds: Dataset, report: UpdateReport, bundl
             "new_capabilities": len(report.new_capabilities),
             "new_tools": len(report.new_tools),
             "accepted": float(report.accepted),
+            "refit_iterations": report.fit.get("refit", {}).get("iterations", 0),
         },
     )
     if report.drop:
