@@ -267,6 +267,27 @@ def test_canary_split_share_and_determinism(served: Served):
     assert served.rank({"intent": "canary traffic", "request_id": "c-7"})["arm"] == "primary"
 
 
+def test_a_user_stays_in_one_arm_whatever_the_request(served: Served):
+    """Experiments need sticky assignment: the split hashes the user (else the session),
+    not the request, so every request of a user gets the same arm on every replica."""
+    code, _ = served.call("PUT", "/admin/canary", {"ref": "dense", "version": "canary-2",
+                                                     "percent": 50, "mode": "split"})  # fmt: skip
+    assert code == 200
+    try:
+        rank = served.runtime.rank
+        for user in ("u-1", "u-2", "u-3", "u-4"):
+            arms = {rank({"intent": "x", "user_id": user, "request_id": f"r-{i}"}).arm
+                    for i in range(20)}  # fmt: skip
+            assert len(arms) == 1, user
+        by_user = {rank({"intent": "x", "user_id": f"u-{i}"}).arm for i in range(60)}
+        assert by_user == {"primary", "canary"}  # users do spread over both arms
+        sessions = {rank({"intent": "x", "session_id": "s-9", "request_id": f"q-{i}"}).arm
+                    for i in range(20)}  # fmt: skip
+        assert len(sessions) == 1
+    finally:
+        served.call("DELETE", "/admin/canary")
+
+
 def test_shadow_mode_answers_with_primary_and_logs_shadow(served: Served):
     engine = served.runtime.engine
     engine.shadow_results.clear()

@@ -111,7 +111,8 @@ class RankResult:
 
 
 def bucket(request_id: str) -> int:
-    """A stable 0-99 bucket of a request id (canary routing)."""
+    """A stable 0-99 bucket of a routing unit (canary and experiment split): the user,
+    else the session, else the request, so a user stays in one arm on every replica."""
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % 100
 
 
@@ -270,7 +271,7 @@ class RankEngine:
         if (
             routing.second is not None
             and routing.mode == "split"
-            and bucket(cid or request_id) < routing.percent
+            and bucket(req.user_id or req.session_id or cid or request_id) < routing.percent
         ):
             model, arm = routing.second, "canary"
         reason, failed = None, None
