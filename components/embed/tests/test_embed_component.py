@@ -18,6 +18,7 @@ def test_embed_writes_and_publishes_vectors(tiny_cfg, tiny_dataset_dir, tmp_path
     metrics = artifact(Metrics, tmp_path / "m.json")
     component(cfg, "embed").python_func(
         dataset=artifact(Dataset, tiny_dataset_dir),
+        features=artifact(Dataset, tmp_path / "features"),
         config_yaml=dump_yaml(cfg),
         embeddings=embeddings,
         summary=artifact(Markdown, tmp_path / "embed.md"),
