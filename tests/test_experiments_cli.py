@@ -53,3 +53,30 @@ def test_unknown_experiment_is_one_readable_error(tmp_path, capsys):
     code = main(["--set", f"paths.home={tmp_path}", "experiment", "status", "missing"])
     assert code == 2
     assert "no experiment 'missing'" in capsys.readouterr().err
+
+
+def test_status_pushes_the_gauges_to_the_pushgateway(tmp_path):
+    """`status` runs as a short process nothing scrapes: with services.pushgateway_url
+    its gauges go to the Pushgateway, one group per experiment."""
+    import threading
+    from http.server import HTTPServer
+
+    from tests.test_alerts import _Gateway
+
+    server = HTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = ["--set", f"paths.home={tmp_path}", "--set",
+            f"services.pushgateway_url=http://127.0.0.1:{server.server_port}"]  # fmt: skip
+    run = CliRunner()
+    try:
+        res = run.invoke(cli, [*home, "experiment", "start", "push-exp", "--control", "v1",
+                               "--treatment", "v2", "--baseline", "0.5"], env={})  # fmt: skip
+        assert res.exit_code == 0, res.output
+        res = run.invoke(cli, [*home, "experiment", "status", "push-exp"], env={})
+        assert res.exit_code == 0, res.output
+    finally:
+        server.shutdown()
+        server.server_close()
+    method, path, body = _Gateway.received[-1]
+    assert method == "PUT" and path == "/metrics/job/caprank-experiment/experiment/push-exp"
+    assert b'caprank_experiment_decision{decision="continue",experiment="push-exp"} 1.0' in body

@@ -2,7 +2,9 @@
 
 ``status`` and ``stop`` run as short CLI processes, so the gauges are written as a
 ``metrics.prom`` file beside the record (atomically), the format node-exporter's textfile
-collector serves; ``registry_for`` builds the same gauges for a process that serves them.
+collector serves, and with ``services.pushgateway_url`` set they are also pushed to the
+Pushgateway (job ``caprank-experiment``, grouped by experiment) where Prometheus scrapes
+them; ``registry_for`` builds the same gauges for a process that serves them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from caprank.config import CaprankConfig
 from caprank.experiments.decision import DECISIONS, Decision
 from caprank.experiments.readout import Analysis
 from caprank.files import atomic_write_bytes
@@ -48,5 +51,15 @@ def registry_for(a: Analysis, d: Decision) -> CollectorRegistry:
     return r
 
 
+JOB = "caprank-experiment"
+
+
 def write_textfile(path: Path, a: Analysis, d: Decision) -> Path:
     return atomic_write_bytes(path, generate_latest(registry_for(a, d)))
+
+
+def push(cfg: CaprankConfig, a: Analysis, d: Decision) -> bool:
+    """The same gauges to the Pushgateway, one group per experiment; False when not."""
+    from caprank.monitoring.gauges import push_gauges
+
+    return push_gauges(cfg, JOB, registry_for(a, d), {"experiment": a.experiment_id})

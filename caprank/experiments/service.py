@@ -138,6 +138,7 @@ def _write(cfg: CaprankConfig, exp: Experiment, a: Analysis, d: Decision) -> Sta
     atomic_write_text(folder / "report.md", report.markdown(exp, a, d))
     atomic_write_text(folder / "report.html", report.html_page(exp, a, d))
     gauges.write_textfile(folder / "metrics.prom", a, d)
+    gauges.push(cfg, a, d)
     return Status(exp, a, d, folder / "report.md", folder / "report.html", folder / "metrics.prom")
 
 

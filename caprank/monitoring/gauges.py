@@ -53,17 +53,27 @@ def monitor_registry(result: MonitorResult, now: float | None = None) -> Collect
     return r
 
 
-def publish(result: MonitorResult, cfg: CaprankConfig) -> bool:
-    """Push the verdict's gauges to ``services.pushgateway_url``; False when unset or
-    when the push failed (logged)."""
+def push_gauges(
+    cfg: CaprankConfig,
+    job: str,
+    registry: CollectorRegistry,
+    grouping: dict[str, str] | None = None,
+) -> bool:
+    """Push ``registry`` to ``services.pushgateway_url`` as ``job`` (and ``grouping``
+    labels); False when unset or when the push failed (logged, never raised)."""
     url = cfg.services.pushgateway_url
     if not url:
         return False
     from prometheus_client import push_to_gateway
 
     try:
-        push_to_gateway(url, job=JOB, registry=monitor_registry(result), timeout=10)
+        push_to_gateway(url, job=job, registry=registry, grouping_key=grouping, timeout=10)
     except OSError as exc:
-        log.warning("monitor gauges not pushed to %s: %s", url, exc)
+        log.warning("%s gauges not pushed to %s: %s", job, url, exc)
         return False
     return True
+
+
+def publish(result: MonitorResult, cfg: CaprankConfig) -> bool:
+    """Push the verdict's gauges (job ``caprank-monitor``); False when not pushed."""
+    return push_gauges(cfg, JOB, monitor_registry(result))
