@@ -94,8 +94,8 @@ class CachedHits:
         reqs = model.predictor.cached_v1(payload, cid) if payload is not None else None
         if reqs is None:
             return await self.app(scope, _replay(messages, receive), send)
-        name = model.name
-        PRE_HIST_TIME.labels(name).observe(0.0)
+        child = model.metrics.child
+        child(PRE_HIST_TIME, model.name).observe(0.0)
         try:
             results = model.predictor.rank_all(None, reqs, "instances")
         except (RequestError, RankFailed) as exc:
@@ -106,8 +106,8 @@ class CachedHits:
             )
             return await response(scope, receive, send)
         finally:
-            PREDICT_HIST_TIME.labels(name).observe(time.perf_counter() - start)
-        POST_HIST_TIME.labels(name).observe(0.0)
+            child(PREDICT_HIST_TIME, model.name).observe(time.perf_counter() - start)
+        child(POST_HIST_TIME, model.name).observe(0.0)
         out = orjson.dumps({"predictions": results}, option=RENDER)
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-length", str(len(out)).encode()),

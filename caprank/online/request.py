@@ -115,8 +115,13 @@ def _id_list(value: Any, field: str, limit: int) -> tuple[str, ...]:
         raise RequestError(field, f"must be a list of strings, got {type(value).__name__}")
     if len(value) > limit:
         raise RequestError(field, f"has {len(value)} items; the limit is {limit}")
-    if set(map(type, value)) <= {str} and "" not in value:
-        return tuple(value)  # the common case, checked at C speed
+    try:
+        "".join(value)  # every item a string (the common case, checked at C speed)
+        clean = "" not in value
+    except TypeError:
+        clean = False
+    if clean:
+        return tuple(value)
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             raise RequestError(f"{field}[{i}]", "must be a non-empty string")

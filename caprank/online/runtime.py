@@ -276,12 +276,12 @@ class Runtime:
         the correlation id of a body that carries none. Every way into ranking goes
         through here."""
         req = parse_rank_request(body, self.cfg.serving)
-        return replace(
-            req,
-            client_request_id=req.client_request_id or client_request_id,
-            user_id=self._protect(req.user_id, "user_id"),
-            session_id=self._protect(req.session_id, "session_id"),
-        )
+        cid = req.client_request_id or client_request_id
+        user_id = self._protect(req.user_id, "user_id")
+        session_id = self._protect(req.session_id, "session_id")
+        if (cid, user_id, session_id) == (req.client_request_id, req.user_id, req.session_id):
+            return req  # nothing changed (the common case): no copy
+        return replace(req, client_request_id=cid, user_id=user_id, session_id=session_id)
 
     def rank(
         self, body: Any, request_id: str | None = None, *, client_request_id: str | None = None
