@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from caprank.config import CaprankConfig
 from caprank.online.catalog import Catalog
 from caprank.online.ranker import FULL_PRODUCT_SHARE, DenseRanker, ScoreCache, candidate_scores
-from caprank.online.request import RequestError, _id_list
+from caprank.online.request import RequestError, _id_list, candidate_rows, parse_rank_request
 
 
 @pytest.mark.parametrize("n", [1, 5, 40, 200, 1000])
@@ -84,3 +85,24 @@ def test_score_cache_stays_within_its_budget_and_steps_aside_when_too_small():
         small.scores(ranker, "a", vec, np.arange(5), rows=100), ranker.keys[:5] @ vec, rtol=1e-6
     )
     assert (ranker.calls[-1], len(small)) == (5, 0)
+
+
+@pytest.mark.parametrize("catalog", [12, 100_000])  # the bitmap check, the sorted one
+def test_candidate_rows_are_found_only_for_known_distinct_ids(catalog: int):
+    position = {f"c{i}": i for i in range(catalog)}
+    rows = candidate_rows(("c3", "c0", "c7"), position)
+    assert rows.tolist() == [3, 0, 7] and not rows.flags.writeable
+    assert candidate_rows(("c3", "c0", "c3"), position) is None  # a repeat
+    assert candidate_rows(("c3", "nope"), position) is None  # an unknown id
+
+
+def test_parsing_with_the_catalog_keeps_the_errors_and_their_order():
+    cfg = CaprankConfig().serving
+    position = {"a": 0, "b": 1, "c": 2}
+    req = parse_rank_request({"intent": "x", "candidate_ids": ["c", "a"]}, cfg, position)
+    assert req.candidate_rows.tolist() == [2, 0] and req.rows_of is position
+    for ids in (["a", "b", "a"], ["a", "zz", "a"]):  # repeats are named first, as before
+        with pytest.raises(RequestError, match="duplicate ids"):
+            parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
+    unknown = parse_rank_request({"intent": "x", "candidate_ids": ["a", "zz"]}, cfg, position)
+    assert unknown.candidate_rows is None  # the engine refuses it, naming the id

@@ -253,6 +253,8 @@ class RankEngine:
     def _candidates(self, req: RankRequest) -> np.ndarray | None:
         if req.candidate_ids is None:
             return None
+        if req.candidate_rows is not None and req.rows_of is self.catalog.position:
+            return req.candidate_rows  # found while parsing, for this catalog
         try:
             return self.catalog.index_of(req.candidate_ids)
         except KeyError as exc:
