@@ -671,6 +671,13 @@ class IntentEncodingConfig(Section):
 
     cache_size: int = Field(10_000, ge=0, description="intent vectors kept in the LRU cache")
     cache_ttl_s: float = Field(3600.0, gt=0.0, description="a cached intent vector expires then")
+    score_cache_mb: float = Field(
+        64.0,
+        ge=0.0,
+        description="memory for cached intents' scores over the whole catalog (per model): "
+        "a cache hit then gathers its candidates' scores instead of a product over their "
+        "rows; an intent's first hit computes them (10,000 capabilities: 40 kB each); 0: off",
+    )
     batch: bool = Field(
         True,
         description="encode concurrent cache-missing intents together (max_batch_size, "

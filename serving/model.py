@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 
 import kserve
-from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from caprank.online.hits import kserve_error
 from caprank.online.metrics import ServerMetrics
 from caprank.online.predict import V2_INPUT, V2_OUTPUT, Predictor, RankFailed
 from caprank.online.request import RequestError
@@ -67,10 +67,8 @@ class CaprankModel(kserve.Model):
             bodies = p.v2_bodies(inputs)
             cid = p.client_id(payload.id, "id") or header_id
             results = await p.run(bodies, cid, "inputs[0].data")
-        except RequestError as exc:
-            raise InvalidInput(str(exc)) from exc
-        except RankFailed as exc:
-            raise InferenceError(str(exc)) from exc
+        except (RequestError, RankFailed) as exc:
+            raise kserve_error(exc) from exc
         texts = [json.dumps(r, separators=(",", ":")) for r in results]
         return InferResponse(
             response_id=cid or results[0]["request_id"],

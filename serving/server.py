@@ -96,7 +96,7 @@ class CaprankServer(ModelServer):
 def bind(app: FastAPI, runtime: Runtime, model_name: str) -> CaprankModel:
     """The KServe model over ``runtime``, with the app's caprank routes pointed at it."""
     metrics = ServerMetrics(runtime)
-    app.state.caprank = ServerState(runtime, metrics)
     model = CaprankModel(model_name, runtime, metrics)
+    app.state.caprank = ServerState(runtime, metrics, model)
     model.load()
     return model

@@ -1,13 +1,15 @@
-"""The cheap ways the hit path scores and validates candidates give what the plain ones do."""
+"""The cheap ways the hit path scores and validates candidates give what the plain ones do,
+and the score cache computes once and stays within its budget."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from caprank.config import CaprankConfig
 from caprank.online.catalog import Catalog
-from caprank.online.ranker import FULL_PRODUCT_SHARE, candidate_scores
-from caprank.online.request import RequestError, _id_list
+from caprank.online.ranker import FULL_PRODUCT_SHARE, DenseRanker, ScoreCache, candidate_scores
+from caprank.online.request import RequestError, _id_list, candidate_rows, parse_rank_request
 
 
 @pytest.mark.parametrize("n", [1, 5, 40, 200, 1000])
@@ -37,3 +39,70 @@ def test_id_list_still_names_the_bad_item(value, field):
         _id_list(value, "c", 10)
     assert err.value.field == field
     assert _id_list(["a", "b"], "c", 10) == ("a", "b")
+
+
+class CountingRanker(DenseRanker):
+    """A dense ranker that counts its products (frozen: the count lives in a list)."""
+
+    def __init__(self, keys: np.ndarray):
+        super().__init__("m", keys)
+        object.__setattr__(self, "calls", [])
+
+    def score(self, query, candidate_idx):
+        self.calls.append(None if candidate_idx is None else len(candidate_idx))
+        return super().score(query, candidate_idx)
+
+
+def test_score_cache_gathers_what_the_product_gives_and_computes_once():
+    rng = np.random.default_rng(0)
+    ranker = CountingRanker(rng.standard_normal((500, 8)).astype(np.float32))
+    vec = rng.standard_normal(8).astype(np.float32)
+    cache = ScoreCache(max_bytes=10_000)
+    for n in (3, 40, 500):
+        idx = rng.choice(500, n, replace=False)
+        got = cache.scores(ranker, "intent", vec, idx, rows=500)
+        np.testing.assert_allclose(got, ranker.keys[idx] @ vec, rtol=1e-5, atol=1e-6)
+    assert ranker.calls == [None]  # one product over every row, then gathers
+    np.testing.assert_allclose(cache.scores(ranker, "intent", vec, None, 500), ranker.keys @ vec)
+    cache.scores(ranker, "intent", vec.copy(), np.arange(3), 500)  # a re-encoded intent
+    other = CountingRanker(ranker.keys)  # a rebuilt ranker (swap, feature refresh)
+    cache.scores(other, "intent", vec, np.arange(3), 500)
+    assert (ranker.calls, other.calls) == ([None, None], [None])
+
+
+def test_score_cache_stays_within_its_budget_and_steps_aside_when_too_small():
+    rng = np.random.default_rng(1)
+    ranker = CountingRanker(rng.standard_normal((100, 4)).astype(np.float32))
+    vec = rng.standard_normal(4).astype(np.float32)
+    cache = ScoreCache(max_bytes=1_000)  # two 400-byte score vectors
+    for text in ("a", "b", "c"):
+        cache.scores(ranker, text, vec, np.arange(5), rows=100)
+    assert (len(cache), cache.nbytes) == (2, 800)
+    cache.scores(ranker, "a", vec, np.arange(5), rows=100)  # "a" was evicted first
+    assert ranker.calls == [None] * 4
+    small = ScoreCache(max_bytes=399)  # not one vector fits: the plain product
+    np.testing.assert_allclose(
+        small.scores(ranker, "a", vec, np.arange(5), rows=100), ranker.keys[:5] @ vec, rtol=1e-6
+    )
+    assert (ranker.calls[-1], len(small)) == (5, 0)
+
+
+@pytest.mark.parametrize("catalog", [12, 100_000])  # the bitmap check, the sorted one
+def test_candidate_rows_are_found_only_for_known_distinct_ids(catalog: int):
+    position = {f"c{i}": i for i in range(catalog)}
+    rows = candidate_rows(("c3", "c0", "c7"), position)
+    assert rows.tolist() == [3, 0, 7] and not rows.flags.writeable
+    assert candidate_rows(("c3", "c0", "c3"), position) is None  # a repeat
+    assert candidate_rows(("c3", "nope"), position) is None  # an unknown id
+
+
+def test_parsing_with_the_catalog_keeps_the_errors_and_their_order():
+    cfg = CaprankConfig().serving
+    position = {"a": 0, "b": 1, "c": 2}
+    req = parse_rank_request({"intent": "x", "candidate_ids": ["c", "a"]}, cfg, position)
+    assert req.candidate_rows.tolist() == [2, 0] and req.rows_of is position
+    for ids in (["a", "b", "a"], ["a", "zz", "a"]):  # repeats are named first, as before
+        with pytest.raises(RequestError, match="duplicate ids"):
+            parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
+    unknown = parse_rank_request({"intent": "x", "candidate_ids": ["a", "zz"]}, cfg, position)
+    assert unknown.candidate_rows is None  # the engine refuses it, naming the id

@@ -48,6 +48,7 @@ from caprank.online.explore import explore
 from caprank.online.features import FeatureSnapshot
 from caprank.online.intents import IntentEncoder
 from caprank.online.models import LoadedModel
+from caprank.online.ranker import ScoreCache
 from caprank.online.request import RankRequest, RequestError
 from caprank.online.rules import apply_rules, rule_adjustments
 from caprank.online.served import RequestStore, ServedRanking
@@ -152,6 +153,7 @@ class RankEngine:
         self._routing = Routing(primary=None, mode=cfg.canary.mode)
         self._lock = threading.Lock()  # serializes writers; readers never lock
         self._adjust = rule_adjustments(catalog.ids, cfg.serving.boost, cfg.serving.penalty)
+        self.scores = ScoreCache(int(cfg.serving.intents.score_cache_mb * 2**20))
         self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
         self.shadow_results: deque[dict] = deque(maxlen=1000)
         self.fallbacks: dict[str, int] = {}
@@ -228,8 +230,10 @@ class RankEngine:
         vec, hit = self.encoder.embed(req.intent, model.ranker.text_model)
         t1 = time.perf_counter()
         ranker = model.ranker
-        query = ranker.query(vec, req.intent)
-        scores = ranker.score(query, idx)
+        if hit:  # a cached intent: its scores over the catalog are cached too
+            scores = self.scores.scores(ranker, req.intent, vec, idx, len(self.catalog))
+        else:
+            scores = ranker.score(ranker.query(vec, req.intent), idx)
         if not np.isfinite(scores).all():  # a diverged model must not serve an arbitrary order
             raise FloatingPointError(f"model {model.version} produced non-finite scores")
         t2 = time.perf_counter()
@@ -252,6 +256,8 @@ class RankEngine:
     def _candidates(self, req: RankRequest) -> np.ndarray | None:
         if req.candidate_ids is None:
             return None
+        if req.candidate_rows is not None and req.rows_of is self.catalog.position:
+            return req.candidate_rows  # found while parsing, for this catalog
         try:
             return self.catalog.index_of(req.candidate_ids)
         except KeyError as exc:

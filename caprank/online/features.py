@@ -38,6 +38,7 @@ class FeatureSnapshot:
     error: str = ""
     _stale: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _oldest: datetime | None = field(default=None, repr=False)
+    _n_stale: int = field(default=0, repr=False)  # counted once: read on every request
 
     def __post_init__(self) -> None:
         stale = np.ones(len(self.ids), dtype=bool)
@@ -46,6 +47,7 @@ class FeatureSnapshot:
             stamps = self.table[TIMESTAMP].to_pylist()
             stale = np.array([t is None or t.timestamp() < limit for t in stamps], dtype=bool)
         object.__setattr__(self, "_stale", stale)
+        object.__setattr__(self, "_n_stale", int(stale.sum()))
         oldest = None
         if self.table is not None and TIMESTAMP in self.table.column_names:
             stamps = [t for t in self.table[TIMESTAMP].to_pylist() if t is not None]
@@ -63,7 +65,7 @@ class FeatureSnapshot:
 
     @property
     def n_stale(self) -> int:
-        return int(self._stale.sum())
+        return self._n_stale
 
     def age_hours(self, now: datetime | None = None) -> float | None:
         """Age of the oldest snapshot among present rows (None when nothing is present)."""

@@ -14,9 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 
 def encode_line(data: dict[str, Any]) -> bytes:
-    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    """One record line; orjson writes it (a served ranking is logged on every request, and
+    it is several times faster than ``json``; ``decode_line`` reads either's lines)."""
+    body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 

@@ -70,6 +70,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._children: dict[tuple, object] = {}
         self._state = _StateCollector(runtime)
         r.register(self._state)
         self._collectors = [
@@ -82,16 +83,26 @@ class ServerMetrics:
         for collector in self._collectors:
             self.registry.unregister(collector)
 
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, remembered: a label lookup costs more than the
+        increment, on every request (the label sets are few: outcomes, versions, stages)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe_rank(self, result) -> None:
         """Count an answered request; one the fallback answered after the model raised is
         an error of that model (the canary guardrail's error rate must see it)."""
+        child = self.child
         if result.failed_version is not None:
-            self.requests.labels("error", result.failed_version).inc()
+            child(self.requests, "error", result.failed_version).inc()
         else:
-            self.requests.labels("ok", result.model_version).inc()
+            child(self.requests, "ok", result.model_version).inc()
         for stage, seconds in result.timings.items():
-            self.stage.labels(stage).observe(seconds)
-        self.cache.labels("hit" if result.cache_hit else "miss").inc()
+            child(self.stage, stage).observe(seconds)
+        child(self.cache, "hit" if result.cache_hit else "miss").inc()
         if result.fallback_reason:
             self.fallbacks.labels(result.fallback_reason).inc()
 

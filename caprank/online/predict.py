@@ -50,8 +50,12 @@ class Predictor:
         self.metrics.rejected.labels(field.split("[")[0].split(".")[0]).inc()
         return RequestError(field, message)
 
+    @property
+    def max_instances(self) -> int:
+        return self.runtime.cfg.serving.max_instances
+
     def check_count(self, n: int, field: str) -> None:
-        limit = self.runtime.cfg.serving.max_instances
+        limit = self.max_instances
         if not 1 <= n <= limit:
             raise self.reject(
                 field, f"holds {n} requests; it must hold 1 to {limit} (serving.max_instances)"
@@ -139,6 +143,24 @@ class Predictor:
             self.metrics.observe_rank(result)
             out.append(result.to_json())
         return out
+
+    def cached_v1(self, payload: Any, header_id: Any) -> list[RankRequest] | None:
+        """The requests of a V1 body that is valid throughout (``x-request-id`` included)
+        and whose intents are all cached, ready for ``rank_all``; else None, with nothing
+        counted, for the full path to answer (errors included, counted there once)."""
+        if type(payload) is not dict or len(payload) != 1 or "instances" not in payload:
+            return None
+        instances = payload["instances"]
+        if type(instances) is not list or not 1 <= len(instances) <= self.max_instances:
+            return None
+        runtime = self.runtime
+        try:
+            cid = correlation_id(header_id, "x-request-id")
+            reqs = [runtime.parse_rank(body, cid) for body in instances]
+        except RequestError:
+            return None
+        engine = runtime.engine
+        return reqs if all(engine.cached(r.intent) for r in reqs) else None
 
     async def run(self, bodies: list, client_id: str | None, prefix: str) -> list[dict]:
         """The responses of ``bodies`` (already counted), in order."""

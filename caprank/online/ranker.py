@@ -9,6 +9,9 @@ A trained bundle's ``RankIndex`` fits the same protocol through a thin adapter.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +36,55 @@ def candidate_scores(keys: np.ndarray, query: np.ndarray, idx: np.ndarray | None
     if len(idx) >= FULL_PRODUCT_SHARE * len(keys):
         return (keys @ query)[idx]
     return keys[idx] @ query
+
+
+class ScoreCache:
+    """A cached intent's scores over the whole catalog, per ranker, kept in an LRU of at
+    most ``max_bytes``: a later cache hit gathers its candidates' scores (microseconds)
+    instead of a product over their rows (0.1-0.3 ms for 1,000 rows of 384 floats that
+    are not in the CPU's caches). An entry is valid for the very ranker and intent vector
+    it was computed from (a rebuilt ranker or a re-encoded intent computes it again; an
+    entry holds its ranker weakly, so a swapped-out model is not kept alive); the first
+    hit of an intent pays one product over every row."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._data: OrderedDict[tuple[int, str], tuple[weakref.ref, np.ndarray, np.ndarray]]
+        self._data = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def scores(
+        self, ranker: Ranker, text: str, vec: np.ndarray, idx: np.ndarray | None, rows: int
+    ) -> np.ndarray:
+        """``ranker``'s scores of rows ``idx`` (every row when None; ``rows`` in all) for
+        intent ``text`` whose vector is ``vec``, from the cache when they are there. A
+        catalog whose scores (float32) would not fit is scored as without a cache."""
+        if rows * 4 > self.max_bytes:
+            return ranker.score(ranker.query(vec, text), idx)
+        key = (id(ranker), text)
+        with self._lock:
+            item = self._data.get(key)
+            if item is not None and item[0]() is ranker and item[1] is vec:
+                self._data.move_to_end(key)
+                full = item[2]
+            else:
+                full = None
+        if full is None:
+            full = ranker.score(ranker.query(vec, text), None)
+            self._put(key, (weakref.ref(ranker), vec, full))
+        return full if idx is None else full[idx]
+
+    def _put(self, key: tuple[int, str], item: tuple) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            self.nbytes += item[2].nbytes - (old[2].nbytes if old is not None else 0)
+            self._data[key] = item
+            while self.nbytes > self.max_bytes and len(self._data) > 1:
+                self.nbytes -= self._data.popitem(last=False)[1][2].nbytes
 
 
 class Ranker(Protocol):

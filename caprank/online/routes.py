@@ -32,6 +32,7 @@ from caprank.online.admission import Overloaded
 from caprank.online.control import Unauthorized, check_bearer, check_model_ref
 from caprank.online.feedback import STORED, FeedbackConflict
 from caprank.online.guards import RateLimit, RepositoryGate, SafeErrors
+from caprank.online.hits import CachedHits
 from caprank.online.metrics import ServerMetrics
 from caprank.online.payload import PayloadLimit
 from caprank.online.request import RequestError, StoreUnavailable
@@ -85,6 +86,7 @@ class ServerState:
 
     runtime: Runtime
     metrics: ServerMetrics
+    model: Any = None  # the KServe model over the runtime (``caprank.online.hits``)
     rollout: RolloutJob = field(default_factory=RolloutJob)
 
 
@@ -377,6 +379,7 @@ def mount(app: FastAPI, max_payload_bytes: int) -> None:
     app.router.on_startup.append(lambda: inference_first(app))
     for exc, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(exc, handler)
+    app.add_middleware(CachedHits)  # innermost: the limits and guards below wrap it
     app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
     app.add_middleware(RateLimit)
     app.add_middleware(RepositoryGate)

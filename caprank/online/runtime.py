@@ -275,13 +275,16 @@ class Runtime:
         sees them raw). ``client_request_id`` (an already validated header or V2 id) is
         the correlation id of a body that carries none. Every way into ranking goes
         through here."""
-        req = parse_rank_request(body, self.cfg.serving)
-        return replace(
-            req,
-            client_request_id=req.client_request_id or client_request_id,
-            user_id=self._protect(req.user_id, "user_id"),
-            session_id=self._protect(req.session_id, "session_id"),
+        engine = self.engine
+        req = parse_rank_request(
+            body, self.cfg.serving, engine.catalog.position if engine else None
         )
+        cid = req.client_request_id or client_request_id
+        user_id = self._protect(req.user_id, "user_id")
+        session_id = self._protect(req.session_id, "session_id")
+        if (cid, user_id, session_id) == (req.client_request_id, req.user_id, req.session_id):
+            return req  # nothing changed (the common case): no copy
+        return replace(req, client_request_id=cid, user_id=user_id, session_id=session_id)
 
     def rank(
         self, body: Any, request_id: str | None = None, *, client_request_id: str | None = None

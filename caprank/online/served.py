@@ -192,7 +192,9 @@ class DurableRequestStore(RequestStore):
     def put(self, served: ServedRanking) -> None:
         """Keep ``served`` and append it to the log (flushed to the OS before returning)."""
         if self._scrub is not None:
-            served = replace(served, intent_text=self._scrub(served.intent_text))
+            text = self._scrub(served.intent_text)
+            if text != served.intent_text:  # no copy when there was nothing to scrub
+                served = replace(served, intent_text=text)
         with self._lock:
             stamp = self._clock()
             self._insert(stamp, served)
