@@ -200,6 +200,8 @@ def test_best_config_round_trips_through_mlflow_into_the_train_stage(
     cfg.training.tuned_from = "latest"
     trained = train(ds, cfg, tmp_path / "emb", tmp_path / "model", resume=False)
     assert trained.fit.steps <= overrides["training.max_steps"]
+    # the train stage reproduces the best trial: same data, settings and seed
+    assert trained.fit.best_valid_mrr == pytest.approx(result.best_value, abs=1e-9)
     assert trained.summary["tuned_from"] == run_id
     run = client(cfg).get_run(trained.run_id).data
     assert run.tags["tuned_from_run"] == run_id
