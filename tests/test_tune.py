@@ -4,6 +4,7 @@ budgets, and the best trial's settings through MLflow into the train stage."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -109,24 +110,29 @@ def test_cold_tunes_on_a_pseudo_cold_split_of_train(tiny_cfg, tiny_dataset):
         pseudo_cold(empty, 0.2, 0)
 
 
-def test_a_bad_trial_is_pruned_at_its_first_validation(tiny_cfg, tiny_dataset):
-    cfg = study_cfg(tiny_cfg, start_from_config=False)
-    result = run_study(
-        tiny_dataset, cfg, prepared_datasets()[0], trials=3, minutes=10, setting="cold",
-        enqueue=[*GOOD, BAD],
-    )  # fmt: skip
-    good, bad = result.trials[:2], result.trials[2]
-    assert [t["state"] for t in good] == ["COMPLETE", "COMPLETE"]
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_a_bad_trial_is_pruned_at_its_first_validation(tiny_cfg, tiny_dataset, pruner):
+    # successive halving promotes everyone until a rung has more trials than its
+    # reduction factor (4): it needs more finished trials to compare with
+    more = [{"lr": 3e-5, "temperature": 0.05}, {"lr": 3e-4, "temperature": 0.05}]
+    goods = GOOD if pruner == "median" else [*GOOD, *more]
+    cfg = study_cfg(tiny_cfg, start_from_config=False, pruner=pruner, startup_trials=len(goods))
+
+    def study():
+        return run_study(
+            tiny_dataset, cfg, prepared_datasets()[0], trials=len(goods) + 1, minutes=10,
+            setting="cold", enqueue=[*goods, BAD],
+        )  # fmt: skip
+
+    result = study()
+    good, bad = result.trials[:-1], result.trials[-1]
+    assert [t["state"] for t in good] == ["COMPLETE"] * len(goods)
     assert bad["params"] == BAD and bad["state"] == "PRUNED"
     assert list(bad["intermediate"]) == ["10"]  # stopped at its first validation
     assert bad["value"] < min(t["intermediate"]["10"] for t in good)
-    assert result.best_trial in (0, 1) and result.count("PRUNED") == 1
+    assert result.best_trial < len(goods) and result.count("PRUNED") == 1
     cfg.tuning.pruner = "none"  # the same trial runs to the end without a pruner
-    unpruned = run_study(
-        tiny_dataset, cfg, prepared_datasets()[0], trials=3, minutes=10, setting="cold",
-        enqueue=[*GOOD, BAD],
-    )  # fmt: skip
-    assert [t["state"] for t in unpruned.trials] == ["COMPLETE"] * 3
+    assert [t["state"] for t in study().trials] == ["COMPLETE"] * (len(goods) + 1)
 
 
 def test_budget_in_trials_and_minutes(tiny_cfg, tiny_dataset, monkeypatch):
@@ -164,10 +170,12 @@ def test_tuning_space_accepts_numeric_training_settings_only():
 
 @pytest.mark.slow
 def test_best_config_round_trips_through_mlflow_into_the_train_stage(
-    tiny_cfg, tiny_dataset_dir, tmp_path
+    tiny_cfg, tiny_dataset_dir, tmp_path, capsys
 ):
     """`tune` records the best trial in MLflow (SQLite under tmp); `training.tuned_from`
     (latest, or the run id) makes the train stage apply it and say so in its run."""
+    from caprank.cli import main
+    from caprank.config import dump_yaml
     from caprank.data.dataset import load_dataset
     from caprank.embeddings.stage import embed
     from caprank.registry import RegistryError, client, tuned_overrides
@@ -196,6 +204,17 @@ def test_best_config_round_trips_through_mlflow_into_the_train_stage(
         assert source == run_id
         assert applied.training.lr == overrides["training.lr"]
         assert applied.training.max_steps == overrides["training.max_steps"]
+
+    # the CLI: the same study, cold, untracked (so "latest" stays the run above)
+    (tmp_path / "cfg.yaml").write_text(dump_yaml(cfg))
+    argv = ["--config", str(tmp_path / "cfg.yaml"), "tune", "--data", str(tiny_dataset_dir)]
+    argv += ["--embeddings", str(tmp_path / "emb"), "--trials", "2", "--minutes", "5"]
+    argv += ["--setting", "cold", "--no-track", "--out", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["setting"] == "cold" and printed["trials"] == 2 and printed["run_id"] is None
+    assert (tmp_path / "cli" / "tuning.json").is_file()
+    assert tuned_overrides(cfg, "latest")[0] == run_id
 
     cfg.training.tuned_from = "latest"
     trained = train(ds, cfg, tmp_path / "emb", tmp_path / "model", resume=False)

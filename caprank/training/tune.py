@@ -201,6 +201,7 @@ def run_study(
     config (``stage.catalog_preparer``). ``trials``/``minutes`` default to ``tuning.*``;
     ``enqueue``: points (``{training key: value}``) tried first, after the config's own."""
     import optuna
+    from optuna.trial import TrialState
 
     tcfg = cfg.tuning
     trials = tcfg.trials if trials is None else trials
@@ -234,8 +235,10 @@ def run_study(
             if time.monotonic() > deadline:
                 trial.set_user_attr("stopped", "budget")
                 raise optuna.TrialPruned()
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            prune = trial.should_prune()  # asked always: halving records its rungs here
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if prune and len(complete) >= tcfg.startup_trials:
+                raise optuna.TrialPruned()  # any pruner: none before startup_trials complete
 
         t0 = time.monotonic()
         try:
@@ -251,7 +254,7 @@ def run_study(
             study.stop()
 
     study.optimize(objective, n_trials=trials, callbacks=[out_of_time])
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not done:
         raise DataError("<tuning>", f"no trial completed within {minutes:g} min")
     best = study.best_trial
