@@ -168,6 +168,16 @@ def test_tuning_space_accepts_numeric_training_settings_only():
             load_config(overrides=[bad])
 
 
+def test_the_scheduled_run_carries_tuned_from_to_its_train_step():
+    """`caprank --set training.tuned_from=latest pipeline schedule`: the run's
+    config_yaml holds it, and the train step resolves it from there."""
+    from pipelines.submit import run_config_yaml
+
+    text = run_config_yaml(load_config(overrides=["training.tuned_from=latest"]))[0]
+    assert load_config(extra_yaml=text).training.tuned_from == "latest"
+    assert load_config().training.tuned_from == ""  # off unless asked
+
+
 @pytest.mark.slow
 def test_best_config_round_trips_through_mlflow_into_the_train_stage(
     tiny_cfg, tiny_dataset_dir, tmp_path, capsys
