@@ -6,7 +6,8 @@ share of the cold split's *training* capabilities (their train labels become the
 pseudo test; the real test labels are dropped, never read), trains with the resolved
 config (``--set`` overrides) and prints SHGAT and baseline metrics on those held-out
 capabilities. Settings are chosen on this figure and the warm validation MRR; the
-real test figures come only from ``bench_quality``.
+real test figures come only from ``bench_quality``. ``caprank tune --setting cold``
+searches on the same split automatically (its held-out labels as the validation).
 
     python -m benchmarks.tune_cold --set training.id_dropout=0.3
 """
@@ -14,36 +15,20 @@ real test figures come only from ``bench_quality``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from caprank.config import load_config
 from caprank.data.dataset import load_dataset, write_dataset
 from caprank.evaluation.benchmark import benchmark_dataset
+from caprank.training.tune import pseudo_cold
 
 
-def pseudo_cold(src: Path, out: Path, fraction: float, seed: int) -> Path:
-    """``src``'s train labels, a seeded ``fraction`` of their capabilities as 'test'."""
-    if out.exists():
-        return out
-    ds = load_dataset(src)
-    labels = ds.labels.filter(pc.not_equal(ds.labels["split"], "test"))
-    split = np.asarray(labels["split"].to_pylist(), dtype=object)
-    caps = np.asarray(labels["capability_id"].to_pylist(), dtype=object)
-    train_caps = sorted(set(caps[split == "train"]), key=int)
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(train_caps, size=round(fraction * len(train_caps)), replace=False))
-    new = np.where((split == "train") & np.isin(caps, list(held)), "test", split)
-    labels = labels.set_column(
-        labels.schema.get_field_index("split"), "split", pa.array(new.tolist(), pa.string())
-    )
-    manifest = {**ds.manifest, "pseudo_cold_held_out": sorted(held, key=int)}
-    write_dataset(dataclasses.replace(ds, labels=labels, manifest=manifest), out)
+def pseudo_cold_dir(src: Path, out: Path, fraction: float, seed: int) -> Path:
+    """``src``'s pseudo-cold split (``caprank.training.tune.pseudo_cold``, the held-out
+    capabilities' train labels as 'test') written to ``out``, once."""
+    if not out.exists():
+        write_dataset(pseudo_cold(load_dataset(src), fraction, seed, held_split="test"), out)
     return out
 
 
@@ -64,7 +49,7 @@ def main() -> None:
             *args.overrides,
         ]
     )
-    ds_dir = pseudo_cold(
+    ds_dir = pseudo_cold_dir(
         work / "toollens-cold", work / "toollens-pseudocold", args.fraction, args.seed
     )
     row = benchmark_dataset(ds_dir, cfg, work / "runs" / "pseudocold", emb_dir=work / "embeddings")

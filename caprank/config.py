@@ -426,9 +426,114 @@ class TrainingConfig(Section):
         description="value head -> success probability map fitted on the validation intents' "
         "top-k (docs/training.md); identity: the raw value clipped to [0, 1]",
     )
+    tuned_from: str = Field(
+        "",
+        description="apply a tuning run's best settings (`caprank tune`) over this section: "
+        "empty: none; latest: the newest finished tuning run in MLflow; or a run id. The "
+        "tuned keys win over every config layer (docs/training.md)",
+    )
     per: PERConfig = PERConfig()
     td: TDConfig = TDConfig()
     reward: RewardConfig = RewardConfig()
+
+
+class SearchRange(Section):
+    """One searched setting's range: uniform, or log-uniform with ``log``; an int setting
+    (``max_steps``) draws ints."""
+
+    low: float = Field(description="lowest value tried")
+    high: float = Field(description="highest value tried")
+    log: bool = Field(False, description="draw log-uniformly (low must be > 0)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.high > self.low:
+            raise ValueError(f"high ({self.high}) must be above low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+def tunable_type(key: str) -> type | None:
+    """``int`` or ``float`` for a numeric ``training`` setting (dotted below it:
+    ``lr``, ``per.alpha``), None for anything else (not searchable)."""
+    model: type[BaseModel] = TrainingConfig
+    *parents, leaf = key.split(".")
+    for part in parents:
+        info = model.model_fields.get(part)
+        sub = None if info is None else info.annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    info = model.model_fields.get(leaf)
+    return info.annotation if info is not None and info.annotation in (int, float) else None
+
+
+def _default_space() -> dict[str, SearchRange]:
+    ranges = {
+        "lr": (1e-4, 1e-2, True),
+        "temperature": (0.03, 0.3, True),
+        "cosine_weight": (1.0, 16.0, True),
+        "evidence_k": (0.5, 20.0, True),
+        "content_loss_weight": (0.0, 2.0, False),
+        "dropout": (0.0, 0.3, False),
+        "id_dropout": (0.0, 0.5, False),
+        "max_steps": (200, 2000, True),
+    }
+    return {k: SearchRange(low=lo, high=hi, log=log) for k, (lo, hi, log) in ranges.items()}
+
+
+class TuningConfig(Section):
+    """Hyperparameter search over ``training`` (`caprank tune`, docs/training.md)."""
+
+    trials: int = Field(20, ge=1, le=10_000, description="trials at most")
+    minutes: float = Field(
+        60.0,
+        gt=0.0,
+        description="wall-clock budget: no trial starts after it, and a running one stops "
+        "(pruned) at its next validation",
+    )
+    seed: int = Field(0, ge=0, description="the TPE sampler's seed")
+    pruner: Literal["median", "halving", "none"] = Field(
+        "median",
+        description="stops a trial whose validation MRR trails: median of the earlier "
+        "trials at the same step, successive halving, or none",
+    )
+    startup_trials: int = Field(
+        3,
+        ge=0,
+        description="trials sampled at random before TPE, and completed before any pruning",
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="training steps of a trial before it can be pruned"
+    )
+    start_from_config: bool = Field(
+        True,
+        description="first trial: the config's own values (clipped into the ranges), so "
+        "the best trial is never worse on validation than not tuning",
+    )
+    cold_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="cold setting: share of the training capabilities held out as the "
+        "pseudo-cold validation (the real valid and test labels are dropped)",
+    )
+    space: dict[str, SearchRange] = Field(
+        default_factory=_default_space,
+        description="the searched training settings (keys below training: lr, per.alpha) "
+        "and their ranges; a mapping given replaces this one",
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _numeric_training_keys(cls, value: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        bad = sorted(k for k in value if tunable_type(k) is None)
+        if bad:
+            raise ValueError(f"not numeric training settings: {bad}")
+        if not value:
+            raise ValueError("nothing to search: give at least one setting")
+        return value
 
 
 class UpdateConfig(Section):
@@ -1290,6 +1395,7 @@ class CaprankConfig(Section):
     features: FeaturesConfig = FeaturesConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     update: UpdateConfig = UpdateConfig()
     active: ActiveConfig = ActiveConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -1567,3 +1673,18 @@ def load_config(
 
 def dump_yaml(config: CaprankConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(config: CaprankConfig, overrides: Mapping[str, Any]) -> CaprankConfig:
+    """A copy of ``config`` with dotted keys set (``{"training.lr": 0.002}``), validated
+    like any other layer: an unknown key or a bad value is a ConfigError naming it."""
+    tree = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        _check_key(key, "overrides")
+        _set_dotted(tree, key, value)
+    try:
+        return CaprankConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        raise ConfigError(key, err["msg"], allowed=describe_allowed(key)) from exc

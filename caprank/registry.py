@@ -9,6 +9,9 @@ pickle by reference.
   resolved config, the bundle logged as a pyfunc model with a signature). Embedded
   default: a SQLite store and an artifact directory under the caprank home
   (``cfg.mlflow_tracking_uri()``, ``cfg.mlflow_artifact_root()``); a server URI by config.
+- **Tuning**: ``log_tuning`` records a hyperparameter study (``caprank tune``) as a run
+  of its own experiment, with the best trial's config overrides as a tag that
+  ``tuned_overrides`` reads back for ``training.tuned_from``.
 - **Registry**: a model version is registered from a run's logged model: an MLflow model
   logged under ``artifact_path`` (MLflow 3 logged models) or, failing that, plain
   artifacts under that path in the run (a model directory).
@@ -43,6 +46,8 @@ from caprank.errors import CaprankError
 from caprank.files import atomic_dir, atomic_write_json, atomic_write_text, text_hash
 
 EXPERIMENT = "caprank-training"
+TUNING_EXPERIMENT = "caprank-tuning"  # `caprank tune` studies, one run each
+TUNED_OVERRIDES_TAG = "caprank.tuning.overrides"  # the best trial's {dotted key: value}
 CHALLENGER = "challenger"
 PRODUCTION = "production"
 MODEL_ARTIFACT = "model"  # where the training run logs its model
@@ -180,21 +185,23 @@ class Tracker:
     """One MLflow training run; use as a context manager (the run ends FAILED on an
     exception). ``log_metrics`` is the trainer's ``on_log`` callback."""
 
-    def __init__(self, cfg: CaprankConfig, run_name: str | None = None):
+    def __init__(
+        self, cfg: CaprankConfig, run_name: str | None = None, experiment: str = EXPERIMENT
+    ):
         import mlflow
 
         self.cfg = cfg
         self.mlflow = mlflow
         c = client(cfg)
-        exp = c.get_experiment_by_name(EXPERIMENT)
+        exp = c.get_experiment_by_name(experiment)
         if exp is not None and _moved_away(exp.artifact_location):
             # the home moved: keep the old experiment's runs (``relocated`` finds their
             # files) under another name, and log new runs inside the moved home
-            c.rename_experiment(exp.experiment_id, f"{EXPERIMENT}-{exp.experiment_id}")
+            c.rename_experiment(exp.experiment_id, f"{experiment}-{exp.experiment_id}")
             exp = None
         if exp is None:
             exp_id = c.create_experiment(
-                EXPERIMENT, artifact_location=_artifact_uri(cfg.mlflow_artifact_root())
+                experiment, artifact_location=_artifact_uri(cfg.mlflow_artifact_root())
             )
         else:
             exp_id = exp.experiment_id
@@ -273,6 +280,70 @@ class Tracker:
                 code_paths=[str(code)],
                 pip_requirements=list(PINS),
             )
+
+
+# ------------------------------------------------------------------------ tuning
+
+
+def log_tuning(
+    cfg: CaprankConfig,
+    *,
+    overrides: Mapping[str, Any],
+    value: float,
+    trials: list[dict],
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    run_name: str | None = None,
+) -> str:
+    """Record a finished study as one run of ``TUNING_EXPERIMENT``: the best trial's
+    config overrides (tag ``TUNED_OVERRIDES_TAG``, JSON, what ``tuned_overrides`` reads
+    back; also ``best_overrides.json``), its validation MRR, each trial's value by trial
+    number, the search's settings as params and every trial as ``trials.json``."""
+    import json
+
+    with Tracker(cfg, run_name=run_name, experiment=TUNING_EXPERIMENT) as tracker:
+        tracker.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        tracker.set_tags({**tags, TUNED_OVERRIDES_TAG: json.dumps(dict(overrides), sort_keys=True)})
+        tracker.log_metrics(0, {"best_valid_mrr": value})
+        for t in trials:
+            if t.get("value") is not None:
+                tracker.log_metrics(int(t["number"]), {"trial_valid_mrr": t["value"]})
+        tracker.log_dict(dict(overrides), "best_overrides.json")
+        tracker.log_dict({"trials": trials}, "trials.json")
+        return tracker.run_id
+
+
+def tuned_overrides(cfg: CaprankConfig, ref: str) -> tuple[str, dict[str, Any]]:
+    """(run id, the best trial's overrides) of the tuning run ``ref`` names: ``latest``
+    (the newest finished run of ``TUNING_EXPERIMENT``) or a run id. ``RegistryError``
+    when there is none or the run carries no overrides."""
+    import json
+
+    c = client(cfg)
+    if ref == "latest":
+        exp = c.get_experiment_by_name(TUNING_EXPERIMENT)
+        found = (
+            []
+            if exp is None
+            else c.search_runs(
+                [exp.experiment_id],
+                filter_string="attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
+        if not found:
+            raise RegistryError(
+                "training.tuned_from=latest but MLflow has no finished tuning run "
+                f"(experiment '{TUNING_EXPERIMENT}'): run `caprank tune` first"
+            )
+        run = found[0]
+    else:
+        run = _run(c, ref)
+    text = run.data.tags.get(TUNED_OVERRIDES_TAG)
+    if text is None:
+        raise RegistryError(f"MLflow run '{run.info.run_id}' is not a tuning run (no overrides)")
+    return run.info.run_id, json.loads(text)
 
 
 # ----------------------------------------------------------------- registration

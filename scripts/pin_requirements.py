@@ -53,13 +53,27 @@ IMAGES: dict[str, dict] = {
     # the KServe predictor: model, text encoder, features, registry; no KFP, no GE
     "serving": {
         "roots": ["@project"],
-        "drop": ["kfp", "kfp-kubernetes", "great-expectations", "evidently", "kubernetes"],
+        "drop": [
+            "kfp",
+            "kfp-kubernetes",
+            "great-expectations",
+            "evidently",
+            "kubernetes",
+            "optuna",
+        ],
         "provided": [],
     },
     # the same predictor on the CUDA base (gpu overlay)
     "serving-gpu": {
         "roots": ["@project"],
-        "drop": ["kfp", "kfp-kubernetes", "great-expectations", "evidently", "kubernetes"],
+        "drop": [
+            "kfp",
+            "kfp-kubernetes",
+            "great-expectations",
+            "evidently",
+            "kubernetes",
+            "optuna",
+        ],
         "provided": ["torch"],
     },
     # building the caprank wheel without build isolation

@@ -22,6 +22,7 @@ from caprank.cli.privacy_cmd import privacy_group
 from caprank.cli.rollback_cmd import rollback_cmd
 from caprank.cli.serve_cmd import serve_cmd
 from caprank.cli.train_cmd import train_cmd
+from caprank.cli.tune_cmd import tune_cmd
 from caprank.cli.update_cmd import update_cmd
 from caprank.errors import CaprankError
 
@@ -55,6 +56,7 @@ cli.add_command(features_group)
 cli.add_command(embed_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(train_cmd)
+cli.add_command(tune_cmd)
 cli.add_command(update_cmd)
 cli.add_command(monitor_cmd)
 cli.add_command(privacy_group)

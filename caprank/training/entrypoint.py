@@ -65,7 +65,11 @@ def run_step(
     atomic_write_text(summary, text)
     print(text)
     return StepOutputs(
-        metadata={"bundle": str(result.bundle_dir), "mlflow_run_id": result.run_id or ""},
+        metadata={
+            "bundle": str(result.bundle_dir),
+            "mlflow_run_id": result.run_id or "",
+            "tuned_from": result.summary.get("tuned_from", ""),  # training.tuned_from's run
+        },
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, bool | int | float)},
     )
 

@@ -6,7 +6,9 @@ checkpoints under ``<out_dir>/checkpoints`` (a re-run with the same inputs resum
 fits the value head's calibration on the validation intents (``calibrate``), writes
 the bundle to ``<out_dir>/bundle``, scores it and the configured baselines on the
 validation intents (``validation_metrics``), and records everything in MLflow. Test
-labels are never read here: only the evaluate stage computes test metrics.
+labels are never read here: only the evaluate stage computes test metrics. With
+``training.tuned_from`` set, a tuning run's best settings (``caprank tune``) are applied
+first (``apply_tuned``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -259,14 +262,48 @@ def _catalog_vectors(ds: Dataset, emb, embeddings_dir: Path):
     return tool_ids, tool_vecs, cap_ids, cap_text
 
 
-def _new_model(prep: Prepared, cfg: CaprankConfig, tool_vecs: np.ndarray) -> SHGAT:
+PrepareFn = Callable[[Dataset, CaprankConfig], Prepared]
+
+
+def catalog_preparer(
+    ds: Dataset, cfg: CaprankConfig, embeddings_dir: Path, features: pa.Table | None
+) -> tuple[PrepareFn, str]:
+    """(``prepare`` bound to the embed stage's vectors of ``ds``'s catalog and the
+    features, the text model): the embeddings are read once, and the same catalog can
+    be prepared under several configs or label splits (hyperparameter search)."""
+    emb = load_embeddings(embeddings_dir, cfg)
+    tool_ids, tool_vecs, cap_ids, cap_text = _catalog_vectors(ds, emb, embeddings_dir)
+
+    def make(data: Dataset, config: CaprankConfig) -> Prepared:
+        return prepare(
+            data, config, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(config)
+        )
+
+    return make, emb.text_model
+
+
+def apply_tuned(cfg: CaprankConfig) -> tuple[CaprankConfig, str | None]:
+    """``cfg`` with the tuning run ``training.tuned_from`` names applied (its best
+    trial's overrides win over every layer), and that run's id; ``cfg`` itself and None
+    when ``tuned_from`` is empty."""
+    ref = cfg.training.tuned_from.strip()
+    if not ref:
+        return cfg, None
+    from caprank.config import with_overrides
+    from caprank.registry import tuned_overrides
+
+    run_id, overrides = tuned_overrides(cfg, ref)
+    return with_overrides(cfg, overrides), run_id
+
+
+def new_model(prep: Prepared, cfg: CaprankConfig) -> SHGAT:
     """A freshly seeded SHGAT sized for the prepared catalog and ``training``."""
     import torch
 
     tc = cfg.training
     dims = ModelDims(
         text_dim=prep.inputs.capability_text.shape[1],
-        tool_dim=tool_vecs.shape[1],
+        tool_dim=prep.inputs.tool_vectors.shape[1],
         n_features=len(prep.scaler.columns),
         n_tools=len(prep.inputs.tool_ids),
         n_id_caps=len(prep.id_capabilities),
@@ -363,13 +400,13 @@ def train(
     ``evaluate``: score the bundle and the baselines on the validation intents."""
     out_dir = Path(out_dir)
     embeddings_dir = Path(embeddings_dir)
-    emb = load_embeddings(embeddings_dir, cfg)
+    cfg, tuned_run = apply_tuned(cfg)
     features = read_features(features_path)
-    tool_ids, tool_vecs, cap_ids, cap_text = _catalog_vectors(ds, emb, embeddings_dir)
+    make_prep, text_model = catalog_preparer(ds, cfg, embeddings_dir, features)
 
     start = time.perf_counter()
-    prep = prepare(ds, cfg, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(cfg))
-    model = _new_model(prep, cfg, tool_vecs)
+    prep = make_prep(ds, cfg)
+    model = new_model(prep, cfg)
     fingerprint = _fingerprint(ds, cfg, embeddings_dir, table_fingerprint(features))
     ck = _checkpoints(out_dir, fingerprint, resume)
 
@@ -381,13 +418,15 @@ def train(
     try:
         on_log = None if tracker is None else tracker.log_metrics
         fit = Trainer(model, prep.data, cfg.training, checkpoint_dir=ck, on_log=on_log).fit()
-        bundle = _make_bundle(model.cpu().eval(), prep, cfg, emb.text_model, fit)
+        bundle = _make_bundle(model.cpu().eval(), prep, cfg, text_model, fit)
         bundle.meta["data_cutoff"] = _cutoff_iso(ds)  # where `caprank update` starts
         bundle_dir = _save(bundle, ds, out_dir, features)
         calibration = bundle.meta["calibration_fit"]
         summary = dict(prep.summary)
         summary["train_seconds"] = round(time.perf_counter() - start, 3)
         summary["calibration"] = calibration
+        if tuned_run is not None:
+            summary["tuned_from"] = tuned_run
         result = TrainResult(bundle_dir, fit, summary, calibration=calibration)
         if evaluate:
             result.valid_metrics = validation_metrics(ds, cfg, prep, bundle)
@@ -409,6 +448,8 @@ def _track(tracker, cfg, ds, embeddings_dir, features_path, result: TrainResult,
     }
     if features_path is not None:
         tags["features_path"] = str(features_path)
+    if "tuned_from" in result.summary:
+        tags["tuned_from_run"] = result.summary["tuned_from"]
     tracker.set_tags(tags)
     f = result.fit
     tracker.log_metrics(

@@ -6,7 +6,8 @@ experience (InfoNCE with temperature, on the full score and on the id-free part 
 content channel learns to rank on its own); regress the value head on TD(lambda)
 targets; update priorities from |TD error|. Adam + cosine annealing; validation MRR
 every ``eval_every`` steps with early stopping, the prior alone (learned residual off)
-validated first as the state to beat; a checkpoint every ``checkpoint_every``
+validated first as the state to beat (``on_validate`` hears every later validation:
+hyperparameter search reports and prunes there); a checkpoint every ``checkpoint_every``
 steps holds everything (weights, optimizer, scheduler, replay, RNGs, history), so a
 killed run resumes and ends exactly where an uninterrupted one would on CPU.
 
@@ -37,6 +38,7 @@ from caprank.model.shgat import SHGAT, Graph
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LogFn = Callable[[int, dict[str, float]], None]
+ValidateFn = Callable[[int, float], None]  # (step, validation MRR); may raise to stop
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Trainer:
         cfg: TrainingConfig,
         checkpoint_dir: str | Path | None = None,
         on_log: LogFn | None = None,
+        on_validate: ValidateFn | None = None,
     ):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -116,6 +119,7 @@ class Trainer:
         self.graph = data.graph.to(self.device)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_log = on_log
+        self.on_validate = on_validate  # hyperparameter search reports and prunes here
         self.opt = torch.optim.Adam(
             model.parameters(),
             lr=cfg.lr,
@@ -344,5 +348,7 @@ class Trainer:
             self.bad_evals = 0
         else:
             self.bad_evals += 1
+        if self.on_validate is not None:
+            self.on_validate(self.step, mrr)
         self.refresh_targets()
         return self.bad_evals >= self.cfg.patience

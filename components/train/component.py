@@ -26,7 +26,8 @@ def train(
         embeddings: The embed step's text, Node2Vec and hybrid vectors.
         features: The build_features step's capability feature snapshots.
         config_yaml: The run's config overrides as YAML; empty: the defaults.
-        model: Out: the bundle and checkpoints; metadata ``bundle`` and ``mlflow_run_id``.
+        model: Out: the bundle and checkpoints; metadata ``bundle``, ``mlflow_run_id`` and
+            ``tuned_from`` (the tuning run applied by ``training.tuned_from``, or empty).
         summary: Out: the training report as Markdown.
         metrics: Out: ``best_valid_mrr``, ``steps``, throughput, calibration ECE and the
             test metrics of the model and its baselines.

@@ -47,6 +47,7 @@ def test_train_component_writes_the_bundle_and_run(inputs, tmp_path):
     )
     assert (Path(model.path) / "bundle" / "bundle.json").is_file()
     assert model.metadata["bundle"] and model.metadata["mlflow_run_id"]
+    assert model.metadata["tuned_from"] == ""  # training.tuned_from unset
     assert metrics.metadata["steps"] == 10.0
     assert 0.0 < metrics.metadata["best_valid_mrr"] <= 1.0
     assert (tmp_path / "train.md").read_text().strip()
