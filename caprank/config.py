@@ -479,7 +479,7 @@ class ActiveConfig(Section):
         0.0, ge=0.0, description="weight of 1 - calibrated success probability of the top one"
     )
     disagreement_weight: float = Field(
-        0.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
+        1.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
     )
     diverse: bool = Field(
         True,

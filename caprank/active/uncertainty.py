@@ -13,10 +13,10 @@ Three signals, each in [0, 1] (1: most uncertain), combined with ``active.*_weig
 each intent's priority is its uncertainty times its novelty, the expected share of a
 label it would add to a capability, sum over capabilities c of p(c) / (1 + n(c)), where
 p is the softmax of the ranker's scores and n(c) counts c's training labels plus the
-probability mass of the intents already queued. Near ties alone pick intents whose
-answer the model has already seen many times (or the same capability over and over);
-labels for capabilities with no evidence teach the most. Without it: the most uncertain
-intents, at most one per top-1 capability while others remain (``active.diverse``).
+probability mass of the intents already queued: a label for a capability the model has
+been taught many times, or a near-duplicate of an intent already in the batch, adds
+little. Without it: the most uncertain intents, at most one per top-1 capability while
+others remain (``active.diverse``). What each choice measured: docs/online-learning.md.
 
 Served traffic comes from the serving request log (``<feedback_dir>/served/``) or the
 dataset's interactions; each distinct intent text counts once, with its request count.
