@@ -6,7 +6,8 @@ A small simulated world. The model starts from a quarter of the train intents la
 labels, imported with provenance through ``caprank.active.queue.apply_answers``), and
 the model is retrained from scratch on the base plus acquired labels, same seed and
 steps; the arms differ only in which intents were labeled. Uncertainty uses
-``caprank.active`` (margin, calibrated probability, disagreement with BM25 and dense);
+``caprank.active`` with its default settings (margin and disagreement with BM25 and
+dense, the evidence-aware greedy batch);
 random draws uniformly from the same pool. MRR is on the held-out test labels. One seed
 gives one paired difference; ``summarize`` turns several into a mean and a bootstrap
 confidence interval (target: the interval lies above zero).
@@ -147,7 +148,9 @@ def summarize(results: list[dict], samples: int = 2000, confidence: float = 0.95
     }
 
 
-SEEDS = 3  # paired trials per bench-online run (about 3 minutes each on one core)
+SEEDS = 10  # paired trials per bench-online run (three trainings each, 40-80 s wall on
+# the shared 2-core machine): one trial's random draw alone moves the difference by
+# about +-0.04 MRR, so three seeds said little either way (docs/online-learning.md)
 
 
 def run_active(seed: int) -> dict:

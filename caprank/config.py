@@ -584,10 +584,17 @@ class ActiveConfig(Section):
         0.0, ge=0.0, description="weight of 1 - calibrated success probability of the top one"
     )
     disagreement_weight: float = Field(
-        0.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
+        1.0, ge=0.0, description="weight of the share of baselines whose top-1 differs"
     )
     diverse: bool = Field(
-        True, description="at most one queued intent per top-1 capability while others remain"
+        True,
+        description="without evidence: at most one queued intent per top-1 capability "
+        "while others remain",
+    )
+    evidence: bool = Field(
+        True,
+        description="greedy by uncertainty x novelty: intents likely to belong to capabilities "
+        "with many train labels (or already queued) wait",
     )
 
 

@@ -75,7 +75,10 @@ def test_export_import_round_trip_with_provenance(setup, tiny_dataset, tmp_path,
     cfg, bundle, feedback = setup
     items = build_queue(tiny_dataset, cfg, bundle, fake_encode, feedback, budget=2)
     assert len(items) == 2 and {u.text for u in items} <= set(NEW_TEXTS)  # labeled: left out
-    assert items[0].uncertainty >= items[1].uncertainty
+    assert all(u.candidates[0][0] in u.likely and sum(u.likely.values()) <= 1 + 1e-6 for u in items)
+    plain = cfg.model_copy(update={"active": cfg.active.model_copy(update={"evidence": False})})
+    by_uncertainty = build_queue(tiny_dataset, plain, bundle, fake_encode, feedback, budget=2)
+    assert by_uncertainty[0].uncertainty >= by_uncertainty[1].uncertainty
     assert all(len(u.candidates) == cfg.active.top_candidates for u in items)
     queue = export_queue(items, tiny_dataset, tmp_path / f"queue{suffix}", "q1", "v7")
     assert read_answers(queue) == []  # nothing answered yet
@@ -137,3 +140,45 @@ def test_select_spreads_over_top_capabilities():
     assert [u.text for u in select(items, 2)] == ["a", "c"]
     assert [u.text for u in select(items, 3)] == ["a", "c", "b"]
     assert [u.text for u in select(items, 2, diverse=False)] == ["a", "b"]
+
+
+def _item(text: str, uncertainty: float, likely: dict[str, float]):
+    from caprank.active.uncertainty import Uncertain
+
+    top = max(likely, key=likely.get)
+    return Uncertain(text, 1, 0, 0, 0, uncertainty, [(top, 1.0)], likely)
+
+
+def test_evidence_defers_well_labeled_and_already_queued_capabilities():
+    from caprank.active.uncertainty import select
+
+    items = [
+        _item("known", 0.9, {"c1": 1.0}),  # most uncertain, but c1 has 8 train labels
+        _item("new", 0.6, {"c2": 1.0}),
+        _item("new-twin", 0.55, {"c2": 1.0}),  # same capability as "new"
+        _item("other", 0.5, {"c3": 0.5, "c4": 0.5}),
+    ]
+    evidence = {"c1": 8.0}
+    assert [u.text for u in select(items, 3, evidence=evidence)] == ["new", "other", "new-twin"]
+    assert [u.text for u in select(items, 4, evidence=evidence)][-1] == "known"
+    assert [u.text for u in select(items, 2, evidence={})] == ["known", "new"]
+
+
+def test_lazy_greedy_matches_plain_greedy():
+    from caprank.active.uncertainty import novelty, select
+
+    rng = np.random.default_rng(3)
+    caps = [f"c{i}" for i in range(6)]
+    items = []
+    for n in range(40):
+        p = rng.dirichlet(np.full(len(caps), 0.3))
+        items.append(_item(f"i{n}", float(rng.uniform()), dict(zip(caps, p, strict=True))))
+    evidence = {c: float(rng.integers(0, 4)) for c in caps}
+    counts, left, plain = dict(evidence), list(items), []
+    for _ in range(15):
+        best = max(left, key=lambda u: u.uncertainty * novelty(u.likely, counts))
+        plain.append(best.text)
+        left.remove(best)
+        for c, p in best.likely.items():
+            counts[c] = counts.get(c, 0.0) + p
+    assert [u.text for u in select(items, 15, evidence=evidence)] == plain

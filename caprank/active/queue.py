@@ -47,7 +47,7 @@ def build_queue(
     """The ``budget`` (default ``active.budget``) most uncertain served intents, ranked
     over ``ds``'s catalog by ``bundle``; served traffic from the serving request log
     ``served`` or, without it, the dataset's interactions. Intents already labeled are
-    left out."""
+    left out; ``active.evidence`` weighs novelty against the train labels' counts."""
     from caprank.embeddings.catalog_text import capability_texts
     from caprank.evaluation.baselines import bm25_scores, dense_scores
     from caprank.training.update import catalog_through
@@ -69,7 +69,19 @@ def build_queue(
     items = rank_uncertain(
         bundle.index(inputs), texts, dense, baselines, cfg.active, [counts[t] for t in texts]
     )
-    return select(items, cfg.active.budget if budget is None else budget, cfg.active.diverse)
+    budget = cfg.active.budget if budget is None else budget
+    evidence = label_evidence(ds) if cfg.active.evidence else None
+    return select(items, budget, cfg.active.diverse, evidence)
+
+
+def label_evidence(ds: Dataset) -> dict[str, float]:
+    """Training labels per capability: what the model has already been taught."""
+    counts: dict[str, float] = {}
+    rows = zip(ds.labels["capability_id"].to_pylist(), ds.labels["split"].to_pylist(), strict=True)
+    for cap, split in rows:
+        if split == "train":
+            counts[cap] = counts.get(cap, 0.0) + 1.0
+    return counts
 
 
 def _format(path: Path) -> str:

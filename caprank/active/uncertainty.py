@@ -9,8 +9,14 @@ Three signals, each in [0, 1] (1: most uncertain), combined with ``active.*_weig
 * disagreement: the share of baselines (BM25, dense cosine) whose top-1 differs from the
   ranker's.
 
-``select`` then takes the most uncertain intents, at most one per top-1 capability
-while others remain (``active.diverse``).
+``select`` then fills the batch. With ``active.evidence`` (the default) it is greedy:
+each intent's priority is its uncertainty times its novelty, the expected share of a
+label it would add to a capability, sum over capabilities c of p(c) / (1 + n(c)), where
+p is the softmax of the ranker's scores and n(c) counts c's training labels plus the
+probability mass of the intents already queued: a label for a capability the model has
+been taught many times, or a near-duplicate of an intent already in the batch, adds
+little. Without it: the most uncertain intents, at most one per top-1 capability while
+others remain (``active.diverse``). What each choice measured: docs/online-learning.md.
 
 Served traffic comes from the serving request log (``<feedback_dir>/served/``) or the
 dataset's interactions; each distinct intent text counts once, with its request count.
@@ -18,6 +24,7 @@ dataset's interactions; each distinct intent text counts once, with its request 
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +51,10 @@ class Uncertain:
     disagreement: float
     uncertainty: float
     candidates: list[tuple[str, float]] = field(default_factory=list)
+    likely: dict[str, float] = field(default_factory=dict)  # softmax of scores, >= MIN_MASS
+
+
+MIN_MASS = 1e-3  # softmax mass below this is dropped from ``Uncertain.likely``
 
 
 def served_texts(source: str | Path | pa.Table) -> Counter[str]:
@@ -115,6 +126,7 @@ def rank_uncertain(
     )
     margin, prob, disagree, combined = signals(scores, top_p, baselines, cfg)
     k = min(cfg.top_candidates, scores.shape[1])
+    mass = softmax(scores)
     counts = list(requests) if requests is not None else [1] * len(texts)
     out = []
     for i, text in enumerate(texts):
@@ -128,16 +140,42 @@ def rank_uncertain(
                 round(float(disagree[i]), 6),
                 round(float(combined[i]), 6),
                 [(index.capability_ids[j], round(float(scores[i, j]), 6)) for j in top],
+                {
+                    index.capability_ids[j]: float(mass[i, j])
+                    for j in np.flatnonzero(mass[i] >= MIN_MASS)
+                },
             )
         )
     out.sort(key=lambda u: (-u.uncertainty, -u.requests, u.text))
     return out
 
 
-def select(items: Sequence[Uncertain], budget: int, diverse: bool = True) -> list[Uncertain]:
-    """The ``budget`` first of ``items``; ``diverse``: at most one per top-1 capability
-    while others remain (near ties cluster around a few capabilities, and labels spread
-    over more capabilities teach more), then the rest in order."""
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row softmax of ranker scores at temperature 1 (the scale of the margin term)."""
+    z = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def novelty(likely: Mapping[str, float], evidence: Mapping[str, float]) -> float:
+    """Expected share of a new label: sum of p(c) / (1 + n(c)) over likely capabilities."""
+    return float(sum(p / (1.0 + evidence.get(c, 0.0)) for c, p in likely.items()))
+
+
+def select(
+    items: Sequence[Uncertain],
+    budget: int,
+    diverse: bool = True,
+    evidence: Mapping[str, float] | None = None,
+) -> list[Uncertain]:
+    """The batch of ``budget`` intents from ``items`` (most uncertain first).
+
+    ``evidence`` (training labels per capability): greedy by uncertainty x novelty, each
+    pick adding its ``likely`` mass to the evidence, so near-duplicates of a queued
+    intent and intents of well-labeled capabilities wait (see the module doc). Without
+    it, ``diverse``: at most one per top-1 capability while others remain, then the rest
+    in order; neither: the ``budget`` first."""
+    if evidence is not None:
+        return _greedy(items, budget, dict(evidence))
     if not diverse:
         return list(items[:budget])
     seen: set[str] = set()
@@ -147,3 +185,21 @@ def select(items: Sequence[Uncertain], budget: int, diverse: bool = True) -> lis
         (rest if top in seen else first).append(u)
         seen.add(top)
     return (first + rest)[:budget]
+
+
+def _greedy(items: Sequence[Uncertain], budget: int, counts: dict[str, float]) -> list[Uncertain]:
+    """Lazy greedy: a priority only falls as evidence grows, so a stale heap entry that
+    still tops the heap after its refresh is the true maximum (ties: ``items`` order)."""
+    heap = [(-u.uncertainty * novelty(u.likely, counts), i) for i, u in enumerate(items)]
+    heapq.heapify(heap)
+    out: list[Uncertain] = []
+    while heap and len(out) < budget:
+        _, i = heapq.heappop(heap)
+        fresh = -items[i].uncertainty * novelty(items[i].likely, counts)
+        if heap and (fresh, i) > heap[0]:
+            heapq.heappush(heap, (fresh, i))
+            continue
+        out.append(items[i])
+        for c, p in items[i].likely.items():
+            counts[c] = counts.get(c, 0.0) + p
+    return out
