@@ -246,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             out["failing_canary"] = {
                 k: result.get(k) for k in ("model_version", "outcome", "reason")
             }
+            serving = [primary_of(url, services.admin_token) for url in urls]
+            out["replicas_serve_after_rollback"] = serving
             out["failing_canary_rolled_back"] = (
-                result["outcome"] == "rolled_back" and production() == out["production_after_run2"]
+                result["outcome"] == "rolled_back"
+                and production() == out["production_after_run2"]
+                and serving == [out["production_after_run2"]] * len(urls)
             )
         out["traffic"] = {"served": traffic.served, "errors": len(traffic.errors),
                           "first_errors": traffic.errors[:3]}  # fmt: skip
