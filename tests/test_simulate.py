@@ -391,3 +391,33 @@ def test_policy_from_rankings_mapping_or_function(tiny_cfg, catalog):
     # an ordering that puts each intent's labeled capability first beats bm25
     best = {i: [world.capability_ids[world.intent_home[k]]] for k, i in enumerate(world.intent_ids)}
     assert world.expected_reward(world.policy_from_rankings(best)) > truth + 0.05
+
+
+def test_the_default_period_draws_the_same_logs_whatever_the_date(tiny_cfg, monkeypatch):
+    """The embedded default covers "the last `days` days": on another date only its
+    timestamps move, not what happened (a test run after midnight trains on the same
+    data); an explicit later start date still draws fresh events."""
+    from datetime import UTC, datetime
+
+    import caprank.data.synth as synth_module
+
+    def logs_on(day: datetime, start_date: str | None = None) -> pa.Table:
+        class Today(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return day
+
+        monkeypatch.setattr(synth_module, "datetime", Today)
+        cfg = tiny_cfg.model_copy(deep=True)
+        cfg.data.synth.start_date = start_date
+        ds = synthesize(cfg)
+        return simulate(ds, cfg)
+
+    a = logs_on(datetime(2026, 12, 5, 23, tzinfo=UTC))
+    b = logs_on(datetime(2026, 12, 6, 1, tzinfo=UTC))
+    same = ("selected_capability", "outcome", "intent_text", "propensity")
+    assert all(a[c].to_pylist() == b[c].to_pylist() for c in same)
+    assert a["timestamp"].to_pylist() != b["timestamp"].to_pylist()  # moved by a day
+    c = logs_on(datetime(2026, 12, 6, 1, tzinfo=UTC), "2026-10-01")
+    d = logs_on(datetime(2026, 12, 6, 1, tzinfo=UTC), "2026-10-11")
+    assert c["selected_capability"].to_pylist() != d["selected_capability"].to_pylist()

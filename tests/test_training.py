@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -41,10 +42,20 @@ def test_training_learns_and_reports_both_losses(trained):
     assert fit.best_valid_mrr > 0.0 and prep.n_valid > 0
 
 
+def _residual_on(model):
+    """The trained model with its residual switched on: a run that never beat the prior
+    on validation keeps it off (``Trainer._evaluate_prior``), and these tests are about
+    the gate itself, whatever the tiny run's validation said."""
+    model = copy.deepcopy(model)
+    model.residual_on.fill_(1.0)
+    return model
+
+
 def test_capability_without_evidence_ranks_exactly_as_the_prior(trained):
     """Gate g(0) = 0: a capability with no training positives scores exactly its cosine
     prior (its residual key columns are zero); one with evidence gets a learned part."""
     _, prep, model, _ = trained
+    model = _residual_on(model)
     bundle = tiny_bundle(prep, model)
     inp = prep.inputs
     src = inp.capability_ids.index(prep.id_capabilities[0])  # a capability with evidence
@@ -92,6 +103,7 @@ def test_catalog_without_evidence_ranks_as_dense_cosine(trained):
 
 def test_residual_gate_is_zero_without_evidence_and_grows_with_it(trained):
     _, prep, model, _ = trained
+    model = _residual_on(model)
     graph = prep.data.graph
     n = torch.tensor([0.0, 1.0, 3.0, 30.0, 3000.0])
     gate = model.gate(dataclasses.replace(graph, cap_evidence=n))

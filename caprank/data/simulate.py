@@ -278,8 +278,9 @@ def _simulate_day(
 
 def simulate_logs(world: World, policy: SlatePolicy, sim: SimulateConfig) -> pa.Table:
     """Sample ``sim.events_per_day`` events per day of ``world`` under ``policy``."""
-    # the first day is part of the seed: appending a later period draws fresh events
-    rng = np.random.default_rng([world.seed, 0x10C5, world.start.toordinal()])
+    # an explicit first day is part of the seed: appending a later period draws fresh
+    # events; the default period (relative to today) draws the same ones every day
+    rng = np.random.default_rng([world.seed, 0x10C5, world.period])
     user_w = (1.0 + rng.permutation(sim.n_users)) ** -USER_ACTIVITY_EXPONENT
     user_w /= user_w.sum()
     greedy_cache: dict[bytes, np.ndarray] = {}

@@ -82,6 +82,11 @@ class World:
     reward_values: tuple[float, float, float]  # success, partial, failure
     latency_penalty_per_s: float
     drift: dict = field(default_factory=dict)
+    # what the log's draws are seeded with beside ``seed``: the first day's ordinal for an
+    # explicit ``data.synth.start_date`` (a later period appended draws fresh events), 0
+    # for the default "the last ``days`` days", so the embedded default's content is the
+    # same whatever the date and only its timestamps move
+    period: int = 0
     _ranked: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ basics
@@ -447,6 +452,7 @@ def build_world(ds: Dataset, cfg: CaprankConfig) -> World:
     world = World(
         seed=cfg.data.seed,
         start=start,
+        period=start.toordinal() if synth.start_date else 0,
         days=synth.days,
         capability_ids=cap_ids,
         tool_ids=tool_ids,
