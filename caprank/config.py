@@ -80,7 +80,8 @@ class SynthConfig(Section):
     start_date: str | None = Field(
         None,
         description="ISO date of the first day; empty: `days` days before today (UTC), "
-        "so the embedded default always looks like recent logs",
+        "so the embedded default always looks like recent logs (the same events every "
+        "day: only their timestamps move)",
     )
     cross_category_fraction: float = Field(
         0.15,
