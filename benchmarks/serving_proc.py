@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from serving import PROMETHEUS_MULTIPROCESS_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 # the throughput benchmarks load one server from one address: per-client limits off
 NO_RATE_LIMIT = ["serving.rate_limit.predict_per_s=0", "serving.rate_limit.feedback_per_s=0"]
@@ -87,6 +89,8 @@ class ServerProcess:
             args += ["--set", o]
         self.args = args
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        for name in PROMETHEUS_MULTIPROCESS_ENV:  # what importing Feast here set (serving/)
+            self.env.pop(name, None)
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
         self.env.update(extra_env or {})
         self.log_path = Path(home) / f"server-{self.port}.log"
