@@ -7,8 +7,9 @@ prioritized replay of older experiences; the full retrain re-embeds and trains f
 scratch on all of it. MRR is traffic-weighted on the last day against the known truth
 (the available capabilities of highest expected reward) over every intent with traffic
 (``mrr``) and over the intents whose truth the drift moved (``mrr_drifted``). Times are
-single-threaded: CPU seconds of the process (the machine running the benchmark may be
-shared, so wall seconds are reported beside them); the full retrain's time excludes
+single-threaded (torch and numpy's BLAS both held to one thread): CPU seconds of the
+process (the machine running the benchmark may be shared, so wall seconds are reported
+beside them); the full retrain's time excludes
 re-embedding (reported apart), so the time ratio is conservative. Target: the update
 recovers >= 80% of the full retrain's MRR gain over the stale model in <= 20% of its time.
 
@@ -49,6 +50,7 @@ def _recovery(stale: float, full: float, upd: float) -> float:
 
 def run_update(seed: int) -> dict:
     import torch
+    from threadpoolctl import threadpool_limits
 
     from caprank.data.simulate import build_world, simulate
     from caprank.data.synth import synthesize
@@ -59,7 +61,10 @@ def run_update(seed: int) -> dict:
     from caprank.training.update import dataset_as_of, update
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="bench-update-") as tmp:
+    # numpy's BLAS too: with its default thread pool (2 threads on the 2-core machine)
+    # the small matmuls of scoring and calibration cost CPU seconds on both threads, and
+    # the times below would not be one thread's (the update's grew by about 75%)
+    with threadpool_limits(1), tempfile.TemporaryDirectory(prefix="bench-update-") as tmp:
         root = Path(tmp)
         cfg = small_config(
             seed, root / "home", drift_new_capabilities_day=DRIFT_DAY,

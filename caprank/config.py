@@ -594,8 +594,26 @@ class ActiveConfig(Section):
     )
     evidence: bool = Field(
         True,
-        description="greedy by uncertainty x novelty: intents likely to belong to capabilities "
-        "with many train labels (or already queued) wait",
+        description="greedy by uncertainty^uncertainty_power x novelty: intents likely to "
+        "belong to capabilities with many train labels (or already queued) wait",
+    )
+    novelty_source: Literal["prior", "ranker"] = Field(
+        "prior",
+        description="which scores say what capability an intent belongs to, for novelty: "
+        "the text prior (cosine to the capability text, blind to what was taught) or the "
+        "ranker (its learned residual leans towards capabilities it was taught)",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0.0,
+        description="softmax temperature of those scores; unset: fitted by maximum "
+        "likelihood of the train labels' capabilities",
+    )
+    uncertainty_power: float = Field(
+        0.0,
+        ge=0.0,
+        description="exponent of the uncertainty factor of the evidence greedy (0: the "
+        "expected new evidence alone)",
     )
 
 

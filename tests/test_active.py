@@ -75,7 +75,7 @@ def test_export_import_round_trip_with_provenance(setup, tiny_dataset, tmp_path,
     cfg, bundle, feedback = setup
     items = build_queue(tiny_dataset, cfg, bundle, fake_encode, feedback, budget=2)
     assert len(items) == 2 and {u.text for u in items} <= set(NEW_TEXTS)  # labeled: left out
-    assert all(u.candidates[0][0] in u.likely and sum(u.likely.values()) <= 1 + 1e-6 for u in items)
+    assert all(u.likely and sum(u.likely.values()) <= 1 + 1e-6 for u in items)
     plain = cfg.model_copy(update={"active": cfg.active.model_copy(update={"evidence": False})})
     by_uncertainty = build_queue(tiny_dataset, plain, bundle, fake_encode, feedback, budget=2)
     assert by_uncertainty[0].uncertainty >= by_uncertainty[1].uncertainty
@@ -164,7 +164,8 @@ def test_evidence_defers_well_labeled_and_already_queued_capabilities():
     assert [u.text for u in select(items, 2, evidence={})] == ["known", "new"]
 
 
-def test_lazy_greedy_matches_plain_greedy():
+@pytest.mark.parametrize("power", [1.0, 0.5, 0.0])
+def test_lazy_greedy_matches_plain_greedy(power):
     from caprank.active.uncertainty import novelty, select
 
     rng = np.random.default_rng(3)
@@ -176,9 +177,75 @@ def test_lazy_greedy_matches_plain_greedy():
     evidence = {c: float(rng.integers(0, 4)) for c in caps}
     counts, left, plain = dict(evidence), list(items), []
     for _ in range(15):
-        best = max(left, key=lambda u: u.uncertainty * novelty(u.likely, counts))
+        best = max(left, key=lambda u: u.uncertainty**power * novelty(u.likely, counts))
         plain.append(best.text)
         left.remove(best)
         for c, p in best.likely.items():
             counts[c] = counts.get(c, 0.0) + p
-    assert [u.text for u in select(items, 15, evidence=evidence)] == plain
+    assert [u.text for u in select(items, 15, evidence=evidence, power=power)] == plain
+
+
+def test_power_zero_ranks_by_expected_new_evidence_alone():
+    from caprank.active.uncertainty import select
+
+    items = [
+        _item("taught", 0.99, {"c1": 1.0}),  # near tie, but c1 has 2 train labels
+        _item("untaught", 0.01, {"c2": 1.0}),
+    ]
+    assert [u.text for u in select(items, 1, evidence={"c1": 2.0})] == ["taught"]
+    assert [u.text for u in select(items, 1, evidence={"c1": 2.0}, power=0.0)] == ["untaught"]
+
+
+def test_fit_temperature_recovers_the_labels_sharpness():
+    from caprank.active.uncertainty import NO_LABEL_TEMPERATURE, fit_temperature, softmax
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 1.0, size=(4000, 12))
+    for true in (0.05, 0.3):
+        p = softmax(scores, true)
+        columns = np.array([rng.choice(12, p=row) for row in p])
+        assert fit_temperature(scores, columns) == pytest.approx(true, rel=0.15)
+    assert fit_temperature(np.zeros((0, 12)), np.zeros(0, np.int64)) == NO_LABEL_TEMPERATURE
+
+
+def test_membership_is_the_prior_softmax_at_the_fitted_or_given_temperature(setup, tiny_dataset):
+    from caprank.active.queue import membership
+    from caprank.active.uncertainty import fit_temperature, softmax
+    from caprank.evaluation.baselines import dense_scores
+    from caprank.training.update import catalog_through
+
+    _, bundle, _ = setup
+    inputs = catalog_through(bundle, tiny_dataset, fake_encode)
+    index = bundle.index(inputs)
+    dense = fake_encode(NEW_TEXTS)
+    prior = dense_scores(dense, inputs.capability_text)
+    fixed = ActiveConfig(temperature=0.2)
+    got = membership(
+        tiny_dataset, fixed, index, inputs.capability_text, fake_encode, NEW_TEXTS, dense
+    )
+    assert np.allclose(got, softmax(prior, 0.2), atol=1e-6)
+    # unset: the temperature under which the train labels' capabilities are most likely
+    pos = {c: j for j, c in enumerate(index.capability_ids)}
+    text = dict(
+        zip(
+            tiny_dataset.intents["intent_id"].to_pylist(),
+            tiny_dataset.intents["text"].to_pylist(),
+            strict=True,
+        )
+    )
+    train = [r for r in tiny_dataset.labels.to_pylist() if r["split"] == "train"]
+    assert train
+    strings = [text[r["intent_id"]] for r in train]
+    t = fit_temperature(
+        dense_scores(fake_encode(strings), inputs.capability_text),
+        np.array([pos[r["capability_id"]] for r in train]),
+    )
+    fitted = membership(
+        tiny_dataset, ActiveConfig(), index, inputs.capability_text, fake_encode, NEW_TEXTS, dense
+    )
+    assert np.allclose(fitted, softmax(prior, t), atol=1e-6)
+    ranker = ActiveConfig(novelty_source="ranker", temperature=1.0)
+    by_ranker = membership(
+        tiny_dataset, ranker, index, inputs.capability_text, fake_encode, NEW_TEXTS, dense
+    )
+    assert np.allclose(by_ranker, softmax(index.scores(dense, NEW_TEXTS)), atol=1e-6)

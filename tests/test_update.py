@@ -252,7 +252,7 @@ def test_update_command_writes_bundle_or_exits_3_when_rejected(
     from caprank.embeddings import cache
     from caprank.model.bundle import load_bundle, save_bundle
 
-    monkeypatch.setattr(cache, "embed_texts", lambda texts, cfg, **kw: (fake_encode(texts), None))
+    monkeypatch.setattr(cache, "cached_encoder", lambda cfg, text_model=None: fake_encode)
     bundle, _, _ = base
     base_dir = save_bundle(bundle, tmp_path / "base")
     common = [
@@ -281,3 +281,30 @@ def test_update_command_writes_bundle_or_exits_3_when_rejected(
     assert not (tmp_path / "bad" / "bundle").exists()
     rejected = json.loads((tmp_path / "bad" / "update.json").read_text())
     assert rejected["accepted"] is False and rejected["run_id"] == ""  # not tracked
+
+
+def test_cached_encoder_reads_the_cache_once_and_matches_embed_texts(tmp_path, monkeypatch):
+    """One cache object across calls: shards are read once, a miss is written and then hit."""
+    from caprank.config import CaprankConfig
+    from caprank.embeddings import cache
+
+    cfg = CaprankConfig.model_validate({"paths": {"home": str(tmp_path)}})
+    calls: list[list[str]] = []
+
+    def fake(texts, model, batch_size, device):
+        calls.append(list(texts))
+        return fake_encode(texts)
+
+    monkeypatch.setattr(cache, "encode_texts", fake)
+    reads = []
+    load = cache.EmbeddingCache._load
+    monkeypatch.setattr(
+        cache.EmbeddingCache, "_load", lambda self: reads.append(self._keys is None) or load(self)
+    )
+    encode = cache.cached_encoder(cfg)
+    first = encode(["a b", "c d"])
+    again = encode(["c d", "a b", "a b"])
+    assert calls == [["a b", "c d"]]  # the second call hits what the first wrote
+    np.testing.assert_allclose(again, first[[1, 0, 0]])
+    assert sum(reads) == 2  # the empty cache, then once more after the write: not per call
+    np.testing.assert_allclose(cache.embed_texts(["a b"], cfg)[0], first[:1])

@@ -21,12 +21,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from caprank.active.uncertainty import Uncertain, rank_uncertain, select, served_texts
-from caprank.config import CaprankConfig
+from caprank.active.uncertainty import (
+    Uncertain,
+    fit_temperature,
+    rank_uncertain,
+    select,
+    served_texts,
+    softmax,
+)
+from caprank.config import ActiveConfig, CaprankConfig
 from caprank.data.dataset import Dataset, conform
 from caprank.data.schemas import MANIFEST_FILE, TABLES
 from caprank.errors import DataError
 from caprank.files import atomic_path, atomic_write_parquet
+from caprank.model.index import RankIndex
 
 Encoder = Callable[[list[str]], np.ndarray]
 FORMATS = (".jsonl", ".csv")
@@ -60,18 +68,67 @@ def build_queue(
     if not texts:
         return []
     inputs = catalog_through(bundle, ds, encode)
+    index = bundle.index(inputs)
     dense = encode(texts).astype(np.float32)
+    prior = dense_scores(dense, inputs.capability_text)
     baselines = {}
     if "bm25" in cfg.training.baselines:
         baselines["bm25"] = bm25_scores(capability_texts(ds.capabilities, ds.tools), texts)
     if "dense" in cfg.training.baselines:
-        baselines["dense"] = dense_scores(dense, inputs.capability_text)
+        baselines["dense"] = prior
+    likely = None
+    if cfg.active.evidence:
+        likely = membership(ds, cfg.active, index, inputs.capability_text, encode, texts, dense)
     items = rank_uncertain(
-        bundle.index(inputs), texts, dense, baselines, cfg.active, [counts[t] for t in texts]
+        index, texts, dense, baselines, cfg.active, [counts[t] for t in texts], likely
     )
     budget = cfg.active.budget if budget is None else budget
     evidence = label_evidence(ds) if cfg.active.evidence else None
-    return select(items, budget, cfg.active.diverse, evidence)
+    return select(items, budget, cfg.active.diverse, evidence, cfg.active.uncertainty_power)
+
+
+def membership(
+    ds: Dataset,
+    active: ActiveConfig,
+    index: RankIndex,
+    capability_text: np.ndarray,
+    encode: Encoder,
+    texts: Sequence[str],
+    dense: np.ndarray,
+) -> np.ndarray:
+    """(B, C) which capability each of ``texts`` belongs to, for novelty: the softmax of
+    ``active.novelty_source``'s scores at ``active.temperature`` or, unset, at the
+    temperature fitted on the train labels (``fit_temperature``)."""
+    from caprank.evaluation.baselines import dense_scores
+
+    def scores(vectors: np.ndarray, strings: Sequence[str]) -> np.ndarray:
+        if active.novelty_source == "prior":
+            return dense_scores(vectors, capability_text)
+        return index.scores(vectors, list(strings))
+
+    temperature = active.temperature
+    if temperature is None:
+        pos = {c: j for j, c in enumerate(index.capability_ids)}
+        text_of = dict(
+            zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+        )
+        pairs = [
+            (text_of[q], pos[c])
+            for q, c, split in zip(
+                ds.labels["intent_id"].to_pylist(),
+                ds.labels["capability_id"].to_pylist(),
+                ds.labels["split"].to_pylist(),
+                strict=True,
+            )
+            if split == "train" and c in pos and q in text_of
+        ]
+        if pairs:
+            strings = [t for t, _ in pairs]
+            fitted = scores(encode(strings).astype(np.float32), strings)
+            temperature = fit_temperature(fitted, np.array([j for _, j in pairs]))
+        else:
+            temperature = fit_temperature(np.zeros((0, len(pos))), np.zeros(0, np.int64))
+    return softmax(scores(dense, texts), temperature)
 
 
 def label_evidence(ds: Dataset) -> dict[str, float]:

@@ -10,13 +10,19 @@ Three signals, each in [0, 1] (1: most uncertain), combined with ``active.*_weig
   ranker's.
 
 ``select`` then fills the batch. With ``active.evidence`` (the default) it is greedy:
-each intent's priority is its uncertainty times its novelty, the expected share of a
-label it would add to a capability, sum over capabilities c of p(c) / (1 + n(c)), where
-p is the softmax of the ranker's scores and n(c) counts c's training labels plus the
+each intent's priority is its uncertainty to the power ``active.uncertainty_power``
+times its novelty, the expected share of a label it would add to a capability, sum over
+capabilities c of p(c) / (1 + n(c)), where n(c) counts c's training labels plus the
 probability mass of the intents already queued: a label for a capability the model has
 been taught many times, or a near-duplicate of an intent already in the batch, adds
-little. Without it: the most uncertain intents, at most one per top-1 capability while
-others remain (``active.diverse``). What each choice measured: docs/online-learning.md.
+little. p, which capability the intent belongs to, is a softmax over
+``active.novelty_source``: the text prior (cosine of the intent and capability text
+vectors) by default, because the ranker's learned residual is gated by the very
+evidence n(c) and so leans towards capabilities that were taught; its temperature
+(``active.temperature``) is by default the one under which the train labels are most
+likely (``fit_temperature``). Without ``active.evidence``: the most uncertain intents,
+at most one per top-1 capability while others remain (``active.diverse``). What each
+choice measured: docs/online-learning.md.
 
 Served traffic comes from the serving request log (``<feedback_dir>/served/``) or the
 dataset's interactions; each distinct intent text counts once, with its request count.
@@ -113,9 +119,11 @@ def rank_uncertain(
     baselines: Mapping[str, np.ndarray],
     cfg: ActiveConfig,
     requests: Sequence[int] | None = None,
+    likely: np.ndarray | None = None,
 ) -> list[Uncertain]:
     """Every intent with its signals and top ``cfg.top_candidates``, most uncertain first
-    (ties: more requests, then text)."""
+    (ties: more requests, then text); ``likely`` (B, C): each intent's distribution over
+    capabilities for novelty (default: the softmax of the ranker's scores)."""
     scores = index.scores(dense, list(texts))
     best = np.argmax(scores, axis=1)
     top_p = np.array(
@@ -126,7 +134,7 @@ def rank_uncertain(
     )
     margin, prob, disagree, combined = signals(scores, top_p, baselines, cfg)
     k = min(cfg.top_candidates, scores.shape[1])
-    mass = softmax(scores)
+    mass = softmax(scores) if likely is None else likely
     counts = list(requests) if requests is not None else [1] * len(texts)
     out = []
     for i, text in enumerate(texts):
@@ -150,10 +158,27 @@ def rank_uncertain(
     return out
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row softmax of ranker scores at temperature 1 (the scale of the margin term)."""
-    z = np.exp(scores - scores.max(axis=1, keepdims=True))
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row softmax of ``scores / temperature`` (1: the scale of the margin term)."""
+    z = np.exp((scores - scores.max(axis=1, keepdims=True)) / temperature)
     return z / z.sum(axis=1, keepdims=True)
+
+
+TEMPERATURES = np.geomspace(0.005, 2.0, 61)  # the grid ``fit_temperature`` searches
+NO_LABEL_TEMPERATURE = 0.05  # without train labels to fit on: the cosine prior's scale
+
+
+def fit_temperature(scores: np.ndarray, columns: np.ndarray) -> float:
+    """The grid temperature under which ``softmax(scores / T)`` gives row i's labeled
+    capability ``columns[i]`` the highest mean log-likelihood (no labels: the fallback):
+    a distribution as sharp as the labels say the scores deserve."""
+    if len(columns) == 0:
+        return NO_LABEL_TEMPERATURE
+    s = np.asarray(scores, dtype=np.float64)
+    s = s - s.max(axis=1, keepdims=True)
+    picked = s[np.arange(len(columns)), np.asarray(columns)]
+    nll = [float(np.mean(np.log(np.exp(s / t).sum(axis=1)) - picked / t)) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(nll))])
 
 
 def novelty(likely: Mapping[str, float], evidence: Mapping[str, float]) -> float:
@@ -166,16 +191,17 @@ def select(
     budget: int,
     diverse: bool = True,
     evidence: Mapping[str, float] | None = None,
+    power: float = 1.0,
 ) -> list[Uncertain]:
     """The batch of ``budget`` intents from ``items`` (most uncertain first).
 
-    ``evidence`` (training labels per capability): greedy by uncertainty x novelty, each
-    pick adding its ``likely`` mass to the evidence, so near-duplicates of a queued
-    intent and intents of well-labeled capabilities wait (see the module doc). Without
-    it, ``diverse``: at most one per top-1 capability while others remain, then the rest
-    in order; neither: the ``budget`` first."""
+    ``evidence`` (training labels per capability): greedy by uncertainty^``power`` x
+    novelty, each pick adding its ``likely`` mass to the evidence, so near-duplicates of
+    a queued intent and intents of well-labeled capabilities wait (see the module doc).
+    Without it, ``diverse``: at most one per top-1 capability while others remain, then
+    the rest in order; neither: the ``budget`` first."""
     if evidence is not None:
-        return _greedy(items, budget, dict(evidence))
+        return _greedy(items, budget, dict(evidence), power)
     if not diverse:
         return list(items[:budget])
     seen: set[str] = set()
@@ -187,15 +213,18 @@ def select(
     return (first + rest)[:budget]
 
 
-def _greedy(items: Sequence[Uncertain], budget: int, counts: dict[str, float]) -> list[Uncertain]:
+def _greedy(
+    items: Sequence[Uncertain], budget: int, counts: dict[str, float], power: float
+) -> list[Uncertain]:
     """Lazy greedy: a priority only falls as evidence grows, so a stale heap entry that
     still tops the heap after its refresh is the true maximum (ties: ``items`` order)."""
-    heap = [(-u.uncertainty * novelty(u.likely, counts), i) for i, u in enumerate(items)]
+    weight = [u.uncertainty**power for u in items]
+    heap = [(-weight[i] * novelty(u.likely, counts), i) for i, u in enumerate(items)]
     heapq.heapify(heap)
     out: list[Uncertain] = []
     while heap and len(out) < budget:
         _, i = heapq.heappop(heap)
-        fresh = -items[i].uncertainty * novelty(items[i].likely, counts)
+        fresh = -weight[i] * novelty(items[i].likely, counts)
         if heap and (fresh, i) > heap[0]:
             heapq.heappush(heap, (fresh, i))
             continue

@@ -232,3 +232,21 @@ def embed_texts(
     model = text_model or emb.text_model
     cache = EmbeddingCache(cfg.embedding_cache_dir(), model) if use_cache else None
     return encode_cached(texts, model, cache, emb.batch_size, emb.device)
+
+
+def cached_encoder(
+    cfg: CaprankConfig, text_model: str | None = None
+) -> Callable[[Sequence[str]], np.ndarray]:
+    """``embed_texts`` as an encoder that keeps one cache object between its calls, so a
+    stage that encodes several times (an update: catalog, intents, guard) reads the
+    cache's shards once instead of once a call."""
+    emb = cfg.embedding
+    model = text_model or emb.text_model
+    cache = EmbeddingCache(cfg.embedding_cache_dir(), model)
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return encode_cached(
+            list(texts), model, cache, emb.batch_size, emb.device, encode=encode_texts
+        )[0]
+
+    return encode

@@ -182,8 +182,12 @@ def prepare(
     capability_text: np.ndarray,
     features: pa.Table | None,
     encode: Encoder,
+    lexicon: Lexicon | None = None,
 ) -> Prepared:
-    """Everything ``Trainer`` needs; ``encode`` embeds intent texts (unit vectors)."""
+    """Everything ``Trainer`` needs; ``encode`` embeds intent texts (unit vectors).
+
+    ``lexicon``: use this vocabulary as it is instead of fitting one on the training
+    texts (an incremental update keeps its base model's, so no idf moves)."""
     tc = cfg.training
     rng = np.random.default_rng(tc.seed)
     cap_ids = list(capability_ids)
@@ -216,10 +220,10 @@ def prepare(
         clip = tc.ips_clip if tc.log_weighting == "ips" else None
         parts.append(from_interactions(events, texts, cap_rows, tc.reward, ips_clip=clip))
     exp = Experiences.concat(parts)
-    # the lexicon learns from what training sees: its intents and the catalog texts
-    train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
-    cap_texts = [t for t in ds.capabilities["description"].to_pylist()]
-    lexicon = Lexicon.fit(train_texts + cap_texts, tc.lexical_min_df, tc.lexical_max_terms)
+    if lexicon is None:  # it learns from what training sees: its intents and the catalog
+        train_texts = [intent_texts[i] for i in np.unique(exp.intent)]
+        cap_texts = [t for t in ds.capabilities["description"].to_pylist()]
+        lexicon = Lexicon.fit(train_texts + cap_texts, tc.lexical_min_df, tc.lexical_max_terms)
     scaler, feats = _scaled_features(features, cap_ids)
 
     counts = np.bincount(exp.capability[exp.positive > 0], minlength=len(cap_ids))

@@ -51,6 +51,10 @@ from caprank.training.trainer import FitResult, TrainData, Trainer, validation_m
 Encoder = Callable[[list[str]], np.ndarray]
 GUARD_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
 REPORT_FILE = "update.json"
+# L-BFGS curvature pairs kept by the refit: torch's default (100) costs a two-loop pass
+# over up to 40 pairs per iteration for the same optimum (seed 1: loss 1.24672 with 10,
+# 1.24665 with 100, the same MRR to 0.003; docs/online-learning.md)
+REFIT_HISTORY = 10
 
 
 class NothingToUpdate(CaprankError):
@@ -274,19 +278,29 @@ def refit_heads(
         offset = query[:, :no_id] @ keys[:, :no_id].T / temperature  # the frozen channels
         feats = query[:, no_id + 1 : end]  # [intent vector, lexical bag]: id_emb's input
         gate = model.gate(graph)[cols] / temperature
-        blocked = torch.as_tensor(~data.rankable)
+        # blocked columns (no positives) out of the normalizer once, not at every call:
+        # every positive is rankable, so the masked scores are never a positive's
+        offset = offset.masked_fill(torch.as_tensor(~data.rankable), -1e9)
         emb0, bias0 = model.id_emb[id_rows].clone(), model.id_bias[id_rows].clone()
     w = torch.as_tensor(weight)
     w_intent, total = w.sum(1), w.sum()
+    pos_i, pos_c = torch.nonzero(w, as_tuple=True)  # the (intent, capability) pairs
+    w_pos = w[pos_i, pos_c]
     emb, bias = emb0.clone().requires_grad_(True), bias0.clone().requires_grad_(True)
 
     def objective() -> torch.Tensor:
         score = offset.index_add(1, cols, gate * (bias + feats @ emb.T))
-        lse = torch.logsumexp(score.masked_fill(blocked, -1e9), dim=1)
-        nll = ((w_intent * lse).sum() - (w * score).sum()) / total
+        lse = torch.logsumexp(score, dim=1)
+        nll = ((w_intent * lse).sum() - (w_pos * score[pos_i, pos_c]).sum()) / total
         return nll + 0.5 * l2 * (((emb - emb0) ** 2).sum() + ((bias - bias0) ** 2).sum())
 
-    opt = torch.optim.LBFGS([emb, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [emb, bias],
+        lr=1.0,
+        max_iter=iterations,
+        history_size=REFIT_HISTORY,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -452,11 +466,10 @@ def update_model(
         inputs.capability_text,
         features,
         encode,
+        # keep the base's vocabulary: the warm model then starts as the very function the
+        # base computes (a refit lexicon would move every idf); a full retrain refreshes it
+        lexicon=base.lexicon,
     )
-    # keep the base's vocabulary: the warm model then starts as the very function the
-    # base computes (a refit lexicon would move every idf); a full retrain refreshes it
-    prep.lexicon = base.lexicon
-    prep.data = replace(prep.data, intent_bags=base.lexicon.bags(prep.intent_texts))
     torch.manual_seed(cfg.training.seed)  # fresh rows (new tools) the same in any process
     model, warm = warm_model(base, prep)
     exp = prep.data.experiences
@@ -579,9 +592,7 @@ def update(
 
     out_dir = Path(out_dir)
     base_bundle = load_bundle(resolve_base(cfg, str(base), out_dir))
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return cache.embed_texts(list(texts), cfg, text_model=base_bundle.text_model)[0]
+    encode = cache.cached_encoder(cfg, base_bundle.text_model)
 
     features = read_features(features_path)
     cutoff = base_cutoff(base_bundle, since)
