@@ -160,10 +160,10 @@ def summarize(results: list[dict], samples: int = 2000, confidence: float = 0.95
     }
 
 
-SEEDS = 20  # paired trials per bench-online run (five trainings each: base, the queue,
-# RANDOM_DRAWS random draws; 1-2.5 min wall on the shared 2-core machine): the mean
-# difference, about +0.02 MRR, held on seeds 0-19 and 20-29 alike, but ten seeds'
-# interval reached below 0 on 20-29 (docs/online-learning.md)
+SEEDS = 30  # paired trials per bench-online run (five trainings each: base, the queue,
+# RANDOM_DRAWS random draws; 1-2.5 min wall on the shared 2-core machine): about +0.02 MRR
+# on seeds 0-19 and on the fresh 20-49 alike, but ten seeds' interval reached below 0
+# (docs/online-learning.md)
 
 
 def run_active(seed: int) -> dict:
