@@ -230,6 +230,19 @@ def test_the_version_keys_the_embedding_cache(tuned, tiny_cfg, tmp_path, monkeyp
     assert stats.hits == 5 and np.array_equal(again, first)
 
 
+def test_the_onnx_serving_backend_exports_the_finetuned_encoder(tuned, tmp_path):
+    """Serving on ONNX Runtime exports the fine-tuned weights (not the base model's)."""
+    from caprank.embeddings.backend import TextBackend, encode_with
+
+    _, catalog, ft, _ = tuned
+    texts = [*list(catalog.values())[:4], "book a table for two tonight"]
+    backend = TextBackend("onnx", onnx_dir=str(tmp_path / "onnx"), threads=1)
+    got = encode_with(texts, ft.name, 4, "cpu", backend)
+    np.testing.assert_allclose(got, encode_texts(texts, ft.name, 4, "cpu"), atol=1e-4)
+    assert np.abs(got - encode_texts(texts, BASE, 4, "cpu")).max() > 1e-3
+    assert any(ft.name in p.name for p in (tmp_path / "onnx").iterdir())
+
+
 def test_an_unregistered_finetuned_id_says_where_it_comes_from(monkeypatch):
     _forget_encoders(monkeypatch)
     with pytest.raises(RuntimeError, match="not registered"):
