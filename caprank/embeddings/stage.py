@@ -347,11 +347,12 @@ def embed(
     items = _items(ds)
     ids = items["tools"].ids + items["capabilities"].ids
     texts = items["tools"].texts + items["capabilities"].texts
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.finetune.", dir=out_dir.parent))
+    work = None
     try:
         finetuned = None
         if cfg.embedding.finetune.enabled:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.finetune.", dir=out_dir.parent))
             finetuned = _finetune(ds, cfg, items["capabilities"], work)
         vec = _compute_vectors(ds, cfg, texts, train_until, finetuned)
         params = _params(cfg, vec.text_model, vec.text.shape[1], vec.catalog)
@@ -365,7 +366,8 @@ def embed(
             if finetuned is not None:
                 shutil.move(finetuned.path, tmp / finetuned.name)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     if finetuned is not None:
         register_encoder(finetuned.name, out_dir / finetuned.name)
     return EmbedResult(
