@@ -160,6 +160,30 @@ def test_logs_pairs_are_the_training_period_successes(tiny_cfg, tiny_dataset):
     assert set(pairs) <= logged
 
 
+def test_a_log_without_labels_gives_its_training_period_only(tiny_cfg, tiny_dataset):
+    """Logs only: the temporal split's valid and test periods never reach the encoder."""
+    from caprank.data.schemas import LABELS
+    from caprank.evaluation.temporal import log_splits
+
+    ds = load_dataset(tiny_dataset.root)
+    ds.labels = LABELS.empty_table()
+    events = ds.interactions
+    # one text per event, so a pair says which event it came from
+    texts = [
+        f"{t} [{e}]"
+        for t, e in zip(
+            events["intent_text"].to_pylist(), events["event_id"].to_pylist(), strict=True
+        )
+    ]
+    ds.interactions = events.set_column(
+        events.schema.get_field_index("intent_text"), "intent_text", pa.array(texts)
+    )
+    _, part = log_splits(ds, tiny_cfg.evaluation)
+    pairs = train_pairs(ds, tiny_cfg)
+    later = {t for t, p in zip(texts, part, strict=True) if p != "train"}
+    assert pairs and later and not later & {q for q, _ in pairs}
+
+
 def test_batches_never_hold_a_false_negative(tiny_cfg, tiny_dataset):
     pairs = train_pairs(tiny_dataset, tiny_cfg)
     catalog = _catalog(tiny_dataset)
