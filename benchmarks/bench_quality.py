@@ -9,6 +9,11 @@ config (defaults unless ``--set`` overrides), on 2 CPU threads unless told other
   the weak BM25 logging policy (epsilon-greedy); evaluated on the held-out test labels
   beside that logging policy's own ranking.
 
+``--set embedding.finetune.enabled=true`` fine-tunes the encoder per setting (on that
+setting's training pairs: labels, or for ``logs`` the logged successes) and adds the
+``dense_ft`` row (cosine with the fine-tuned encoder) beside ``dense`` (the base one);
+SHGAT then trains and serves on the fine-tuned vectors.
+
 With ``--data DIR`` any dataset directory in the data contract is benchmarked instead
 (its test labels, or for a dataset without labels the latest period of its log), one
 row named after the folder; ``caprank benchmark --data DIR`` is the same run.
@@ -89,8 +94,11 @@ def main() -> None:
         print(f"{name}: {json.dumps(out[name])}", flush=True)
     else:
         plan = toollens_plan(args, work, cfg)
-        # the catalog (and so the embeddings) is the same for every ToolLens split
-        emb_dir = ensure_embeddings(load_dataset(plan["warm"][0]), cfg, work / "embeddings")
+        # the catalog (and so the embeddings) is the same for every ToolLens split, unless
+        # the encoder is fine-tuned: on each setting's own training pairs
+        emb_dir = None
+        if not cfg.embedding.finetune.enabled:
+            emb_dir = ensure_embeddings(load_dataset(plan["warm"][0]), cfg, work / "embeddings")
         for name in args.splits.split(","):
             ds_dir, run_cfg, drop = plan[name]
             out[name] = benchmark_dataset(

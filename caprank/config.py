@@ -267,6 +267,38 @@ class HybridConfig(Section):
     )
 
 
+class FinetuneConfig(Section):
+    """Contrastive fine-tuning of the text encoder on the training intents, run by the
+    embed stage before it encodes the catalog (docs/embeddings.md)."""
+
+    enabled: bool = Field(
+        False, description="fine-tune the encoder; off: the base text_model as it ships"
+    )
+    steps: int = Field(45, ge=1, le=100_000, description="optimizer steps (the step budget)")
+    batch_size: int = Field(
+        32, ge=2, le=4096, description="(intent, capability) pairs per step: in-batch negatives"
+    )
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="AdamW learning rate")
+    warmup_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of the steps the learning rate ramps up over"
+    )
+    hard_negatives: int = Field(
+        1, ge=0, le=16, description="mined catalog negatives per pair (0: in-batch only)"
+    )
+    mine_top_k: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="hard negatives are drawn from the base encoder's top-k non-positives",
+    )
+    scale: float = Field(
+        20.0, gt=0.0, description="inverse temperature of the in-batch softmax over cosines"
+    )
+    max_minutes: float = Field(
+        10.0, gt=0.0, description="wall-clock budget (mining included); stops between steps"
+    )
+
+
 class EmbeddingConfig(Section):
     """Text, graph and hybrid capability embeddings and their validation (docs/embeddings.md)."""
 
@@ -282,6 +314,7 @@ class EmbeddingConfig(Section):
     cache_dir: Path | None = Field(None, description="empty: <home>/embedding-cache")
     node2vec: Node2VecConfig = Node2VecConfig()
     hybrid: HybridConfig = HybridConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     norm_tolerance: float = Field(
         0.01, gt=0.0, description="validation: allowed | ||v|| - 1 | of normalized vectors"
     )

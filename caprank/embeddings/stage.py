@@ -3,12 +3,20 @@ validated, then written as two Parquet tables that Feast can serve.
 
 ``embed`` is what the pipeline component and ``caprank embed`` call; ``load_embeddings``
 is what training and serving read back (validated again, staleness included).
+
+With ``embedding.finetune.enabled`` the stage first fine-tunes the text encoder on the
+training pairs (``caprank.training.data.train_pairs``: never validation or test) and
+encodes with it; the encoder directory (``caprank-ft-<version>``) is written into the
+output folder, so the steps downstream get it with the artifact, and its id is the
+tables' ``text_model``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +33,10 @@ from caprank.data.schemas import EMBEDDING_TABLES, TableSpec
 from caprank.embeddings.cache import CacheStats, embed_texts
 from caprank.embeddings.catalog_graph import CatalogGraph, build_catalog_graph
 from caprank.embeddings.catalog_text import capability_texts, tool_texts
+from caprank.embeddings.finetune import FinetunedEncoder, finetune_encoder, register_dir
 from caprank.embeddings.hybrid import hybrid_dim, hybrid_embeddings, l2_normalize
 from caprank.embeddings.node2vec import Node2VecResult, node2vec_embeddings
-from caprank.embeddings.text import resolve_device
+from caprank.embeddings.text import register_encoder, resolve_device
 from caprank.embeddings.validation import VectorColumn, validate_table
 from caprank.errors import DataError
 from caprank.files import atomic_dir, text_hash
@@ -72,7 +81,7 @@ class Embeddings:
 
     tools: EmbeddingSet
     capabilities: EmbeddingSet
-    text_model: str
+    text_model: str  # the encoder's id: a fine-tuned one is registered by load_embeddings
     params: dict
     input_hash: str
     computed_at: datetime
@@ -103,10 +112,13 @@ def _check_ids(table: pa.Table, key: str, source: str) -> list[str]:
     return ids
 
 
-def _params(cfg: CaprankConfig, text_dim: int, graph: CatalogGraph) -> dict:
+def _params(cfg: CaprankConfig, text_model: str, text_dim: int, graph: CatalogGraph) -> dict:
     emb = cfg.embedding
+    tuned = emb.finetune.enabled
     return {
-        "text_model": emb.text_model,
+        "text_model": text_model,
+        "base_text_model": emb.text_model,
+        "finetune": emb.finetune.model_dump(mode="json") if tuned else None,
         "text_dim": text_dim,
         "node2vec": emb.node2vec.model_dump(mode="json"),
         "hybrid": emb.hybrid.model_dump(mode="json"),
@@ -135,7 +147,7 @@ def _vector_column(matrix: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1)))
 
 
-def _table(spec: TableSpec, ids, texts, text, graph, hybrid, cfg, params, input_hash, now):
+def _table(spec: TableSpec, ids, texts, text, graph, hybrid, params, input_hash, now):
     n = len(ids)
     columns = {
         spec.key[0]: pa.array(ids, pa.string()),
@@ -143,7 +155,7 @@ def _table(spec: TableSpec, ids, texts, text, graph, hybrid, cfg, params, input_
         "text_embedding": _vector_column(text),
         "graph_embedding": _vector_column(graph),
         "hybrid_embedding": _vector_column(hybrid),
-        "text_model": pa.array([cfg.embedding.text_model] * n, pa.string()),
+        "text_model": pa.array([params["text_model"]] * n, pa.string()),
         "params_json": pa.array([json.dumps(params, sort_keys=True)] * n, pa.string()),
         "input_hash": pa.array([input_hash] * n, pa.string()),
         "computed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
@@ -188,6 +200,8 @@ class _Vectors:
     catalog: CatalogGraph
     n2v: Node2VecResult
     cache: CacheStats
+    text_model: str
+    finetuned: FinetunedEncoder | None = None
 
 
 @dataclass
@@ -213,11 +227,36 @@ def _items(ds: Dataset) -> dict[str, _Items]:
     }
 
 
+def _finetune(ds: Dataset, cfg: CaprankConfig, caps: _Items, work: Path) -> FinetunedEncoder:
+    """The encoder fine-tuned on the training pairs into ``work`` (base vectors for the
+    hard-negative mining come through the embedding cache)."""
+    from caprank.training.data import train_pairs
+
+    emb = cfg.embedding
+    return finetune_encoder(
+        train_pairs(ds, cfg),
+        dict(zip(caps.ids, caps.texts, strict=True)),
+        emb.text_model,
+        emb.finetune,
+        work,
+        seed=emb.seed,
+        device=resolve_device(emb.device),
+        threads=cfg.training.torch_threads,
+        encode=lambda texts: embed_texts(texts, cfg)[0],
+    )
+
+
 def _compute_vectors(
-    ds: Dataset, cfg: CaprankConfig, texts: list[str], train_until: datetime | None
+    ds: Dataset,
+    cfg: CaprankConfig,
+    texts: list[str],
+    train_until: datetime | None,
+    finetuned: FinetunedEncoder | None = None,
 ) -> _Vectors:
-    """Encode the texts, train Node2Vec on the catalog graph, and combine the two."""
-    text, stats = embed_texts(texts, cfg)
+    """Encode the texts (with the fine-tuned encoder when there is one), train Node2Vec on
+    the catalog graph, and combine the two."""
+    text_model = finetuned.name if finetuned else cfg.embedding.text_model
+    text, stats = embed_texts(texts, cfg, text_model=text_model)
     catalog = build_catalog_graph(ds, cfg.embedding.node2vec, train_until)
     n2v = node2vec_embeddings(
         catalog.graph,
@@ -229,7 +268,7 @@ def _compute_vectors(
     # on small catalogs makes all cosines ~0.9; centering keeps only the structure.
     graph = l2_normalize(n2v.vectors - n2v.vectors.mean(axis=0, keepdims=True))
     hybrid = hybrid_embeddings(text, graph, cfg.embedding.hybrid, cfg.embedding.seed)
-    return _Vectors(text, graph, hybrid, catalog, n2v, stats)
+    return _Vectors(text, graph, hybrid, catalog, n2v, stats, text_model, finetuned)
 
 
 def _validated_tables(run: _Run, cfg: CaprankConfig) -> dict[str, pa.Table]:
@@ -246,7 +285,7 @@ def _validated_tables(run: _Run, cfg: CaprankConfig) -> dict[str, pa.Table]:
         spec = EMBEDDING_TABLES[name]
         validate_table(spec.file, item.ids, cols, stamps, now, cfg, "nothing stored")
         tables[name] = _table(
-            spec, item.ids, item.texts, text, graph, hybrid, cfg, run.params, run.input_hash, now
+            spec, item.ids, item.texts, text, graph, hybrid, run.params, run.input_hash, now
         )
     return tables
 
@@ -258,7 +297,9 @@ def _summary(run: _Run, cfg: CaprankConfig) -> dict:
         "computed_at": run.now.isoformat(),
         "tools": len(run.items["tools"].ids),
         "capabilities": len(run.items["capabilities"].ids),
-        "text_model": cfg.embedding.text_model,
+        "text_model": vec.text_model,
+        "base_text_model": cfg.embedding.text_model,
+        "finetune": _finetune_summary(vec.finetuned),
         "text_dim": vec.text.shape[1],
         "graph_dim": vec.graph.shape[1],
         "hybrid_dim": vec.hybrid.shape[1],
@@ -275,6 +316,14 @@ def _summary(run: _Run, cfg: CaprankConfig) -> dict:
     }
 
 
+def _finetune_summary(ft: FinetunedEncoder | None) -> dict | None:
+    if ft is None:
+        return None
+    info = ft.info()
+    info.pop("path")
+    return info
+
+
 def embed(
     ds: Dataset,
     cfg: CaprankConfig,
@@ -288,6 +337,8 @@ def embed(
     ``now`` stamps the rows (default: the current time); ``train_until`` bounds the
     interactions that may add co-selection edges (default: all, less held-out intents).
     Validation failures raise ``EmbeddingValidationError`` and leave ``out_dir`` untouched.
+    With ``embedding.finetune.enabled`` the encoder is fine-tuned first and written beside
+    the tables (``<out_dir>/caprank-ft-<version>``).
     """
     out_dir = Path(out_dir)
     _guard_out_dir(out_dir)
@@ -296,15 +347,29 @@ def embed(
     items = _items(ds)
     ids = items["tools"].ids + items["capabilities"].ids
     texts = items["tools"].texts + items["capabilities"].texts
-    vec = _compute_vectors(ds, cfg, texts, train_until)
-    params = _params(cfg, vec.text.shape[1], vec.catalog)
-    run = _Run(items, vec, params, _input_hash(ids, texts, vec.catalog, params), now)
-    tables = _validated_tables(run, cfg)
-    summary = _summary(run, cfg)
-    with atomic_dir(out_dir) as tmp:
-        for name, table in tables.items():
-            pq.write_table(table, tmp / EMBEDDING_TABLES[name].file)
-        (tmp / MANIFEST).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    work = None
+    try:
+        finetuned = None
+        if cfg.embedding.finetune.enabled:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.finetune.", dir=out_dir.parent))
+            finetuned = _finetune(ds, cfg, items["capabilities"], work)
+        vec = _compute_vectors(ds, cfg, texts, train_until, finetuned)
+        params = _params(cfg, vec.text_model, vec.text.shape[1], vec.catalog)
+        run = _Run(items, vec, params, _input_hash(ids, texts, vec.catalog, params), now)
+        tables = _validated_tables(run, cfg)
+        summary = _summary(run, cfg)
+        with atomic_dir(out_dir) as tmp:
+            for name, table in tables.items():
+                pq.write_table(table, tmp / EMBEDDING_TABLES[name].file)
+            (tmp / MANIFEST).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            if finetuned is not None:
+                shutil.move(finetuned.path, tmp / finetuned.name)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    if finetuned is not None:
+        register_encoder(finetuned.name, out_dir / finetuned.name)
     return EmbedResult(
         out_dir=out_dir,
         tool_path=out_dir / EMBEDDING_TABLES["tool_embeddings"].file,
@@ -337,6 +402,7 @@ def load_embeddings(
     directory = Path(directory)
     cfg = cfg or CaprankConfig()
     now = _utc(now, "now") or datetime.now(UTC)
+    register_dir(directory)  # a fine-tuned encoder travels with its vectors
     sets: dict[str, EmbeddingSet] = {}
     runs: dict[str, dict] = {}
     for kind, name in KINDS.items():

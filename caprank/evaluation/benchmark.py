@@ -7,6 +7,10 @@ beside the evaluate stage's baselines (BM25, dense cosine, logistic regression) 
 same held-out queries the evaluate stage uses (``caprank.evaluation.heldout``): the
 test labels, or for a dataset without labels the latest period of its log. What
 ``caprank benchmark`` and ``make bench-quality`` print (docs/benchmarks.md).
+
+With ``embedding.finetune.enabled`` the embed stage fine-tunes the encoder on the
+dataset's training pairs; SHGAT is trained and served on the fine-tuned vectors, the
+``dense`` row stays the base encoder's cosine and ``dense_ft`` is the fine-tuned one's.
 """
 
 from __future__ import annotations
@@ -78,6 +82,15 @@ def train_run(ds: Dataset, emb_dir: Path, out: Path, cfg: CaprankConfig) -> dict
     }
 
 
+def _finetune_row(emb_dir: Path) -> dict | None:
+    """The fine-tuning figures the embed stage recorded (None: the base encoder)."""
+    from caprank.embeddings.stage import MANIFEST
+
+    summary = json.loads((emb_dir / MANIFEST).read_text(encoding="utf-8"))
+    ft = summary.get("finetune")
+    return None if ft is None else {k: ft[k] for k in ("name", "steps", "seconds", "pairs")}
+
+
 def ensure_embeddings(ds: Dataset, cfg: CaprankConfig, emb_dir: Path) -> Path:
     """The embed stage's output for ``ds``'s catalog, computed once per work folder."""
     from caprank.embeddings.stage import embed
@@ -99,11 +112,13 @@ def benchmark_dataset(
     """Train on ``ds_dir`` under ``work`` and score SHGAT and the baselines on its
     held-out queries; one row of the benchmark's JSON. ``reuse`` scores the bundle a
     previous run left in ``work``; ``drop`` leaves baselines out of the row."""
+    from caprank.embeddings.stage import load_embeddings
     from caprank.online.catalog import catalog_from_tables
 
     ds = load_dataset(ds_dir)
     work = Path(work)
     emb_dir = ensure_embeddings(ds, cfg, emb_dir or work / "embeddings")
+    text_model = load_embeddings(emb_dir, cfg).text_model  # registers a fine-tuned one
     bundle_dir, train_file = work / "bundle", work / "train.json"
     if reuse and (bundle_dir / "bundle.json").is_file():
         train_row = json.loads(train_file.read_text()) if train_file.is_file() else None
@@ -114,14 +129,17 @@ def benchmark_dataset(
     queries = test.queries
     catalog = catalog_from_tables(ds.tools, ds.capabilities, str(ds_dir))
     texts, rel = [str(t) for t in queries.texts], queries.relevance
-    vecs = encode_intents(texts, cfg.embedding.text_model, cfg)
+    vecs = encode_intents(texts, text_model, cfg)
     scored = {"shgat": served_scores(bundle_dir, cfg, catalog, texts, vecs)}
     for name, make in default_baselines(ds, cfg, cfg.embedding.text_model).items():
         if name not in drop:
             scored[name] = make(queries, catalog)
+    if text_model != cfg.embedding.text_model and "dense" not in drop:
+        scored["dense_ft"] = default_baselines(ds, cfg, text_model)["dense"](queries, catalog)
     row: dict = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
     row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
     row["train"] = train_row
+    row["finetune"] = _finetune_row(emb_dir)
     row["test"] = {"queries": len(queries), "items": queries.n_items, "from": test.describe()}
     return row
 

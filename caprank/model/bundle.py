@@ -10,6 +10,8 @@ Layout of a bundle directory (what ``caprank.online.models`` finds by ``bundle.j
     lexicon.json    the lexical channel's vocabulary and idf
     vectors.npz     training catalog tool (hybrid) and capability (text) vectors
     catalog/        the training catalog's tools and capabilities tables
+    caprank-ft-<v>/ the fine-tuned text encoder, when ``text_model`` is one (registered
+                    by ``load_bundle``, so serving encodes intents with it)
 
 ``Bundle.index`` precomputes a ``RankIndex`` for any catalog: known capabilities and
 tools reuse their stored vectors; new ones are encoded from text (and, for tools, get
@@ -20,6 +22,7 @@ tools and text.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caprank.embeddings.text import FINETUNED_PREFIX, register_encoder, registered_path
 from caprank.errors import CaprankError
 from caprank.files import atomic_dir
 from caprank.model.calibration import Calibration, CalibrationError
@@ -171,6 +175,9 @@ def save_bundle(
             tool_vectors=bundle.tool_vectors,
             capability_text=bundle.capability_text,
         )
+        encoder = registered_path(bundle.text_model)
+        if encoder is not None:  # a fine-tuned encoder: the bundle carries it
+            shutil.copytree(encoder, tmp / bundle.text_model)
         if extra_files is not None:
             extra_files(tmp)
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -186,6 +193,11 @@ def load_bundle(directory: str | Path) -> Bundle:
         raise BundleError(f"{path}: unreadable bundle metadata ({exc})") from exc
     if meta.get("format") != FORMAT or meta.get("kind") != "shgat":
         raise BundleError(f"{path}: expected format {FORMAT} kind 'shgat'")
+    if str(meta.get("text_model", "")).startswith(FINETUNED_PREFIX):
+        encoder = directory / meta["text_model"]
+        if not encoder.is_dir():
+            raise BundleError(f"{encoder}: the bundle's fine-tuned text encoder is missing")
+        register_encoder(meta["text_model"], encoder)
     for name in (WEIGHTS_FILE, LEXICON_FILE, VECTORS_FILE):
         if not (directory / name).is_file():
             raise BundleError(f"{directory / name}: missing from the bundle")

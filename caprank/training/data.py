@@ -132,6 +132,40 @@ def _carve_valid(train_q: list[str], train_c: list[str], fraction: float, rng):
     )
 
 
+def train_pairs(ds, cfg: CaprankConfig) -> list[tuple[str, str]]:
+    """(intent text, capability id) pairs of exactly what training learns relevance from:
+    the train labels less the validation share ``prepare`` carves out of them (same seed),
+    and/or the graded-positive events of the log's training period (``training.source``).
+    What the embed stage fine-tunes the encoder on: validation and test never enter."""
+    train_q, train_c = _labels(ds.labels, "train")
+    valid_q, _ = _labels(ds.labels, "valid")
+    sources = _sources(cfg, bool(train_q), ds.interactions.num_rows > 0)
+    if not valid_q and train_q:
+        rng = np.random.default_rng(cfg.training.seed)  # prepare's first draw: same carve
+        train_q, train_c, _, _ = _carve_valid(train_q, train_c, cfg.training.valid_fraction, rng)
+    pairs: list[tuple[str, str]] = []
+    if "labels" in sources:
+        texts_by_id = dict(
+            zip(ds.intents["intent_id"].to_pylist(), ds.intents["text"].to_pylist(), strict=True)
+        )
+        pairs += [(texts_by_id[q], c) for q, c in zip(train_q, train_c, strict=True)]
+    if "interactions" in sources:
+        events, _, _ = _log_periods(ds, cfg)
+        ev = cfg.evaluation
+        graded = {"success": ev.grade_success, "partial": ev.grade_partial}
+        pairs += [
+            (t, c)
+            for t, c, o in zip(
+                events["intent_text"].to_pylist(),
+                events["selected_capability"].to_pylist(),
+                events["outcome"].to_pylist(),
+                strict=True,
+            )
+            if c is not None and graded.get(o, 0) > 0
+        ]
+    return pairs
+
+
 def _intent_table(
     labeled: Sequence[str], texts_by_id: dict[str, str], log_texts: Sequence[str]
 ) -> dict[str, int]:

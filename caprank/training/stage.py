@@ -91,8 +91,10 @@ class TrainResult:
         return "\n".join(lines) + "\n"
 
 
-def _encoder(cfg: CaprankConfig):
-    return lambda texts: embed_texts(list(texts), cfg)[0]
+def _encoder(cfg: CaprankConfig, text_model: str | None = None):
+    """Intent vectors from ``text_model`` (the embed stage's encoder, fine-tuned or not;
+    default ``embedding.text_model``) through the embedding cache."""
+    return lambda texts: embed_texts(list(texts), cfg, text_model=text_model)[0]
 
 
 def table_fingerprint(table: pa.Table | None) -> str:
@@ -276,7 +278,14 @@ def catalog_preparer(
 
     def make(data: Dataset, config: CaprankConfig) -> Prepared:
         return prepare(
-            data, config, tool_ids, tool_vecs, cap_ids, cap_text, features, _encoder(config)
+            data,
+            config,
+            tool_ids,
+            tool_vecs,
+            cap_ids,
+            cap_text,
+            features,
+            _encoder(config, emb.text_model),
         )
 
     return make, emb.text_model

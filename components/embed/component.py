@@ -17,7 +17,9 @@ def embed(
         dataset: The ingested dataset directory.
         features: The build_features step's snapshots, published to Feast with the vectors.
         config_yaml: The run's config overrides as YAML; empty: the defaults.
-        embeddings: Out: text, Node2Vec and hybrid vectors; metadata ``text_model``.
+        embeddings: Out: text, Node2Vec and hybrid vectors, and the fine-tuned encoder
+            (``caprank-ft-<version>/``) when ``embedding.finetune.enabled``; metadata
+            ``text_model`` (the encoder's id).
         summary: Out: counts, models and the Feast views, as Markdown.
         metrics: Out: ``tools``, ``capabilities`` and ``cache_hit_rate``.
     """
@@ -29,19 +31,23 @@ def embed(
     cfg = stage_config(config_yaml)
     result = run_embed(load_dataset(dataset.path), cfg, embeddings.path)
     published = publish_embeddings(cfg, embeddings.path, features.path)
-    embeddings.metadata["text_model"] = cfg.embedding.text_model
+    text_model = result.summary["text_model"]
+    embeddings.metadata["text_model"] = text_model
+    finetune = result.summary.get("finetune") or {}
     log_metrics(
         metrics,
         {
             "tools": result.n_tools,
             "capabilities": result.n_capabilities,
             "cache_hit_rate": result.cache_hit_rate,
+            **({"finetune_steps": finetune["steps"]} if finetune else {}),
+            **({"finetune_seconds": finetune["seconds"]} if finetune else {}),
         },
     )
     text = (
         "## Embed\n\n"
         f"{result.n_tools:,} tools and {result.n_capabilities:,} capabilities embedded with "
-        f"`{cfg.embedding.text_model}` + Node2Vec ({cfg.embedding.node2vec.dim} dims), "
+        f"`{text_model}` + Node2Vec ({cfg.embedding.node2vec.dim} dims), "
         f"hybrid `{cfg.embedding.hybrid.method}`; text cache hit rate "
         f"{result.cache_hit_rate:.0%}.  \n"
         f"Feast views: {', '.join(published.feature_views)}; online store "
