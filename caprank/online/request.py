@@ -142,7 +142,7 @@ def _id_list(value: Any, field: str, limit: int) -> tuple[str, ...]:
         raise RequestError(field, f"has {len(value)} items; the limit is {limit}")
     try:
         "".join(value)  # every item a string (the common case, checked at C speed)
-        clean = "" not in value
+        clean = all(value)  # and none empty: a string is falsy only when empty
     except TypeError:
         clean = False
     if clean:
