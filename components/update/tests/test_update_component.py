@@ -54,6 +54,7 @@ def fake_text_model(monkeypatch):
     from caprank.embeddings import cache
 
     monkeypatch.setattr(cache, "embed_texts", lambda texts, cfg, **kw: (fake_encode(texts), None))
+    monkeypatch.setattr(cache, "cached_encoder", lambda cfg, text_model=None: fake_encode)
 
 
 def _run(cfg, data, base, features, out: Path):
