@@ -24,6 +24,7 @@ from caprank.embeddings.finetune import (
 )
 from caprank.embeddings.text import FINETUNED_PREFIX, encode_texts, load_encoder
 from caprank.training.data import train_pairs
+from tests.test_benchmark_cmd import TINY_MODEL as BENCH_TINY_MODEL
 
 BASE = "all-MiniLM-L6-v2"
 SMALL = FinetuneConfig(enabled=True, steps=4, batch_size=8, learning_rate=5e-5)
@@ -273,20 +274,11 @@ def test_an_unregistered_finetuned_id_says_where_it_comes_from(monkeypatch):
         text_mod.resolve_model_path(f"{FINETUNED_PREFIX}0123456789abcdef")
 
 
-TINY_MODEL = [
-    "training.hidden_dim=16",
-    "training.heads=2",
-    "training.layers=1",
-    "training.lexical_dim=8",
-    "training.batch_size=32",
-    "training.eval_every=2",
+TINY_MODEL = [  # the benchmark tests' tiny model, a few steps, fine-tuning on
+    *BENCH_TINY_MODEL,
     "training.max_steps=4",
     "training.torch_threads=1",
-    "training.device=cpu",
     "embedding.device=cpu",
-    "embedding.node2vec.walks_per_node=4",
-    "embedding.node2vec.epochs=1",
-    "evaluation.bootstrap_samples=50",
     "embedding.finetune.enabled=true",
     "embedding.finetune.steps=3",
     "embedding.finetune.batch_size=8",
