@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from caprank.config import CaprankConfig
+from caprank.errors import DataError
 from caprank.online.catalog import Catalog
 from caprank.online.ranker import FULL_PRODUCT_SHARE, DenseRanker, ScoreCache, candidate_scores
 from caprank.online.request import RequestError, _id_list, candidate_rows, parse_rank_request
@@ -21,6 +22,11 @@ def test_candidate_scores_equal_the_gathered_product(n: int):
     assert (n >= FULL_PRODUCT_SHARE * 1000) == (n >= 125)
     np.testing.assert_allclose(candidate_scores(keys, query, idx), keys[idx] @ query, rtol=1e-5)
     np.testing.assert_allclose(candidate_scores(keys, query, None), keys @ query, rtol=1e-6)
+
+
+def test_a_catalog_refuses_an_empty_id():
+    with pytest.raises(DataError, match="empty capability id"):
+        Catalog(ids=("a", ""), tools=(("t",),) * 2, texts=("x", "y"), source="t")
 
 
 def test_index_of_keeps_order_and_names_unknown_ids():
@@ -106,3 +112,44 @@ def test_parsing_with_the_catalog_keeps_the_errors_and_their_order():
             parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
     unknown = parse_rank_request({"intent": "x", "candidate_ids": ["a", "zz"]}, cfg, position)
     assert unknown.candidate_rows is None  # the engine refuses it, naming the id
+
+
+@pytest.mark.parametrize(
+    ("ids", "field"),
+    [
+        (["a", 3], "candidate_ids[1]"),  # not a string: no row, then named by the validation
+        (["a", ""], "candidate_ids[1]"),
+        ([["a"], "b"], "candidate_ids[0]"),  # unhashable: the lookup's TypeError is caught
+        ([None], "candidate_ids[0]"),
+        ([], "candidate_ids"),
+    ],
+)
+def test_rows_found_first_never_let_a_bad_candidate_list_through(ids, field):
+    cfg = CaprankConfig().serving
+    position = {"a": 0, "b": 1, "3": 2}  # even a catalog holding "3"
+    with pytest.raises(RequestError) as err:
+        parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
+    assert err.value.field == field
+    too_many = [f"c{i}" for i in range(cfg.max_candidates + 1)]
+    big = {c: i for i, c in enumerate(too_many)}
+    with pytest.raises(RequestError, match="the limit is"):
+        parse_rank_request({"intent": "x", "candidate_ids": too_many}, cfg, big)
+
+
+class DivergedRanker(CountingRanker):
+    def score(self, query, candidate_idx):
+        out = super().score(query, candidate_idx).copy()
+        out[0] = np.nan
+        return out
+
+
+@pytest.mark.parametrize("max_bytes", [10_000, 10])  # cached, and too small to cache
+def test_score_cache_refuses_non_finite_scores_and_never_keeps_them(max_bytes: int):
+    rng = np.random.default_rng(2)
+    ranker = DivergedRanker(rng.standard_normal((100, 4)).astype(np.float32))
+    vec = rng.standard_normal(4).astype(np.float32)
+    cache = ScoreCache(max_bytes=max_bytes)
+    for _ in range(2):  # the second call computes again: nothing was cached
+        with pytest.raises(FloatingPointError):
+            cache.scores(ranker, "a", vec, np.arange(1, 5), rows=100)
+    assert len(cache) == 0 and len(ranker.calls) == 2

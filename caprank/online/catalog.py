@@ -40,6 +40,9 @@ class Catalog:
             raise DataError(self.source, "the catalog has no capabilities")
         if len(set(self.ids)) != len(self.ids):
             raise DataError(self.source, "duplicate capability ids", field="capability_id")
+        empty = next((i for i, c in enumerate(self.ids) if not c), None)
+        if empty is not None:  # a request's candidate ids found in the catalog are then valid
+            raise DataError(self.source, "empty capability id", row=empty, field="capability_id")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -38,6 +38,14 @@ def candidate_scores(keys: np.ndarray, query: np.ndarray, idx: np.ndarray | None
     return keys[idx] @ query
 
 
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """``scores``, checked once (a diverged model must not serve an arbitrary order): what
+    the cache hands out later needs no check."""
+    if not np.isfinite(scores).all():
+        raise FloatingPointError("the model produced non-finite scores")
+    return scores
+
+
 class ScoreCache:
     """A cached intent's scores over the whole catalog, per ranker, kept in an LRU of at
     most ``max_bytes``: a later cache hit gathers its candidates' scores (microseconds)
@@ -45,7 +53,8 @@ class ScoreCache:
     are not in the CPU's caches). An entry is valid for the very ranker and intent vector
     it was computed from (a rebuilt ranker or a re-encoded intent computes it again; an
     entry holds its ranker weakly, so a swapped-out model is not kept alive); the first
-    hit of an intent pays one product over every row."""
+    hit of an intent pays one product over every row. Scores with a NaN or infinity are
+    refused (``FloatingPointError``) and never cached."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -64,7 +73,7 @@ class ScoreCache:
         intent ``text`` whose vector is ``vec``, from the cache when they are there. A
         catalog whose scores (float32) would not fit is scored as without a cache."""
         if rows * 4 > self.max_bytes:
-            return ranker.score(ranker.query(vec, text), idx)
+            return _finite(ranker.score(ranker.query(vec, text), idx))
         key = (id(ranker), text)
         with self._lock:
             item = self._data.get(key)
@@ -74,7 +83,7 @@ class ScoreCache:
             else:
                 full = None
         if full is None:
-            full = ranker.score(ranker.query(vec, text), None)
+            full = _finite(ranker.score(ranker.query(vec, text), None))
             self._put(key, (weakref.ref(ranker), vec, full))
         return full if idx is None else full[idx]
 

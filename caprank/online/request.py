@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +73,14 @@ class RankRequest:
     rows_of: Mapping[str, int] | None = field(default=None, compare=False, repr=False)
 
 
-def candidate_rows(ids: tuple[str, ...], position: Mapping[str, int]) -> np.ndarray | None:
+def candidate_rows(ids: Sequence[Any], position: Mapping[str, int]) -> np.ndarray | None:
     """The rows of ``ids`` in a catalog's ``position`` map when every id is known and
     none repeats, else None. Checking repeats on the rows hashes each id once (a set of
-    1,000 fresh ids costs about what their lookups do)."""
+    1,000 fresh ids costs about what their lookups do). Any item that is not a catalog id
+    (a number, a list, an empty string) finds no row, so rows found also validate ``ids``."""
     try:
         rows = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=len(ids))
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable item (a list, an object)
         return None
     rows.flags.writeable = False  # shared with the engine
     if len(position) <= 64 * len(rows):  # a bitmap over the catalog is the cheaper check
@@ -173,13 +174,17 @@ def parse_rank_request(
 
     cands = body.get("candidate_ids")
     candidate_ids = rows = None
-    if cands is not None:
+    if (
+        position is not None and type(cands) is list and 0 < len(cands) <= cfg.max_candidates
+    ):  # the common case: rows found for every id are the whole validation (strings, known)
+        rows = candidate_rows(cands, position)
+        if rows is not None:
+            candidate_ids = tuple(cands)
+    if cands is not None and rows is None:
         candidate_ids = _id_list(cands, "candidate_ids", cfg.max_candidates)
         if not candidate_ids:
             raise RequestError("candidate_ids", "is empty; omit it to rank every capability")
-        if position is not None:
-            rows = candidate_rows(candidate_ids, position)
-        if rows is None and len(set(candidate_ids)) != len(candidate_ids):
+        if len(set(candidate_ids)) != len(candidate_ids):
             seen: set[str] = set()
             dups = [c for c in candidate_ids if c in seen or seen.add(c)]
             raise RequestError("candidate_ids", f"has duplicate ids: {sorted(set(dups))[:5]}")
