@@ -324,6 +324,13 @@ def test_a_bundle_serves_its_finetuned_encoder_as_evaluation_scores(
     vecs = encode_intents(texts, name, fresh)
     served = served_scores(moved, fresh, catalog, texts, vecs)
     np.testing.assert_allclose(served, offline.scores, rtol=1e-5, atol=1e-5)
+    # the drift monitor reads served intents in the space this model ranks them in
+    from caprank.monitoring.served import serving_scorer
+
+    with serving_scorer(fresh, ds, ref=str(moved)) as watched:
+        drift_vecs = watched.embed(texts[:3])
+    assert watched.text_model == name
+    np.testing.assert_allclose(drift_vecs, vecs[:3], rtol=1e-5, atol=1e-5)
 
 
 def test_finetune_config_is_off_by_default():
