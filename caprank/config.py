@@ -397,6 +397,14 @@ class TrainingConfig(Section):
     id_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of capabilities whose id channel is dropped"
     )
+    evidence_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of capabilities scored by the prior alone in each training step, "
+        "as if they had no evidence: the residuals learn not to lift capabilities with "
+        "evidence over a right answer without any (cold start, docs/training.md)",
+    )
     cosine_weight: float = Field(
         8.0,
         gt=0.0,
@@ -512,6 +520,7 @@ def _default_space() -> dict[str, SearchRange]:
         "content_loss_weight": (0.0, 2.0, False),
         "dropout": (0.0, 0.3, False),
         "id_dropout": (0.0, 0.5, False),
+        "evidence_dropout": (0.0, 0.5, False),
         "max_steps": (200, 2000, True),
     }
     return {k: SearchRange(low=lo, high=hi, log=log) for k, (lo, hi, log) in ranges.items()}

@@ -324,7 +324,45 @@ def test_a_bundle_serves_its_finetuned_encoder_as_evaluation_scores(
     vecs = encode_intents(texts, name, fresh)
     served = served_scores(moved, fresh, catalog, texts, vecs)
     np.testing.assert_allclose(served, offline.scores, rtol=1e-5, atol=1e-5)
+    # the drift monitor reads served intents in the space this model ranks them in
+    from caprank.monitoring.served import serving_scorer
+
+    with serving_scorer(fresh, ds, ref=str(moved)) as watched:
+        drift_vecs = watched.embed(texts[:3])
+    assert watched.text_model == name
+    np.testing.assert_allclose(drift_vecs, vecs[:3], rtol=1e-5, atol=1e-5)
 
 
 def test_finetune_config_is_off_by_default():
     assert CaprankConfig().embedding.finetune.enabled is False
+
+
+@pytest.mark.slow
+def test_cold_tuning_fine_tunes_without_the_pseudo_cold_capabilities(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """The embed stage's encoder saw every train label; cold tuning embeds again with one
+    fine-tuned on the pseudo-cold split's train labels alone."""
+    import caprank.embeddings.stage as stage
+    from caprank.config import load_config
+    from caprank.training.tune import objective_dataset, tune
+
+    cfg = load_config(overrides=[f"paths.home={tmp_path / 'home'}", *TINY_MODEL])
+    seen: list[set[str]] = []
+    real = stage.finetune_encoder
+
+    def spy(pairs, *args, **kwargs):
+        seen.append({c for _, c in pairs})
+        return real(pairs, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "finetune_encoder", spy)
+    emb = stage.embed(tiny_dataset, cfg, tmp_path / "embeddings")
+    result = tune(
+        tiny_dataset, cfg, emb.out_dir, None, tmp_path / "tune", trials=1, setting="cold",
+        track=False,
+    )  # fmt: skip
+    held = objective_dataset(tiny_dataset, cfg, "cold").manifest["pseudo_cold_held_out"]
+    assert len(seen) == 2 and set(held) <= seen[0] and not set(held) & seen[1]
+    assert result.extra["pseudo_cold_encoder"]["name"] != emb.summary["finetune"]["name"]
+    assert len(result.trials) == 1
+    assert [p.name for p in (tmp_path / "tune").iterdir()] == ["tuning.json"]  # scratch gone

@@ -155,6 +155,8 @@ def test_served_checks_before_any_promotion_score_with_the_dense_ranker(catalog,
     cfg = _cfg(0)
     cfg.paths.home = tmp_path / "home"
     cfg.services.mlflow_tracking_uri = f"sqlite:///{tmp_path / 'registry.db'}"
-    with serving_scorer(cfg, catalog) as (score, version):
-        top = score(["convert a document", "book a flight"])
-    assert version == "dense" and np.isfinite(top).all()
+    with serving_scorer(cfg, catalog) as served:
+        top = served.score(["convert a document", "book a flight"])
+        vecs = served.embed(["convert a document"])
+    assert served.version == "dense" and np.isfinite(top).all()
+    assert served.text_model == cfg.embedding.text_model and vecs.shape[0] == 1

@@ -112,6 +112,33 @@ def test_residual_gate_is_zero_without_evidence_and_grows_with_it(trained):
     assert gate[2].item() == pytest.approx(0.5)  # n = evidence_k
 
 
+def test_evidence_dropout_scores_the_masked_capabilities_by_their_prior_alone(trained):
+    """A step's ``gate_mask`` makes its capabilities score as ones without evidence do, so
+    rows whose answer is masked train the residuals of the others not to lift them over it."""
+    _, prep, model, _ = trained
+    model = _residual_on(model)
+    graph = prep.data.graph
+    with torch.no_grad():
+        _, caps = model.encode(graph)
+        plain = model.keys(graph, caps)
+        mask = torch.ones(plain.shape[0], dtype=torch.bool)
+        mask[::2] = False
+        masked = model.keys(graph, caps, gate_mask=mask)
+    split = model.prior_columns()
+    assert torch.count_nonzero(masked[::2, split:]) == 0
+    torch.testing.assert_close(masked[1::2], plain[1::2])
+    torch.testing.assert_close(masked[:, :split], plain[:, :split])
+    assert torch.count_nonzero(plain[::2, split:]) > 0
+
+
+def test_training_with_evidence_dropout_learns(tiny_cfg, tiny_dataset):
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=20, eval_every=10, evidence_dropout=0.5)
+    prep = tiny_prepared(tiny_dataset, cfg)
+    fit = Trainer(tiny_model(prep, cfg), prep.data, cfg.training).fit()
+    losses = [h["rank_loss"] for h in fit.history if "rank_loss" in h]
+    assert losses[-1] < losses[0]
+
+
 def test_bundle_loads_and_ranks_through_load_model_dir(trained, tiny_dataset, tmp_path):
     cfg, prep, model, _ = trained
     bundle = tiny_bundle(prep, model)

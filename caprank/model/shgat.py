@@ -193,11 +193,17 @@ class SHGAT(nn.Module):
         return n / (n + self.dims.evidence_k) * self.residual_on
 
     def keys(
-        self, g: Graph, cap_repr: torch.Tensor | None = None, id_mask: torch.Tensor | None = None
+        self,
+        g: Graph,
+        cap_repr: torch.Tensor | None = None,
+        id_mask: torch.Tensor | None = None,
+        gate_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(C, K): [prior | gated: content | text | features | feature bias | id bias | id].
 
-        ``id_mask`` (C,) zeroes the id channel of some capabilities (id dropout)."""
+        ``id_mask`` (C,) zeroes the id channel of some capabilities (id dropout);
+        ``gate_mask`` (C,) zeroes the whole residual of some: they score as a capability
+        without evidence does, the prior alone (evidence dropout)."""
         if cap_repr is None:
             cap_repr = self.encode(g)[1]
         content = self._heads_unit(self.k_proj(cap_repr))
@@ -212,6 +218,8 @@ class SHGAT(nn.Module):
             [content, g.cap_text, g.cap_feat, self.feat_bias(g.cap_feat), id_bias, ident], dim=1
         )
         gate = self.gate(g).to(residual.dtype)
+        if gate_mask is not None:
+            gate = gate * gate_mask.to(residual.dtype)
         return torch.cat([g.cap_text.to(residual.dtype), residual * gate[:, None]], dim=1)
 
     # ------------------------------------------------------------------ intent side

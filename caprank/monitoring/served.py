@@ -6,9 +6,11 @@ writes the served intent beside it). For each window the monitor takes the inten
 of the first event of each session (as for the feature checks: sessions share a topic),
 at most ``monitoring.served_sample`` of them, drawn with ``data.seed``, and:
 
-- ``embedding_drift``: encodes them with ``embedding.text_model`` (through the embedding
-  cache) and runs the per-dimension KS with Bonferroni (``drift.embedding_drift``): a
-  shift in what users ask for, seen in the space the ranker reads;
+- ``embedding_drift``: encodes them with the text encoder of the model `caprank serve`
+  would load now (a fine-tuned encoder when the model was trained with one, else
+  ``embedding.text_model``) and runs the per-dimension KS with Bonferroni
+  (``drift.embedding_drift``): a shift in what users ask for, seen in the space the
+  ranker reads;
 - ``prediction_drift``: ranks them with the model `caprank serve` would load now
   (``default_model_ref``: `production`, else the dense ranker) and compares the top
   score's distribution by PSI (``drift.prediction_drift``). Both windows are scored by the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -76,24 +79,40 @@ def text_embedder(cfg: CaprankConfig) -> Embed:
     return lambda texts: embed_texts(texts, cfg)[0]
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The model `caprank serve` would load now, as the drift checks use it."""
+
+    score: Score  # top-1 scores of intent texts over the catalog
+    embed: Embed  # the intents' vectors from the model's own text encoder
+    version: str
+    text_model: str
+
+
 @contextmanager
-def serving_scorer(cfg: CaprankConfig, ds: Dataset) -> Iterator[tuple[Score, str]]:
-    """Top-1 scores from the model `caprank serve` would load now, over ``ds``'s catalog,
-    and that model's version (for the report); the model is unloaded on exit."""
+def serving_scorer(
+    cfg: CaprankConfig, ds: Dataset, ref: str | None = None
+) -> Iterator[ServedModel]:
+    """The model `caprank serve` would load now (or ``ref``: a registry URI or a model
+    directory), over ``ds``'s catalog: its top-1 scores, its text encoder and its version
+    (for the report); the model is unloaded on exit."""
     from caprank.online.catalog import catalog_from_tables
     from caprank.online.models import ModelLoadError
     from caprank.online.runtime import DENSE_REF, Runtime, default_model_ref
 
     catalog = catalog_from_tables(ds.tools, ds.capabilities, "monitor")
-    try:
-        ref = default_model_ref(cfg)
-    except ModelLoadError:  # nothing promoted yet (a first run): the dense ranker serves
-        ref = DENSE_REF
+    if ref is None:
+        try:
+            ref = default_model_ref(cfg)
+        except ModelLoadError:  # nothing promoted yet (a first run): the dense ranker serves
+            ref = DENSE_REF
     runtime = Runtime(cfg, ref, catalog=catalog)
     runtime.start(background_load=False, feedback=False)
     try:
-        primary = runtime.engine.routing.primary
+        engine = runtime.engine
+        primary = engine.routing.primary
         version = primary.version if primary is not None else "dense fallback"
+        text_model = (primary or engine.fallback).ranker.text_model
 
         def score(texts: list[str]) -> np.ndarray:
             out = np.full(len(texts), np.nan)
@@ -103,6 +122,9 @@ def serving_scorer(cfg: CaprankConfig, ds: Dataset) -> Iterator[tuple[Score, str
                     out[i] = ranked[0]["score"]
             return out
 
-        yield score, version
+        def embed(texts: list[str]) -> np.ndarray:
+            return engine.encoder.encode(texts, text_model)
+
+        yield ServedModel(score, embed, version, text_model)
     finally:
         runtime.close()

@@ -192,13 +192,14 @@ def _add_served_checks(judged: _Judged, ds: Dataset, cfg: CaprankConfig, embed, 
     cur = served_intents(judged.current, mon.served_sample, seed + 1)
     if min(len(ref), len(cur)) < 2:
         return
-    embed = embed or text_embedder(cfg)
-    if score is not None:
-        checks = served_drift(ref, cur, cfg, embed=embed, score=score)
-    else:
-        with serving_scorer(cfg, ds) as (score, version):
-            checks = served_drift(ref, cur, cfg, embed=embed, score=score)
-        checks["prediction_drift"].details["model_version"] = version
+    if score is not None:  # a given model (tests): no served model is loaded
+        checks = served_drift(ref, cur, cfg, embed=embed or text_embedder(cfg), score=score)
+    else:  # the served model's scores, in its own encoder's space unless one is given
+        with serving_scorer(cfg, ds) as served:
+            checks = served_drift(ref, cur, cfg, embed=embed or served.embed, score=served.score)
+        checks["prediction_drift"].details["model_version"] = served.version
+        if embed is None:
+            checks["embedding_drift"].details["text_model"] = served.text_model
     assert judged.drift is not None
     judged.drift.checks.update(checks)
 

@@ -200,6 +200,11 @@ class IntentEncoder:
                 self.cache.put(model, text, vec)
         return len(missing)
 
+    def encode(self, texts: list[str], model: str) -> np.ndarray:
+        """One batch of texts with ``model``, past the cache and the batcher (a batch job's
+        texts, e.g. the drift monitor's sample of served intents)."""
+        return np.ascontiguousarray(self._encode(list(texts), model), dtype=np.float32)
+
     def close(self) -> None:
         for b in list(self._batchers.values()):
             b.close()

@@ -195,16 +195,19 @@ class Trainer:
         target = torch.as_tensor(self.targets[rows], device=self.device)
         batch = self._intents(exp.intent[rows])
         n_caps = self.graph.cap_id.shape[0]
-        id_mask = lex_keep = None
+        id_mask = lex_keep = gate_mask = None
         if cfg.id_dropout > 0:
             id_mask = torch.rand(n_caps, device=self.device) >= cfg.id_dropout
+        if cfg.evidence_dropout > 0:  # rows whose answer now has no evidence teach the
+            # residuals of the others not to lift them over it (what cold start needs)
+            gate_mask = torch.rand(n_caps, device=self.device) >= cfg.evidence_dropout
         if cfg.lexical_dropout > 0:
             lex_keep = torch.rand(len(rows), device=self.device) >= cfg.lexical_dropout
 
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             _, caps = self.model.encode(self.graph)
-            keys = self.model.keys(self.graph, caps, id_mask)
+            keys = self.model.keys(self.graph, caps, id_mask, gate_mask)
             query = self.model.query(batch, lex_keep)
             no_id, _ = self.model.split_points()
             full = (query @ keys.T).float() / cfg.temperature

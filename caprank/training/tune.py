@@ -12,7 +12,10 @@ Data: the test labels are dropped before anything is prepared (``objective_datas
 so no trial can read them. ``setting="cold"`` tunes for capabilities never seen in
 training on a pseudo-cold split carved from train (``pseudo_cold``): a seeded share of
 the training capabilities, whose train labels become the validation, the real valid
-(warm) labels dropped too. The best trial's settings are a dotted-key override dict
+(warm) labels dropped too; with ``embedding.finetune.enabled`` the catalog is embedded
+again with an encoder fine-tuned on that split's train labels alone
+(``pseudo_cold_embeddings``), so the held-out capabilities stay unseen by the encoder too.
+The best trial's settings are a dotted-key override dict
 (``{"training.lr": 0.003}``) that ``caprank.registry.log_tuning`` records and
 ``training.tuned_from`` applies to later training runs.
 """
@@ -20,6 +23,7 @@ the training capabilities, whose train labels become the validation, the real va
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,14 +302,31 @@ def tune(
     from caprank.training.stage import catalog_preparer
 
     features = read_features(features_dir)
-    make_prep, _ = catalog_preparer(ds, cfg, Path(embeddings_dir), features)
-    result = run_study(ds, cfg, make_prep, trials=trials, minutes=minutes, setting=setting)
-    if track:
-        result.run_id = record(cfg, result, ds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tune-", dir=out_dir) as scratch:
+        emb_dir, encoder = Path(embeddings_dir), None
+        if setting == "cold" and cfg.embedding.finetune.enabled:
+            emb_dir, encoder = pseudo_cold_embeddings(ds, cfg, Path(scratch) / "embeddings")
+        make_prep, _ = catalog_preparer(ds, cfg, emb_dir, features)
+        result = run_study(ds, cfg, make_prep, trials=trials, minutes=minutes, setting=setting)
+    if encoder is not None:
+        result.extra["pseudo_cold_encoder"] = encoder
+    if track:
+        result.run_id = record(cfg, result, ds)
     atomic_write_json(out_dir / RESULT_FILE, result.to_dict())
     return result
+
+
+def pseudo_cold_embeddings(ds: Dataset, cfg: CaprankConfig, out_dir: Path) -> tuple[Path, dict]:
+    """The catalog embedded for cold tuning with fine-tuning on: the embed stage's encoder
+    was fine-tuned on every train label, the pseudo-cold capabilities' too, which would make
+    them look seen and the objective optimistic; this one is fine-tuned on the pseudo-cold
+    split's train labels alone. (The output folder, what its fine-tuning was.)"""
+    from caprank.embeddings.stage import embed
+
+    result = embed(objective_dataset(ds, cfg, "cold"), cfg, out_dir)
+    return out_dir, dict(result.summary.get("finetune") or {})
 
 
 def record(cfg: CaprankConfig, result: TuneResult, ds: Dataset | None = None) -> str:
