@@ -398,7 +398,7 @@ class TrainingConfig(Section):
         0.0, ge=0.0, lt=1.0, description="share of capabilities whose id channel is dropped"
     )
     evidence_dropout: float = Field(
-        0.0,
+        0.3,
         ge=0.0,
         lt=1.0,
         description="share of capabilities scored by the prior alone in each training step, "
