@@ -223,7 +223,7 @@ class RankEngine:
 
     def new_request_id(self) -> str:
         """A fresh server-issued request id (128 random bits, 32 hex digits: never reused;
-        ``uuid4`` would cost four times as much for the same bits less six)."""
+        ``uuid4`` costs four times as much and carries six random bits fewer)."""
         return os.urandom(16).hex()
 
     def _score(self, model: LoadedModel, req: RankRequest, idx: np.ndarray | None) -> _Scored:
