@@ -405,6 +405,23 @@ class TrainingConfig(Section):
         "as if they had no evidence: the residuals learn not to lift capabilities with "
         "evidence over a right answer without any (cold start, docs/training.md)",
     )
+    linear_start: bool = Field(
+        True,
+        description="before SGD, fit the id channel to the logistic-regression optimum over "
+        "[intent vector, lexical bag] by L-BFGS (docs/training.md, 'The linear start')",
+    )
+    linear_start_c: float = Field(
+        10.0, gt=0.0, description="the linear start's inverse L2 strength (scikit-learn's C)"
+    )
+    linear_start_iterations: int = Field(
+        100, ge=1, le=10_000, description="the linear start's L-BFGS iterations at most"
+    )
+    linear_start_max_cells: int = Field(
+        50_000_000,
+        ge=1,
+        description="the linear start is skipped when max(positives, vocabulary) x "
+        "capabilities exceeds this (its memory: a few floats per cell)",
+    )
     cosine_weight: float = Field(
         8.0,
         gt=0.0,

@@ -132,7 +132,10 @@ def test_evidence_dropout_scores_the_masked_capabilities_by_their_prior_alone(tr
 
 
 def test_training_with_evidence_dropout_learns(tiny_cfg, tiny_dataset):
-    cfg = tiny_training_cfg(tiny_cfg, max_steps=20, eval_every=10, evidence_dropout=0.5)
+    # from a fresh id channel: the linear start would begin at the fit's optimum
+    cfg = tiny_training_cfg(
+        tiny_cfg, max_steps=20, eval_every=10, evidence_dropout=0.5, linear_start=False
+    )
     prep = tiny_prepared(tiny_dataset, cfg)
     fit = Trainer(tiny_model(prep, cfg), prep.data, cfg.training).fit()
     losses = [h["rank_loss"] for h in fit.history if "rank_loss" in h]
@@ -229,8 +232,10 @@ def test_training_keeps_the_prior_when_no_trained_state_beats_it(tiny_cfg, tiny_
             return 0.9 if len(seen) == 1 else min(real, 0.5)
 
     fit = PriorWins(model, prep.data, cfg.training).fit()
-    assert seen[0] == 0.0 and all(on == 1.0 for on in seen[1:]) and len(seen) == 3
+    # the prior, the linear start, steps 2 and 4
+    assert seen[0] == 0.0 and all(on == 1.0 for on in seen[1:]) and len(seen) == 4
     assert fit.history[0] == {"step": 0, "valid_mrr": 0.9, "prior": 1.0}
+    assert fit.history[1]["linear_start"] == 1.0 and fit.history[1]["valid_mrr"] <= 0.5
     assert fit.best_step == 0 and model.residual_on.item() == 0.0
     intents = ["plan a trip", "convert this file"]
     vecs = fake_encode(intents)

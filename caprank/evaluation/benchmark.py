@@ -79,6 +79,7 @@ def train_run(ds: Dataset, emb_dir: Path, out: Path, cfg: CaprankConfig) -> dict
         "experiences_per_s": round(result.fit.experiences_per_s, 1),
         "experiences": result.summary["experiences"],
         "sources": result.summary["sources"],
+        "linear_start": result.fit.linear_start,
     }
 
 

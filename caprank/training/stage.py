@@ -434,6 +434,8 @@ def train(
         summary = dict(prep.summary)
         summary["train_seconds"] = round(time.perf_counter() - start, 3)
         summary["calibration"] = calibration
+        if fit.linear_start is not None:
+            summary["linear_start"] = fit.linear_start
         if tuned_run is not None:
             summary["tuned_from"] = tuned_run
         result = TrainResult(bundle_dir, fit, summary, calibration=calibration)

@@ -35,6 +35,7 @@ from caprank.learning.experiences import LOGS, Experiences
 from caprank.learning.per import PrioritizedReplay
 from caprank.model.inputs import intent_batch, select_bags
 from caprank.model.shgat import SHGAT, Graph
+from caprank.training.linear_start import linear_start
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LogFn = Callable[[int, dict[str, float]], None]
@@ -62,6 +63,7 @@ class FitResult:
     stopped_early: bool
     resumed_from: int | None
     history: list[dict] = field(default_factory=list)
+    linear_start: dict | None = None  # what the linear start did (None: not run)
 
 
 def weighted_infonce(
@@ -111,8 +113,14 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         on_log: LogFn | None = None,
         on_validate: ValidateFn | None = None,
+        linear_start: bool = True,
     ):
+        """``linear_start``: whether a fresh fit may start the id channel at the
+        logistic-regression optimum (``cfg.linear_start`` decides; an update of a trained
+        model passes False: its id channel is already trained)."""
         self.cfg = cfg
+        self.linear_start = linear_start and cfg.linear_start
+        self.linear_result: dict | None = None
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.data = data
@@ -298,6 +306,11 @@ class Trainer:
         cfg = self.cfg
         resumed = self.load_checkpoint()
         if resumed is None:
+            if self.linear_start:
+                d = self.data
+                self.linear_result = linear_start(
+                    self.model, self.graph, d.intent_dense, d.intent_bags, d.experiences, cfg
+                ).to_json()
             self._evaluate_prior()
             self.refresh_targets()
         start = time.perf_counter()
@@ -328,11 +341,13 @@ class Trainer:
             stopped_early=stopped,
             resumed_from=resumed,
             history=list(self.history),
+            linear_start=self.linear_result,
         )
 
     def _evaluate_prior(self) -> None:
         """Step 0: the prior alone (residual off) is the first candidate for the best
-        state, so a run whose training never beats it on validation keeps the prior."""
+        state, so a run whose training never beats it on validation keeps the prior; after
+        a linear start, the started state is the second."""
         if len(self.data.valid_intents) == 0:
             return
         self.model.residual_on.fill_(0.0)
@@ -341,6 +356,12 @@ class Trainer:
         self.best = (mrr, 0)
         self.best_state = copy.deepcopy(self.model.state_dict())
         self.model.residual_on.fill_(1.0)
+        if self.linear_result is not None and not self.linear_result["skipped"]:
+            mrr = self.validate()
+            self._log(0, {"valid_mrr": mrr, "linear_start": 1.0})
+            if mrr > self.best[0]:
+                self.best = (mrr, 0)
+                self.best_state = copy.deepcopy(self.model.state_dict())
 
     def _evaluate(self) -> bool:
         mrr = self.validate()

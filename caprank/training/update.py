@@ -501,7 +501,7 @@ def update_model(
     )
     if u.steps > 0:
         torch.manual_seed(tc.seed)
-        fit: FitResult = Trainer(model, data, tc, on_log=on_log).fit()
+        fit: FitResult = Trainer(model, data, tc, on_log=on_log, linear_start=False).fit()
     else:  # the refit alone: report its validation MRR as the trainer would
         mrr = validation_mrr(model, data)
         fit = FitResult(0, 0, mrr, 0.0, 0.0, False, None, [{"step": 0, "valid_mrr": mrr}])
