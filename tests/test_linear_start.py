@@ -142,3 +142,28 @@ def test_start_in_a_catalog_with_unseen_capabilities(tiny_cfg, tiny_dataset):
     model.residual_on.fill_(0.0)
     prior = validation_mrr(model, d)
     assert started > prior + 0.1, (started, prior)
+
+
+def test_a_start_worse_than_the_prior_is_dropped(problem):
+    """A start that does not validate above the prior is undone: SGD begins from the
+    weights it had before (a zero id channel), as without a linear start."""
+    cfg, prep = problem
+    first_step = []
+
+    class StartLoses(Trainer):
+        calls = 0
+
+        def validate(self) -> float:
+            StartLoses.calls += 1
+            return 0.9 if StartLoses.calls == 1 else 0.1  # the prior wins
+
+        def train_step(self):
+            if not first_step:
+                first_step.append(self.model.id_emb.detach().clone())
+            return super().train_step()
+
+    fit = StartLoses(tiny_model(prep, cfg), prep.data, cfg.training).fit()
+    assert fit.linear_start is not None and fit.linear_start["kept"] is False
+    assert torch.count_nonzero(first_step[0]) == 0
+    kept = Trainer(tiny_model(prep, cfg), prep.data, cfg.training).fit()
+    assert kept.linear_start["kept"] is True  # the real validation: the start beats the prior

@@ -306,12 +306,14 @@ class Trainer:
         cfg = self.cfg
         resumed = self.load_checkpoint()
         if resumed is None:
+            fresh = None
             if self.linear_start:
                 d = self.data
+                fresh = copy.deepcopy(self.model.state_dict())
                 self.linear_result = linear_start(
                     self.model, self.graph, d.intent_dense, d.intent_bags, d.experiences, cfg
                 ).to_json()
-            self._evaluate_prior()
+            self._evaluate_prior(fresh)
             self.refresh_targets()
         start = time.perf_counter()
         first = self.step
@@ -344,10 +346,12 @@ class Trainer:
             linear_start=self.linear_result,
         )
 
-    def _evaluate_prior(self) -> None:
+    def _evaluate_prior(self, fresh: dict | None = None) -> None:
         """Step 0: the prior alone (residual off) is the first candidate for the best
-        state, so a run whose training never beats it on validation keeps the prior; after
-        a linear start, the started state is the second."""
+        state, so a run whose training never beats it on validation keeps the prior.
+        After a linear start the started state is validated next: SGD goes on from it
+        only when it beats the prior, else from ``fresh`` (the weights before the start),
+        as without one (logs of a biased policy can fit a start worse than the prior)."""
         if len(self.data.valid_intents) == 0:
             return
         self.model.residual_on.fill_(0.0)
@@ -359,9 +363,13 @@ class Trainer:
         if self.linear_result is not None and not self.linear_result["skipped"]:
             mrr = self.validate()
             self._log(0, {"valid_mrr": mrr, "linear_start": 1.0})
-            if mrr > self.best[0]:
+            kept = mrr > self.best[0]
+            self.linear_result["kept"] = kept
+            if kept:
                 self.best = (mrr, 0)
                 self.best_state = copy.deepcopy(self.model.state_dict())
+            elif fresh is not None:
+                self.model.load_state_dict(fresh)
 
     def _evaluate(self) -> bool:
         mrr = self.validate()
