@@ -406,9 +406,10 @@ class TrainingConfig(Section):
         "evidence over a right answer without any (cold start, docs/training.md)",
     )
     linear_start: bool = Field(
-        True,
+        False,
         description="before SGD, fit the id channel to the logistic-regression optimum over "
-        "[intent vector, lexical bag] by L-BFGS (docs/training.md, 'The linear start')",
+        "[intent vector, lexical bag] by L-BFGS (docs/training.md, 'The linear start'; off "
+        "by default: it lowered the embedded default's test MRR to 0.7054)",
     )
     linear_start_c: float = Field(
         10.0, gt=0.0, description="the linear start's inverse L2 strength (scikit-learn's C)"

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def problem(tiny_cfg, tiny_dataset):
     # lexical_dim covers every capability with positives: the factorization is exact
-    cfg = tiny_training_cfg(tiny_cfg, lexical_dim=64, source="labels")
+    cfg = tiny_training_cfg(tiny_cfg, lexical_dim=64, source="labels", linear_start=True)
     prep = tiny_prepared(tiny_dataset, cfg)
     assert len(prep.id_capabilities) <= 64
     return cfg, prep
@@ -121,7 +121,7 @@ def test_start_in_a_catalog_with_unseen_capabilities(tiny_cfg, tiny_dataset):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    cfg = tiny_training_cfg(tiny_cfg, lexical_dim=64, source="labels")
+    cfg = tiny_training_cfg(tiny_cfg, lexical_dim=64, source="labels", linear_start=True)
     caps = tiny_dataset.capabilities["capability_id"].to_pylist()
     held = pa.array(caps[::5])  # a fifth of the catalog never labeled
     labels = tiny_dataset.labels.filter(

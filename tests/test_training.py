@@ -132,10 +132,7 @@ def test_evidence_dropout_scores_the_masked_capabilities_by_their_prior_alone(tr
 
 
 def test_training_with_evidence_dropout_learns(tiny_cfg, tiny_dataset):
-    # from a fresh id channel: the linear start would begin at the fit's optimum
-    cfg = tiny_training_cfg(
-        tiny_cfg, max_steps=20, eval_every=10, evidence_dropout=0.5, linear_start=False
-    )
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=20, eval_every=10, evidence_dropout=0.5)
     prep = tiny_prepared(tiny_dataset, cfg)
     fit = Trainer(tiny_model(prep, cfg), prep.data, cfg.training).fit()
     losses = [h["rank_loss"] for h in fit.history if "rank_loss" in h]
@@ -220,7 +217,7 @@ def test_train_stage_reports_validation_metrics_only(trained, tiny_dataset):
 def test_training_keeps_the_prior_when_no_trained_state_beats_it(tiny_cfg, tiny_dataset):
     """The prior alone (residual off) is validated at step 0; when no trained state
     validates better, training ends with the prior: it ranks exactly as the prior."""
-    cfg = tiny_training_cfg(tiny_cfg, max_steps=4, eval_every=2)
+    cfg = tiny_training_cfg(tiny_cfg, max_steps=4, eval_every=2, linear_start=True)
     prep = tiny_prepared(tiny_dataset, cfg)
     model = tiny_model(prep, cfg)
     seen = []
