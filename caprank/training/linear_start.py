@@ -142,22 +142,20 @@ def linear_start(
         tolerance_grad=1e-6,
         tolerance_change=1e-9,
     )
-    calls = 0
 
     def closure() -> torch.Tensor:
-        nonlocal calls
-        calls += 1
         opt.zero_grad()
         loss = objective()
         loss.backward()
         return loss
 
     opt.step(closure)
+    iterations = int(opt.state_dict()["state"].get(0, {}).get("n_iter", 0))
     with torch.no_grad():
         loss = float(cross_entropy(with_dropout=False))
         rank = _write(model, graph, id_rows, w_dense, w_lex, bias, tc.temperature)
     model.train()
-    return LinearStart(len(pos), n_id, calls, loss, rank, time.perf_counter() - start)
+    return LinearStart(len(pos), n_id, iterations, loss, rank, time.perf_counter() - start)
 
 
 def _write(model: SHGAT, graph: Graph, id_rows, w_dense, w_lex, bias, temperature) -> int:
