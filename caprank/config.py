@@ -1037,6 +1037,13 @@ class ServingConfig(Section):
     default_top_k: int = Field(10, ge=1, description="results when a request gives no top_k")
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask")
     max_candidates: int = Field(10_000, ge=1, description="candidate ids a request may pass")
+    candidate_list_cache_mb: float = Field(
+        16.0,
+        ge=0.0,
+        description="memory for the rows of recently seen candidate lists (16 ids or more): "
+        "a request bringing a remembered list skips the per-id lookups (a client's fixed "
+        "list of enabled capabilities); 0: off",
+    )
     max_intent_chars: int = Field(2000, ge=1, description="longest intent text accepted")
     max_payload_bytes: int = Field(1_000_000, ge=1024, description="largest request body")
     boost: dict[str, float] = Field({}, description="capability id -> score added")

@@ -10,7 +10,13 @@ from caprank.config import CaprankConfig
 from caprank.errors import DataError
 from caprank.online.catalog import Catalog
 from caprank.online.ranker import FULL_PRODUCT_SHARE, DenseRanker, ScoreCache, candidate_scores
-from caprank.online.request import RequestError, _id_list, candidate_rows, parse_rank_request
+from caprank.online.request import (
+    CandidateLists,
+    RequestError,
+    _id_list,
+    candidate_rows,
+    parse_rank_request,
+)
 
 
 @pytest.mark.parametrize("n", [1, 5, 40, 200, 1000])
@@ -105,12 +111,13 @@ def test_candidate_rows_are_found_only_for_known_distinct_ids(catalog: int):
 def test_parsing_with_the_catalog_keeps_the_errors_and_their_order():
     cfg = CaprankConfig().serving
     position = {"a": 0, "b": 1, "c": 2}
-    req = parse_rank_request({"intent": "x", "candidate_ids": ["c", "a"]}, cfg, position)
+    lists = CandidateLists(position)
+    req = parse_rank_request({"intent": "x", "candidate_ids": ["c", "a"]}, cfg, lists)
     assert req.candidate_rows.tolist() == [2, 0] and req.rows_of is position
     for ids in (["a", "b", "a"], ["a", "zz", "a"]):  # repeats are named first, as before
         with pytest.raises(RequestError, match="duplicate ids"):
-            parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
-    unknown = parse_rank_request({"intent": "x", "candidate_ids": ["a", "zz"]}, cfg, position)
+            parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, lists)
+    unknown = parse_rank_request({"intent": "x", "candidate_ids": ["a", "zz"]}, cfg, lists)
     assert unknown.candidate_rows is None  # the engine refuses it, naming the id
 
 
@@ -126,14 +133,47 @@ def test_parsing_with_the_catalog_keeps_the_errors_and_their_order():
 )
 def test_rows_found_first_never_let_a_bad_candidate_list_through(ids, field):
     cfg = CaprankConfig().serving
-    position = {"a": 0, "b": 1, "3": 2}  # even a catalog holding "3"
+    position = {"a": 0, "b": 1, "3": 2, **{f"k{i}": 3 + i for i in range(20)}}
+    lists = CandidateLists(position)  # even a catalog holding "3"
     with pytest.raises(RequestError) as err:
-        parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, position)
+        parse_rank_request({"intent": "x", "candidate_ids": ids}, cfg, lists)
     assert err.value.field == field
+    if ids:  # the same in a list long enough to be remembered (after 17 good ids)
+        good = [f"k{i}" for i in range(17)]
+        parse_rank_request({"intent": "x", "candidate_ids": good}, cfg, lists)
+        with pytest.raises(RequestError) as err:
+            parse_rank_request({"intent": "x", "candidate_ids": good + ids}, cfg, lists)
+        assert err.value.field == field.replace("[0]", "[17]").replace("[1]", "[18]")
     too_many = [f"c{i}" for i in range(cfg.max_candidates + 1)]
-    big = {c: i for i, c in enumerate(too_many)}
+    big = CandidateLists({c: i for i, c in enumerate(too_many)})
     with pytest.raises(RequestError, match="the limit is"):
         parse_rank_request({"intent": "x", "candidate_ids": too_many}, cfg, big)
+
+
+def test_remembered_candidate_lists_give_the_rows_of_that_very_list():
+    position = {f"c{i}": i for i in range(200)}
+    lists = CandidateLists(position, max_bytes=1000)
+    ids = [f"c{i}" for i in range(40, 20, -1)]
+    first = lists.rows(list(ids))
+    assert lists.rows(list(ids)) is first and first.tolist() == list(range(40, 20, -1))
+    assert lists.rows([*ids[:-1], "c199"]).tolist() == [*range(40, 21, -1), 199]
+    assert lists.rows([*ids[:-1], "nope"]) is None  # unknown: never remembered
+    assert lists.rows([*ids[:-1], ids[0]]) is None  # a repeat
+    assert lists.rows([*ids[:-1], 7]) is None  # not a string
+    # an id holding the separator joins to a remembered key but is not that list
+    glued = [ids[0] + CandidateLists.SEP + ids[1], *ids[2:]]
+    assert CandidateLists.SEP.join(glued) == CandidateLists.SEP.join(ids)
+    assert lists.rows(glued) is None
+    many = [f"c{i}" for i in range(150)]  # past max_bytes: looked up, not kept
+    assert lists.rows(many).tolist() == list(range(150)) and lists._bytes <= 1000
+    assert lists.rows(list(ids)) is first  # still there
+    for k in range(4):  # others fill the store, which starts again
+        lists.rows([f"c{i}" for i in range(k, k + 20)])
+    assert lists._bytes <= 1000 and lists.rows(list(ids)) is not first
+    odd = CandidateLists({"a\x00b": 0, **position})  # a catalog id with the separator
+    off = CandidateLists(position, max_bytes=0)
+    for other in (odd, off):
+        assert other.rows(list(ids)).tolist() == first.tolist() and other._rows is None
 
 
 class DivergedRanker(CountingRanker):

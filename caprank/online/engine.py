@@ -49,7 +49,7 @@ from caprank.online.features import FeatureSnapshot
 from caprank.online.intents import IntentEncoder
 from caprank.online.models import LoadedModel
 from caprank.online.ranker import ScoreCache
-from caprank.online.request import RankRequest, RequestError
+from caprank.online.request import CandidateLists, RankRequest, RequestError
 from caprank.online.rules import apply_rules, rule_adjustments
 from caprank.online.served import RequestStore, ServedRanking
 from caprank.online.stats import VersionStats
@@ -140,6 +140,9 @@ class RankEngine:
     ):
         self.cfg = cfg
         self.catalog = catalog
+        self.candidate_lists = CandidateLists(
+            catalog.position, max_bytes=int(cfg.serving.candidate_list_cache_mb * 2**20)
+        )
         self.encoder = encoder
         self.fallback = fallback
         self.stats = VersionStats(clock)

@@ -276,9 +276,7 @@ class Runtime:
         the correlation id of a body that carries none. Every way into ranking goes
         through here."""
         engine = self.engine
-        req = parse_rank_request(
-            body, self.cfg.serving, engine.catalog.position if engine else None
-        )
+        req = parse_rank_request(body, self.cfg.serving, engine.candidate_lists if engine else None)
         cid = req.client_request_id or client_request_id
         user_id = self._protect(req.user_id, "user_id")
         session_id = self._protect(req.session_id, "session_id")
