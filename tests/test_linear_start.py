@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from caprank.training.linear_start import linear_start
+from caprank.training.linear_start import SILENT_LOG_SCALE, linear_start
 from caprank.training.trainer import Trainer
 from tests.train_fixtures import tiny_model, tiny_prepared, tiny_training_cfg
 
@@ -146,7 +146,8 @@ def test_start_in_a_catalog_with_unseen_capabilities(tiny_cfg, tiny_dataset):
 
 def test_a_start_worse_than_the_prior_is_dropped(problem):
     """A start that does not validate above the prior is undone: SGD begins from the
-    weights it had before (a zero id channel), as without a linear start."""
+    weights it had before (a zero id channel, the content channel's own scale), as
+    without a linear start."""
     cfg, prep = problem
     first_step = []
 
@@ -160,10 +161,39 @@ def test_a_start_worse_than_the_prior_is_dropped(problem):
         def train_step(self):
             if not first_step:
                 first_step.append(self.model.id_emb.detach().clone())
+                first_step.append(float(self.model.log_scale))
             return super().train_step()
 
-    fit = StartLoses(tiny_model(prep, cfg), prep.data, cfg.training).fit()
+    model = tiny_model(prep, cfg)
+    scale = float(model.log_scale)
+    fit = StartLoses(model, prep.data, cfg.training).fit()
     assert fit.linear_start is not None and fit.linear_start["kept"] is False
     assert torch.count_nonzero(first_step[0]) == 0
+    assert first_step[1] == scale  # the content channel is not left silenced either
     kept = Trainer(tiny_model(prep, cfg), prep.data, cfg.training).fit()
     assert kept.linear_start["kept"] is True  # the real validation: the start beats the prior
+
+
+def test_the_start_silences_the_untrained_content_channel(problem):
+    """The content channel's random projections are noise to the fit: after a start its
+    term is negligible beside the fitted id channel's, and the fit is over that."""
+    cfg, prep = problem
+    d = prep.data
+    model = tiny_model(prep, cfg)
+
+    def channel_spread(name: str) -> float:
+        from caprank.model.inputs import intent_batch, select_bags
+
+        rows = d.valid_intents
+        batch = intent_batch(d.intent_dense[rows], select_bags(d.intent_bags, rows))
+        cols = model.channel_slices()[name]
+        model.eval()
+        with torch.no_grad():
+            part = model.query(batch)[:, cols] @ model.keys(d.graph)[:, cols].T
+        return float(part.std(dim=1).mean())
+
+    untrained = channel_spread("content")
+    linear_start(model, d.graph, d.intent_dense, d.intent_bags, d.experiences, cfg.training)
+    assert float(model.log_scale) == pytest.approx(SILENT_LOG_SCALE)
+    assert channel_spread("content") < 1e-3 * untrained
+    assert channel_spread("content") < 1e-3 * channel_spread("id")
