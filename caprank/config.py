@@ -405,6 +405,14 @@ class TrainingConfig(Section):
         "as if they had no evidence: the residuals learn not to lift capabilities with "
         "evidence over a right answer without any (cold start, docs/training.md)",
     )
+    validation_without_evidence: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="weight, in the validation figure that picks the best state, of the MRR "
+        "with each intent's answers scored by their prior alone, as without evidence "
+        "(cold start); 0: plain MRR (docs/training.md, 'Validation sees the cold start')",
+    )
     linear_start: bool = Field(
         False,
         description="before SGD, fit the id channel to the logistic-regression optimum over "

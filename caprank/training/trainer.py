@@ -77,9 +77,17 @@ def weighted_infonce(
 
 
 @torch.no_grad()
-def validation_mrr(model: SHGAT, data: TrainData, graph: Graph | None = None) -> float:
+def validation_mrr(
+    model: SHGAT, data: TrainData, graph: Graph | None = None, without_evidence: float = 0.0
+) -> float:
     """MRR of ``model`` (left in eval mode) on the validation intents; ``graph``: the
-    catalog already on the model's device (default ``data.graph``)."""
+    catalog already on the model's device (default ``data.graph``).
+
+    ``without_evidence`` (the trainer passes ``validation_without_evidence``) mixes in,
+    with that weight, the MRR when each intent's right answers score by their prior alone, as
+    capabilities without evidence do: the validation intents' answers all have evidence,
+    so without it the best state is chosen for them only, and the cold start that
+    evidence dropout trains for goes unseen (docs/training.md, "Validation")."""
     if len(data.valid_intents) == 0:
         return 0.0
     graph = data.graph if graph is None else graph
@@ -87,13 +95,24 @@ def validation_mrr(model: SHGAT, data: TrainData, graph: Graph | None = None) ->
     model.eval()
     _, caps = model.encode(graph)
     keys = model.keys(graph, caps)
-    scores = []
+    p = model.prior_columns()
+    scores, priors = [], []
     for a in range(0, len(data.valid_intents), 2048):
         rows = data.valid_intents[a : a + 2048]
         batch = intent_batch(data.intent_dense[rows], select_bags(data.intent_bags, rows))
         q = model.query(batch.to(device))
         scores.append((q @ keys.T).float().cpu().numpy())
-    return mean_reciprocal_rank(np.concatenate(scores), data.valid_relevant)
+        if without_evidence > 0:
+            priors.append((q[:, :p] @ keys[:, :p].T).float().cpu().numpy())
+    full = np.concatenate(scores)
+    mrr = mean_reciprocal_rank(full, data.valid_relevant)
+    if without_evidence <= 0:
+        return mrr
+    prior = np.concatenate(priors)
+    for i, rel in enumerate(data.valid_relevant):
+        full[i, rel] = prior[i, rel]
+    masked = mean_reciprocal_rank(full, data.valid_relevant)
+    return (1.0 - without_evidence) * mrr + without_evidence * masked
 
 
 def resolve_device(preference: str) -> torch.device:
@@ -188,7 +207,9 @@ class Trainer:
         self.targets = exp.td_targets(next_values, self.cfg.td).astype(np.float32)
 
     def validate(self) -> float:
-        mrr = validation_mrr(self.model, self.data, self.graph)
+        mrr = validation_mrr(
+            self.model, self.data, self.graph, self.cfg.validation_without_evidence
+        )
         self.model.train()
         return mrr
 
