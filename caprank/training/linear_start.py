@@ -11,8 +11,10 @@ factorized by SVD into the channel's lexical projection and capability embedding
 when ``lexical_dim`` covers the capabilities). The fixed cosine prior is left out of the
 fit and cancelled in the dense part of each capability's id row: fit over it, a linear
 model of this size cannot outweigh it (validation MRR 0.86 against 0.96 on ToolLens
-warm). The trainer validates the started state beside the prior; SGD goes on
-from it and the best of them on validation is kept.
+warm). The untrained content channel is silenced first (``SILENT_LOG_SCALE``): its
+random projections would be noise the fit works around. The trainer validates the
+started state beside the prior; SGD goes on from it and the best of them on validation
+is kept.
 
 Imports only torch and numpy: it runs in the slim GPU image.
 """

@@ -87,7 +87,8 @@ def validation_mrr(
     with that weight, the MRR when each intent's right answers score by their prior alone, as
     capabilities without evidence do: the validation intents' answers all have evidence,
     so without it the best state is chosen for them only, and the cold start that
-    evidence dropout trains for goes unseen (docs/training.md, "Validation")."""
+    evidence dropout trains for goes unseen (docs/training.md, "Validation sees the cold
+    start")."""
     if len(data.valid_intents) == 0:
         return 0.0
     graph = data.graph if graph is None else graph
