@@ -386,7 +386,13 @@ class TrainingConfig(Section):
     heads: int = Field(4, ge=1, le=64, description="attention heads per layer")
     layers: int = Field(2, ge=0, le=8, description="hypergraph attention layers")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside the attention layers")
-    lexical_dim: int = Field(128, ge=1, le=4096, description="id channel's lexical bag width")
+    lexical_dim: int = Field(
+        512,
+        ge=1,
+        le=4096,
+        description="id channel's lexical bag width (the linear start's lexical fit is exact up "
+        "to this many capabilities, its best low-rank part beyond)",
+    )
     lexical_min_df: int = Field(2, ge=1, description="a term must occur in this many texts")
     lexical_max_terms: int = Field(
         20_000, ge=1, le=2_000_000, description="lexicon size at most (most frequent terms)"
@@ -409,13 +415,12 @@ class TrainingConfig(Section):
         "as if they had no evidence: the residuals learn not to lift capabilities with "
         "evidence over a right answer without any (cold start, docs/training.md)",
     )
-    validation_without_evidence: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
+    validation_without_evidence: float | Literal["auto"] = Field(
+        "auto",
         description="weight, in the validation figure that picks the best state, of the MRR "
         "with each intent's answers scored by their prior alone, as without evidence "
-        "(cold start); 0: plain MRR (docs/training.md, 'Validation sees the cold start')",
+        "(cold start); 0: plain MRR; auto: the share of the catalog's capabilities without "
+        "training evidence (docs/training.md, 'Validation sees the cold start')",
     )
     linear_start: bool = Field(
         True,
@@ -427,6 +432,14 @@ class TrainingConfig(Section):
     )
     linear_start_iterations: int = Field(
         100, ge=1, le=10_000, description="the linear start's L-BFGS iterations at most"
+    )
+    linear_start_min_rank: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="the start is validated with its lexical part at rank lexical_dim, "
+        "lexical_dim / 2, ... down to this, and the best kept (a lower rank regularizes; "
+        "lexical_dim: no choice)",
     )
     linear_start_max_cells: int = Field(
         50_000_000,
@@ -506,6 +519,21 @@ class TrainingConfig(Section):
     per: PERConfig = PERConfig()
     td: TDConfig = TDConfig()
     reward: RewardConfig = RewardConfig()
+
+    @field_validator("validation_without_evidence")
+    @classmethod
+    def _a_weight(cls, w: float | str) -> float | str:
+        if w != "auto" and not 0.0 <= w <= 1.0:
+            raise ValueError(f"must be 'auto' or a weight in [0, 1], not {w}")
+        return w
+
+    def without_evidence_weight(self, unseen_share: float) -> float:
+        """The validation mixture's weight: the configured one, or under ``auto`` the
+        share of the catalog's capabilities that have no training evidence (the chance
+        that an intent's answer is one of them, were answers spread over the catalog)."""
+        if self.validation_without_evidence == "auto":
+            return float(unseen_share)
+        return float(self.validation_without_evidence)
 
 
 class SearchRange(Section):

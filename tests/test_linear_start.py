@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from caprank.training.linear_start import SILENT_LOG_SCALE, linear_start
+from caprank.training.linear_start import (
+    SILENT_LOG_SCALE,
+    linear_start,
+    start_ranks,
+    write_start,
+)
 from caprank.training.trainer import Trainer
 from tests.train_fixtures import tiny_model, tiny_prepared, tiny_training_cfg
 
@@ -197,3 +202,67 @@ def test_the_start_silences_the_untrained_content_channel(problem):
     assert float(model.log_scale) == pytest.approx(SILENT_LOG_SCALE)
     assert channel_spread("content") < 1e-3 * untrained
     assert channel_spread("content") < 1e-3 * channel_spread("id")
+
+
+def test_start_ranks_halve_down_to_the_floor():
+    assert start_ranks(512, 64) == [512, 256, 128, 64]
+    assert start_ranks(512, 100) == [512, 256, 128]
+    assert start_ranks(128, 128) == [128]  # the floor at lexical_dim: no choice
+    assert start_ranks(100, 1000) == [100]
+
+
+def test_the_start_keeps_the_lexical_rank_that_validates_best(problem):
+    """Each rank is written and validated; the best stays written, and the report says
+    which ranks were tried and how each validated."""
+    cfg, prep = problem
+    cfg = tiny_training_cfg(
+        cfg, lexical_dim=64, source="labels", linear_start_min_rank=8, max_steps=1
+    )
+    scripted = {"prior": 0.1}  # validation by the rank the id channel holds
+
+    class ByRank(Trainer):
+        def validate(self) -> float:
+            if float(self.model.residual_on) == 0.0:
+                return scripted["prior"]
+            # the lexical rank written: nonzero lexical columns of the id embeddings
+            lex = self.model.id_emb[:, self.model.dims.text_dim :]
+            rank = int((lex.abs().sum(0) > 0).sum())
+            return {16: 0.9}.get(rank, 0.5)
+
+    model = tiny_model(prep, cfg)
+    before = model.id_lex.weight.detach().clone()
+    trainer = ByRank(model, prep.data, cfg.training)
+    trainer.fit()
+    report = trainer.linear_result
+    ranks = [int(r) for r in report["rank_valid_mrr"]]
+    # the rank the fit has (at most lexical_dim 64), then the halvings below it down to 8
+    assert ranks == [ranks[0]] + [r for r in start_ranks(64, 8) if r < ranks[0]]
+    assert ranks[-2:] == [16, 8]
+    assert report["rank"] == 16 and report["rank_valid_mrr"]["16"] == 0.9
+    starts = [h for h in trainer.history if h.get("linear_start")]
+    assert [int(h["rank"]) for h in starts] == ranks
+    # the kept state (the best, at step 0) is the start written at rank 16: the
+    # projection's other columns are as before the start
+    best = trainer.best_state
+    lex = best["id_emb"][:, model.dims.text_dim :]
+    assert int((lex.abs().sum(0) > 0).sum()) == 16
+    torch.testing.assert_close(best["id_lex.weight"][:, 16:], before[:, 16:])
+    assert not torch.equal(best["id_lex.weight"][:, :16], before[:, :16])
+
+
+def test_write_start_at_a_lower_rank_is_the_truncated_factorization(problem):
+    cfg, prep = problem
+    d = prep.data
+    model = tiny_model(prep, cfg)
+    started = linear_start(
+        model, d.graph, d.intent_dense, d.intent_bags, d.experiences, cfg.training
+    )
+    assert write_start(model, d.graph, started.fitted, 4) == 4
+    with torch.no_grad():  # lexical projection x embedding = the best rank-4 part of the fit
+        lex_keys = (
+            model.id_emb[:, model.dims.text_dim :]
+            * model.gate(d.graph)[started.fitted.id_rows][:, None]
+        )
+        product = model.id_lex.weight @ lex_keys.T / cfg.training.temperature
+    u, s, vh = torch.linalg.svd(started.fitted.w_lex, full_matrices=False)
+    torch.testing.assert_close(product, (u[:, :4] * s[:4]) @ vh[:4], atol=1e-4, rtol=1e-3)

@@ -82,3 +82,57 @@ def test_the_trainer_picks_its_best_state_by_the_configured_view(tiny_cfg, tiny_
         assert validation_mrr(model, prep.data, without_evidence=w) == pytest.approx(
             fit.best_valid_mrr, abs=1e-6
         )
+
+
+def without_train_labels(ds, n_caps: int):
+    """``ds`` with the train labels of its first ``n_caps`` capabilities moved to test:
+    those capabilities have no evidence, as in a cold split."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cold = ds.capabilities["capability_id"].to_pylist()[:n_caps]
+    labels = ds.labels
+    moved = pc.and_(
+        pc.is_in(labels["capability_id"], pa.array(cold)), pc.equal(labels["split"], "train")
+    )
+    split = pc.if_else(moved, "test", labels["split"])
+    labels = labels.set_column(labels.schema.get_field_index("split"), "split", split)
+    return dataclasses.replace(ds, labels=labels), cold
+
+
+def test_auto_weighs_by_the_catalogs_share_without_evidence(tiny_cfg, tiny_dataset):
+    from caprank.training.trainer import Trainer, evidence_free_share
+
+    ds, cold = without_train_labels(tiny_dataset, 12)
+    cfg = tiny_training_cfg(tiny_cfg, lexical_dim=64, source="labels", max_steps=40, eval_every=20)
+    assert cfg.training.validation_without_evidence == "auto"  # the default
+    prep = tiny_prepared(ds, cfg)
+    n_caps = prep.data.graph.cap_id.shape[0]
+    share = evidence_free_share(prep.data.graph)
+    # the moved capabilities, and only they, lost their evidence (the tiny data's other
+    # capabilities all have train labels)
+    assert share == pytest.approx(len(cold) / n_caps)
+    model = tiny_model(prep, cfg)
+    fit = Trainer(model, prep.data, cfg.training).fit()
+    assert fit.valid_without_evidence == pytest.approx(share)
+    assert validation_mrr(model, prep.data, without_evidence=share) == pytest.approx(
+        fit.best_valid_mrr, abs=1e-6
+    )
+    # and where every capability has evidence, auto is plain validation
+    full = tiny_prepared(tiny_dataset, cfg)
+    assert evidence_free_share(full.data.graph) == 0.0
+    assert cfg.training.without_evidence_weight(0.0) == 0.0
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, "always"])
+def test_the_weight_is_auto_or_in_the_unit_interval(bad):
+    from pydantic import ValidationError
+
+    from caprank.config import TrainingConfig
+
+    assert TrainingConfig(validation_without_evidence=0.25).without_evidence_weight(0.9) == 0.25
+    assert TrainingConfig(validation_without_evidence="auto").without_evidence_weight(0.9) == 0.9
+    with pytest.raises(ValidationError, match="validation_without_evidence"):
+        TrainingConfig(validation_without_evidence=bad)

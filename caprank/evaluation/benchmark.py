@@ -74,6 +74,7 @@ def train_run(ds: Dataset, emb_dir: Path, out: Path, cfg: CaprankConfig) -> dict
         "steps": result.fit.steps,
         "best_step": result.fit.best_step,
         "best_valid_mrr": round(result.fit.best_valid_mrr, 4),
+        "valid_without_evidence": round(result.fit.valid_without_evidence, 4),
         "fit_seconds": round(result.fit.seconds, 1),
         "stage_seconds": round(wall, 1),
         "experiences_per_s": round(result.fit.experiences_per_s, 1),

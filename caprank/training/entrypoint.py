@@ -52,6 +52,7 @@ def run_step(
     result = train(load_dataset(dataset), cfg, embeddings, model, features)
     metrics: dict[str, float] = {
         "best_valid_mrr": result.fit.best_valid_mrr,
+        "valid_without_evidence": result.fit.valid_without_evidence,
         "steps": result.fit.steps,
         "train_seconds": result.fit.seconds,
         "experiences_per_s": result.fit.experiences_per_s,

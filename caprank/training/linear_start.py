@@ -36,6 +36,19 @@ from caprank.model.shgat import SHGAT, Graph
 
 
 @dataclass(frozen=True)
+class FittedStart:
+    """The fitted logistic regression, kept so that it can be written into the channel
+    again at another lexical rank (``write_start``)."""
+
+    id_rows: torch.Tensor
+    w_dense: torch.Tensor
+    w_lex: torch.Tensor
+    bias: torch.Tensor
+    lex_before: torch.Tensor  # the lexical projection before the start
+    temperature: float
+
+
+@dataclass(frozen=True)
 class LinearStart:
     """What the fit did: ``skipped`` names why it did not run (empty when it ran)."""
 
@@ -46,9 +59,24 @@ class LinearStart:
     rank: int
     seconds: float
     skipped: str = ""
+    fitted: FittedStart | None = None  # None when skipped
 
     def to_json(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+        return {
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in vars(self).items()
+            if k != "fitted"
+        }
+
+
+def start_ranks(lexical_dim: int, min_rank: int) -> list[int]:
+    """The lexical ranks a start is validated at: ``lexical_dim``, then halved while at
+    least ``min_rank`` (a lower rank regularizes the lexical part: the embedded default
+    validates its start better at 128 than at 512, ToolLens warm at 512)."""
+    ranks = [lexical_dim]
+    while ranks[-1] // 2 >= max(1, min_rank):
+        ranks.append(ranks[-1] // 2)
+    return ranks
 
 
 # the content channel's scale after a start (10 at initialization): its random
@@ -110,7 +138,7 @@ def linear_start(
         model.log_scale.fill_(SILENT_LOG_SCALE)
     model.eval()
     with torch.no_grad():  # what the untrained residual scores without its id channel:
-        # the offset the fit is over (the prior is left out: ``_write`` cancels it)
+        # the offset the fit is over (the prior is left out: ``write_start`` cancels it)
         keys = model.keys(graph)[id_rows, p:no_id]
         offset = (model.query(batch)[:, p:no_id] @ keys.T) / tc.temperature
     x = batch.dense
@@ -163,32 +191,44 @@ def linear_start(
 
     opt.step(closure)
     iterations = int(opt.state_dict()["state"].get(0, {}).get("n_iter", 0))
+    fitted = FittedStart(
+        id_rows,
+        w_dense.detach(),
+        w_lex.detach(),
+        bias.detach(),
+        model.id_lex.weight.detach().clone(),
+        tc.temperature,
+    )
     with torch.no_grad():
         loss = float(cross_entropy(with_dropout=False))
-        rank = _write(model, graph, id_rows, w_dense, w_lex, bias, tc.temperature)
+    rank = write_start(model, graph, fitted, d.lexical_dim)
     model.train()
-    return LinearStart(len(pos), n_id, iterations, loss, rank, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return LinearStart(len(pos), n_id, iterations, loss, rank, seconds, fitted=fitted)
 
 
-def _write(model: SHGAT, graph: Graph, id_rows, w_dense, w_lex, bias, temperature) -> int:
-    """Put the fitted logits into the id channel. Keys carry the residual gate and scores
-    are divided by the temperature, so each capability's weights are scaled by
-    temperature / gate; its dense part also takes minus its prior (cosine weight x its
-    text vector, over the gate), so a capability with evidence starts ranked by the fit
-    alone, whatever its gate. The lexical matrix is split by SVD into projection x
-    embedding (exact when ``lexical_dim`` covers the capabilities, else its best
-    low-rank part)."""
-    d = model.dims
-    gate = model.gate(graph)[id_rows].clamp(min=1e-6)[:, None]
-    prior = d.cos_weight * graph.cap_text[id_rows]
-    u, s, vh = torch.linalg.svd(w_lex, full_matrices=False)
-    r = min(d.lexical_dim, int((s > s.max() * 1e-6).sum()) if s.numel() else 0)
+@torch.no_grad()
+def write_start(model: SHGAT, graph: Graph, fitted: FittedStart, max_rank: int) -> int:
+    """Put the fitted logits into the id channel; the lexical rank written (at most
+    ``max_rank``). Keys carry the residual gate and scores are divided by the
+    temperature, so each capability's weights are scaled by temperature / gate; its dense
+    part also takes minus its prior (cosine weight x its text vector, over the gate), so
+    a capability with evidence starts ranked by the fit alone, whatever its gate. The
+    lexical matrix is split by SVD into projection x embedding (exact when the rank
+    covers the capabilities, else its best low-rank part); the projection's columns past
+    the rank keep their values from before the start."""
+    d, t = model.dims, fitted.temperature
+    gate = model.gate(graph)[fitted.id_rows].clamp(min=1e-6)[:, None]
+    prior = d.cos_weight * graph.cap_text[fitted.id_rows]
+    u, s, vh = torch.linalg.svd(fitted.w_lex, full_matrices=False)
+    r = min(max_rank, d.lexical_dim, int((s > s.max() * 1e-6).sum()) if s.numel() else 0)
     root = s[:r].sqrt()
     emb = torch.zeros_like(model.id_emb)  # column j of the fit is id row j
-    emb[:, : d.text_dim] = (w_dense * temperature - prior) / gate
-    emb[:, d.text_dim : d.text_dim + r] = (vh[:r].T * root) * temperature / gate
+    emb[:, : d.text_dim] = (fitted.w_dense * t - prior) / gate
+    emb[:, d.text_dim : d.text_dim + r] = (vh[:r].T * root) * t / gate
     model.id_emb.copy_(emb)
-    model.id_bias.copy_(bias * temperature / gate[:, 0])
+    model.id_bias.copy_(fitted.bias * t / gate[:, 0])
+    model.id_lex.weight.copy_(fitted.lex_before)
     if r:
         model.id_lex.weight[:, :r] = u[:, :r] * root
     return r

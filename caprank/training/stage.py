@@ -60,7 +60,13 @@ class TrainResult:
         lines = [
             "## Train\n",
             f"{f.steps} steps ({'early stop' if f.stopped_early else 'step budget'}), best "
-            f"validation MRR {f.best_valid_mrr:.4f} at step {f.best_step}; {f.seconds:.1f} s, "
+            f"validation MRR {f.best_valid_mrr:.4f} at step {f.best_step}"
+            + (
+                f" (weight {f.valid_without_evidence:.2f} on answers without evidence)"
+                if f.valid_without_evidence
+                else ""
+            )
+            + f"; {f.seconds:.1f} s, "
             f"{f.experiences_per_s:,.0f} experiences/s"
             + (f"; resumed from step {f.resumed_from}" if f.resumed_from else "")
             + ".  ",

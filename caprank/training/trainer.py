@@ -35,7 +35,7 @@ from caprank.learning.experiences import LOGS, Experiences
 from caprank.learning.per import PrioritizedReplay
 from caprank.model.inputs import intent_batch, select_bags
 from caprank.model.shgat import SHGAT, Graph
-from caprank.training.linear_start import linear_start
+from caprank.training.linear_start import FittedStart, linear_start, start_ranks, write_start
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LogFn = Callable[[int, dict[str, float]], None]
@@ -64,6 +64,7 @@ class FitResult:
     resumed_from: int | None
     history: list[dict] = field(default_factory=list)
     linear_start: dict | None = None  # what the linear start did (None: not run)
+    valid_without_evidence: float = 0.0  # the validation mixture's weight it ran with
 
 
 def weighted_infonce(
@@ -116,6 +117,12 @@ def validation_mrr(
     return (1.0 - without_evidence) * mrr + without_evidence * masked
 
 
+def evidence_free_share(graph: Graph) -> float:
+    """The share of the catalog's capabilities without training evidence (no id row):
+    ``validation_without_evidence: auto`` weighs the validation mixture by it."""
+    return float((graph.cap_id < 0).float().mean()) if graph.cap_id.numel() else 0.0
+
+
 def resolve_device(preference: str) -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,6 +152,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.data = data
         self.graph = data.graph.to(self.device)
+        self.without_evidence = cfg.without_evidence_weight(evidence_free_share(data.graph))
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.on_log = on_log
         self.on_validate = on_validate  # hyperparameter search reports and prunes here
@@ -208,9 +216,7 @@ class Trainer:
         self.targets = exp.td_targets(next_values, self.cfg.td).astype(np.float32)
 
     def validate(self) -> float:
-        mrr = validation_mrr(
-            self.model, self.data, self.graph, self.cfg.validation_without_evidence
-        )
+        mrr = validation_mrr(self.model, self.data, self.graph, self.without_evidence)
         self.model.train()
         return mrr
 
@@ -328,14 +334,15 @@ class Trainer:
         cfg = self.cfg
         resumed = self.load_checkpoint()
         if resumed is None:
-            fresh = None
+            fresh = fitted = None
             if self.linear_start:
                 d = self.data
                 fresh = copy.deepcopy(self.model.state_dict())
-                self.linear_result = linear_start(
+                started = linear_start(
                     self.model, self.graph, d.intent_dense, d.intent_bags, d.experiences, cfg
-                ).to_json()
-            self._evaluate_prior(fresh)
+                )
+                self.linear_result, fitted = started.to_json(), started.fitted
+            self._evaluate_prior(fresh, fitted)
             self.refresh_targets()
         start = time.perf_counter()
         first = self.step
@@ -366,14 +373,16 @@ class Trainer:
             resumed_from=resumed,
             history=list(self.history),
             linear_start=self.linear_result,
+            valid_without_evidence=self.without_evidence,
         )
 
-    def _evaluate_prior(self, fresh: dict | None = None) -> None:
+    def _evaluate_prior(self, fresh: dict | None = None, fitted: FittedStart | None = None) -> None:
         """Step 0: the prior alone (residual off) is the first candidate for the best
         state, so a run whose training never beats it on validation keeps the prior.
-        After a linear start the started state is validated next: SGD goes on from it
-        only when it beats the prior, else from ``fresh`` (the weights before the start),
-        as without one (logs of a biased policy can fit a start worse than the prior)."""
+        After a linear start the started state is validated next, its lexical part at
+        each rank of ``start_ranks`` (the best is kept): SGD goes on from it only when it
+        beats the prior, else from ``fresh`` (the weights before the start), as without
+        one (logs of a biased policy can fit a start worse than the prior)."""
         if len(self.data.valid_intents) == 0:
             return
         self.model.residual_on.fill_(0.0)
@@ -383,8 +392,7 @@ class Trainer:
         self.best_state = copy.deepcopy(self.model.state_dict())
         self.model.residual_on.fill_(1.0)
         if self.linear_result is not None and not self.linear_result["skipped"]:
-            mrr = self.validate()
-            self._log(0, {"valid_mrr": mrr, "linear_start": 1.0})
+            mrr = self._choose_start_rank(fitted)
             kept = mrr > self.best[0]
             self.linear_result["kept"] = kept
             if kept:
@@ -392,6 +400,30 @@ class Trainer:
                 self.best_state = copy.deepcopy(self.model.state_dict())
             elif fresh is not None:
                 self.model.load_state_dict(fresh)
+
+    def _choose_start_rank(self, fitted: FittedStart | None) -> float:
+        """Validate the started state at each lexical rank of ``start_ranks`` (the rank
+        the start wrote first) and leave the best written; its validation figure."""
+        written = self.linear_result["rank"]
+        ranks = [written]
+        if fitted is not None:
+            ranks += [
+                r
+                for r in start_ranks(self.model.dims.lexical_dim, self.cfg.linear_start_min_rank)
+                if r < written
+            ]
+        tried: dict[int, float] = {}
+        for r in ranks:
+            if r != written:
+                written = write_start(self.model, self.graph, fitted, r)
+            tried[r] = self.validate()
+            self._log(0, {"valid_mrr": tried[r], "linear_start": 1.0, "rank": float(r)})
+        best = max(tried, key=lambda r: (tried[r], r))  # ties: the higher rank
+        if best != written:
+            write_start(self.model, self.graph, fitted, best)
+        self.linear_result["rank"] = best
+        self.linear_result["rank_valid_mrr"] = {str(r): round(v, 4) for r, v in tried.items()}
+        return tried[best]
 
     def _evaluate(self) -> bool:
         mrr = self.validate()

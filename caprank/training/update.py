@@ -46,7 +46,13 @@ from caprank.model.bundle import Bundle
 from caprank.model.inputs import CatalogInputs, intent_batch, select_bags
 from caprank.model.shgat import SHGAT
 from caprank.training.data import Prepared, prepare
-from caprank.training.trainer import FitResult, TrainData, Trainer, validation_mrr
+from caprank.training.trainer import (
+    FitResult,
+    TrainData,
+    Trainer,
+    evidence_free_share,
+    validation_mrr,
+)
 
 Encoder = Callable[[list[str]], np.ndarray]
 GUARD_METRICS = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
@@ -503,8 +509,10 @@ def update_model(
         torch.manual_seed(tc.seed)
         fit: FitResult = Trainer(model, data, tc, on_log=on_log, linear_start=False).fit()
     else:  # the refit alone: report its validation MRR as the trainer would
-        mrr = validation_mrr(model, data)
-        fit = FitResult(0, 0, mrr, 0.0, 0.0, False, None, [{"step": 0, "valid_mrr": mrr}])
+        w = tc.without_evidence_weight(evidence_free_share(data.graph))
+        mrr = validation_mrr(model, data, without_evidence=w)
+        history = [{"step": 0, "valid_mrr": mrr}]
+        fit = FitResult(0, 0, mrr, 0.0, 0.0, False, None, history, valid_without_evidence=w)
         if on_log is not None:
             on_log(0, {"valid_mrr": mrr})
     bundle = _make_bundle(model.cpu().eval(), prep, cfg, base.text_model, fit)
