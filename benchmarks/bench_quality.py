@@ -23,8 +23,9 @@ config as given (fine-tuning only where that config turns it on).
 
 SHGAT is scored exactly as serving and the evaluation reports score it
 (``caprank.evaluation.benchmark``). Metrics are capability-level MRR, Hit@1/3/5/10 and
-NDCG@10 over the whole catalog. The last line of output is one JSON object keyed by
-split and ranker.
+NDCG@10 over the whole catalog, and ``segments``: each ranker's MRR on the test intents
+whose answer SHGAT has training evidence for and on those it has none for. The last line
+of output is one JSON object keyed by split and ranker.
 
     python -m benchmarks.bench_quality --toollens ../shared/data/toollens
     python -m benchmarks.bench_quality --data data/my-catalog

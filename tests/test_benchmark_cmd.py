@@ -49,6 +49,10 @@ def test_benchmark_any_labeled_dataset(tiny_cfg, tiny_dataset, tmp_path, capsys)
     assert row["train"]["steps"] == 4 and row["train"]["sources"] == ["labels"]
     assert row["test"]["queries"] > 0 and row["test"]["from"] == "test labels"
     assert row["test"]["items"] == ds.capabilities.num_rows
+    # every test capability of the tiny catalog has train labels: one segment, all queries
+    assert set(row["segments"]) == {"with evidence"}
+    assert row["segments"]["with evidence"]["queries"] == row["test"]["queries"]
+    assert row["segments"]["with evidence"]["shgat"] == row["ci"]["shgat"]["mrr"]
 
     # a log without labels: tested on the log's latest period, no logreg (nothing labeled)
     from caprank.config import load_config
@@ -65,3 +69,22 @@ def test_benchmark_any_labeled_dataset(tiny_cfg, tiny_dataset, tmp_path, capsys)
     assert row["train"]["sources"] == ["interactions"] and row["train"]["best_valid_mrr"] > 0
     assert row["test"]["from"].startswith("temporal split of the interactions")
     assert 0.0 < row["shgat"]["mrr"] <= 1.0
+
+
+def test_evidence_segments_split_the_queries_by_their_answer():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from caprank.config import CaprankConfig
+    from caprank.evaluation.benchmark import evidence_segments
+    from caprank.evaluation.queries import QuerySet
+
+    # four queries over items a, b, c; a has evidence, b and c do not
+    rel = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float))
+    q = QuerySet(np.arange(4), np.array(["w", "x", "y", "z"]), rel, ("a", "b", "c"))
+    ranks_a_first = np.tile([3.0, 2.0, 1.0], (4, 1))  # a, then b, then c, for every query
+    cfg = CaprankConfig.model_validate({"evaluation": {"bootstrap_samples": 20}})
+    out = evidence_segments({"r": ranks_a_first}, q, {"a"}, cfg)
+    assert out["with evidence"]["queries"] == 2 and out["with evidence"]["r"][0] == 1.0
+    assert out["without evidence"]["queries"] == 2
+    assert out["without evidence"]["r"][0] == pytest.approx((1 / 2 + 1 / 3) / 2, abs=1e-4)

@@ -53,6 +53,28 @@ def metrics_ci(scores: np.ndarray, rel, cfg: CaprankConfig) -> dict[str, list[fl
     return out
 
 
+def evidence_segments(
+    scored: dict[str, np.ndarray], queries, with_evidence: set[str], cfg: CaprankConfig
+) -> dict[str, dict]:
+    """MRR [mean, low, high] of every ranker on the queries whose answer SHGAT has
+    training evidence for (an id row: ``with_evidence``) and on those whose answer it
+    has none for (scored by the prior alone): the seen and unseen segments."""
+    labels = {
+        c: "with evidence" if c in with_evidence else "without evidence" for c in queries.item_ids
+    }
+    seg = queries.segments(labels)
+    out: dict[str, dict] = {}
+    for name in ("with evidence", "without evidence"):
+        rows = np.flatnonzero(seg == name)
+        if rows.size:
+            rel = queries.relevance[rows]
+            out[name] = {"queries": int(rows.size)} | {
+                ranker: metrics_ci(scores[rows], rel, cfg)["mrr"]
+                for ranker, scores in scored.items()
+            }
+    return out
+
+
 def served_scores(bundle_dir: Path, cfg, catalog, texts: list[str], vecs: np.ndarray) -> np.ndarray:
     """Scores through the serving path: load_model_dir(...).ranker, one intent at a time."""
     from caprank.online.models import load_model_dir
@@ -140,6 +162,8 @@ def benchmark_dataset(
         scored["dense_ft"] = default_baselines(ds, cfg, text_model)["dense"](queries, catalog)
     row: dict = {ranker: metrics(scores, rel) for ranker, scores in scored.items()}
     row["ci"] = {ranker: metrics_ci(scores, rel, cfg) for ranker, scores in scored.items()}
+    bundle_meta = json.loads((bundle_dir / "bundle.json").read_text(encoding="utf-8"))
+    row["segments"] = evidence_segments(scored, queries, set(bundle_meta["id_capabilities"]), cfg)
     row["train"] = train_row
     row["finetune"] = _finetune_row(emb_dir)
     row["test"] = {"queries": len(queries), "items": queries.n_items, "from": test.describe()}
