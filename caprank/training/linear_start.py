@@ -21,6 +21,7 @@ Imports only torch and numpy: it runs in the slim GPU image.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -46,6 +47,11 @@ class FittedStart:
     bias: torch.Tensor
     lex_before: torch.Tensor  # the lexical projection before the start
     temperature: float
+
+    @functools.cached_property
+    def lexical_svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``w_lex``'s thin SVD, computed once for every rank it is written at."""
+        return torch.linalg.svd(self.w_lex, full_matrices=False)
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,7 @@ def write_start(model: SHGAT, graph: Graph, fitted: FittedStart, max_rank: int) 
     d, t = model.dims, fitted.temperature
     gate = model.gate(graph)[fitted.id_rows].clamp(min=1e-6)[:, None]
     prior = d.cos_weight * graph.cap_text[fitted.id_rows]
-    u, s, vh = torch.linalg.svd(fitted.w_lex, full_matrices=False)
+    u, s, vh = fitted.lexical_svd
     r = min(max_rank, d.lexical_dim, int((s > s.max() * 1e-6).sum()) if s.numel() else 0)
     root = s[:r].sqrt()
     emb = torch.zeros_like(model.id_emb)  # column j of the fit is id row j
